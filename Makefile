@@ -1,0 +1,44 @@
+# The README's commands. Each installs what is missing first and is safe to run again.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+INVOKE := $(VENV)/bin/invoke
+PYTHON ?= python3
+
+.PHONY: demo test bench lint deps system-deps
+
+demo: deps
+	$(INVOKE) sandbox.up
+
+test: deps
+	$(PY) -m pytest -q tests
+
+bench: deps
+	@echo "no benchmarks yet: the engine and verification issues add them to bench/"
+
+lint: deps
+	$(VENV)/bin/ruff check ripcord sandbox tests tasks.py
+
+deps: system-deps $(VENV)/.installed
+
+# The venv, with ripcord editable and the test and bench extras; rebuilt when pyproject changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	touch $@
+
+# Debian packages the sandbox fleet runs, installed only when their binaries are missing.
+system-deps:
+	@missing=""; \
+	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
+	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v psql >/dev/null || missing="$$missing postgresql-client"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	test -x /usr/bin/python3 && /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3 python3-venv"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "run as root, or install them yourself:$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi

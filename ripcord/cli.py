@@ -1,0 +1,47 @@
+"""What every invoke task shares: errors as one line plus a hint, exit codes, --json output.
+
+Progress and human output go to stderr when --json is given, so stdout holds exactly one
+JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any, Callable
+
+from invoke import Exit
+from rich.console import Console
+
+from ripcord.errors import EXIT_FAILED, RipcordError
+
+
+def console(json_mode: bool) -> Console:
+    """Human output: stdout normally, stderr when stdout is reserved for JSON."""
+    return Console(stderr=json_mode, highlight=False)
+
+
+def run_task(body: Callable[[Console], Any], *, json_mode: bool = False,
+             debug: bool = False) -> Any:
+    """Run a task body, mapping ripcord errors to their exit codes (tracebacks only with debug)."""
+    out = console(json_mode)
+    debug = debug or os.environ.get("RIPCORD_DEBUG") == "1"
+    try:
+        return body(out)
+    except RipcordError as exc:
+        if debug:
+            traceback.print_exc()
+        err = Console(stderr=True, highlight=False)
+        err.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+        if exc.hint:
+            err.print(f"[dim]hint:[/] {exc.hint}", markup=True, soft_wrap=True)
+        raise Exit(code=exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise Exit("interrupted", code=EXIT_FAILED) from None
+
+
+def emit_json(payload: dict) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,214 @@
+"""Lay out the sandbox's files: the login user, keys, host directories, configs, releases.
+
+Idempotent: what exists is kept (host keys, .env secrets, data), what is derived from the plan
+(configs, known_hosts, inventory) is rewritten. Secrets are generated once and then read back
+from the hosts' .env files, which stay their only home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets as random_secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from ripcord.errors import SandboxError
+from ripcord.sandbox import render
+from ripcord.sandbox.plan import Host, Plan
+
+STANDINS = Path(__file__).resolve().parent.parent.parent / "sandbox" / "titan"
+
+# Seeded exchange positions: the same account totals as seed.sql's positions.
+SEED_POSITIONS = {"titan": {"BTCUSDT": {"qty": 0.5, "avgPrice": 64000},
+                            "ETHUSDT": {"qty": -2.0, "avgPrice": 3100},
+                            "SOLUSDT": {"qty": 40, "avgPrice": 150}}}
+
+
+class Owner:
+    """Who owns host-side files: the login user when we are root, else nobody changes."""
+
+    def __init__(self, user: str):
+        self.user = user
+        self.is_root = os.geteuid() == 0
+        if self.is_root:
+            entry = pwd.getpwnam(user)
+            self.uid, self.gid = entry.pw_uid, entry.pw_gid
+
+    def own(self, path: Path) -> None:
+        if self.is_root:
+            os.chown(path, self.uid, self.gid, follow_symlinks=False)
+
+    def as_user(self, argv: list[str]) -> list[str]:
+        """argv run as the login user (runuser when root)."""
+        return ["runuser", "-u", self.user, "--", *argv] if self.is_root else argv
+
+
+def ensure_login_user(user: str) -> None:
+    """Create the dedicated unprivileged login user (root only); '*' keeps it unlocked for sshd."""
+    if os.geteuid() != 0:
+        return
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        home = Path("/var/lib/ripcord/home")
+        _run(["useradd", "--system", "--home-dir", str(home), "--create-home",
+              "--shell", "/bin/sh", "--comment", "ripcord sandbox hosts", user])
+    _run(["usermod", "-p", "*", user])  # no password, but not locked: sshd refuses locked users
+
+
+def write(path: Path, text: str, mode: int = 0o644, owner: Owner | None = None) -> None:
+    """Write text if it differs (so unchanged configs keep their mtime), then set mode/owner."""
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.chmod(tmp, mode)
+        tmp.replace(path)
+    os.chmod(path, mode)
+    if owner:
+        owner.own(path)
+
+
+def mkdirs(owner: Owner | None, mode: int, *paths: Path) -> None:
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, mode)
+        if owner:
+            owner.own(path)
+
+
+def read_env(path: Path) -> dict[str, str]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    pairs = (line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def gather_secrets(plan: Plan) -> dict[str, str]:
+    """Secrets already on the hosts, plus new ones for what is missing."""
+    envs = {h.name: read_env(h.titan_home / ".env") for h in plan.hosts}
+
+    def existing(key: str) -> str | None:
+        for env in envs.values():
+            if env.get(key):
+                return env[key]
+        return None
+
+    found = {"hmac_secret": existing("TITAN_HMAC_SECRET") or random_secrets.token_hex(32),
+             "db_password": existing("TITAN_DB_PASSWORD") or random_secrets.token_hex(16),
+             "exchange_key:ops": existing("EXCHANGE_OPS_API_KEY") or random_secrets.token_hex(20)}
+    for host in plan.hosts:
+        found[f"exchange_key:{host.name}"] = (envs[host.name].get("EXCHANGE_API_KEY")
+                                              or random_secrets.token_hex(20))
+    return found
+
+
+def provision(plan: Plan, user: str, runtime: Path) -> dict[str, str]:
+    """Every file the fleet needs, for every host; returns the secrets for seeding."""
+    owner = Owner(user)
+    secrets = gather_secrets(plan)
+    mkdirs(None, 0o755, plan.root, plan.control_dir, plan.control_dir / "logs", plan.root / "hosts")
+    mkdirs(None, 0o700, plan.client_key.parent)
+    if not plan.client_key.exists():
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ripcord-sandbox-operator",
+              "-f", str(plan.client_key)])
+    client_pub = plan.client_key.with_suffix(".pub").read_text()
+    if owner.is_root:  # sshd's privilege separation directory (tmpfs: gone after a reboot)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    known = []
+    for host in plan.hosts:
+        known.append(_provision_host(plan, host, owner, runtime, client_pub, secrets))
+    _run([render.sshd_bin(), "-t", "-f", str(plan.hosts[0].etc / "sshd_config")])
+    write(plan.known_hosts, "".join(known))
+    _provision_exchange(plan, owner, secrets)
+    write(plan.control_conf, render.control_supervisord_conf(plan, runtime,
+                                                             user if owner.is_root else None))
+    return secrets
+
+
+def _provision_host(plan: Plan, host: Host, owner: Owner, runtime: Path, client_pub: str,
+                    secrets: dict[str, str]) -> str:
+    """One host's filesystem; returns its known_hosts line."""
+    home = host.titan_home
+    mkdirs(None, 0o755, host.root, host.etc, host.bin)
+    mkdirs(owner, 0o750, home, home / "logs", home / "state", home / "backups",
+           home / "releases", home / "state" / "faults")
+    mkdirs(owner, 0o700, host.run)
+    key = host.etc / "ssh_host_ed25519_key"
+    if not key.exists():
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{host.name}-host-key",
+              "-f", str(key)])
+    write(host.etc / "authorized_keys", client_pub)
+    write(host.etc / "sshd_config", render.sshd_config(host, owner.user))
+    write(host.supervisor_conf, render.host_supervisord_conf(plan, host, runtime))
+    write(host.bin / "supervisorctl", render.supervisorctl_wrapper(host, runtime), mode=0o755)
+    env = home / ".env"
+    if not env.exists():  # never overwrite: the operator may have rotated secrets
+        write(env, render.host_env(plan, host, secrets), mode=0o600, owner=owner)
+    _install_release(home, owner)
+    if host.role == "db":
+        mkdirs(owner, 0o700, host.var, host.var / "redis", host.var / "nats")
+        write(host.etc / "nats.conf", render.nats_conf(plan, host))
+        write(host.etc / "redis.conf", render.redis_conf(plan, host))
+        if not (host.var / "pg" / "PG_VERSION").exists():
+            _initdb(host, owner)
+    pub = key.with_suffix(".pub").read_text().split()
+    return f"[127.0.0.1]:{host.ssh_port} {pub[0]} {pub[1]}\n"
+
+
+def _install_release(home: Path, owner: Owner) -> None:
+    """Deploy the stand-ins as titan_home/releases/<version>, with `current` pointing at it.
+
+    An existing `current` is left alone: a rollback may have pointed it elsewhere.
+    """
+    version = (STANDINS / "VERSION").read_text().strip()
+    release = home / "releases" / version
+    mkdirs(owner, 0o755, release)
+    for source in sorted(STANDINS.iterdir()):
+        if source.suffix == ".py" or source.name == "VERSION":
+            write(release / source.name, source.read_text(), owner=owner)
+    current = home / "current"
+    if not current.is_symlink():
+        current.symlink_to(Path("releases") / version)
+        owner.own(current)
+
+
+def _initdb(host: Host, owner: Owner) -> None:
+    pgdata = host.var / "pg"
+    _run(owner.as_user([str(render.postgres_bin() / "initdb"), "-D", str(pgdata), "-E", "UTF8",
+                        "--auth-local=peer", "--auth-host=scram-sha-256", "--no-sync",
+                        "--no-instructions"]))
+
+
+def _provision_exchange(plan: Plan, owner: Owner, secrets: dict[str, str]) -> None:
+    home = plan.exchange_home
+    mkdirs(owner, 0o750, home, home / "app")
+    labels = {v: k.split(":", 1)[1] for k, v in secrets.items() if k.startswith("exchange_key:")}
+    keys = {key: {"account": "titan", "label": label} for key, label in sorted(labels.items())}
+    write(home / "keys.json", json.dumps(keys, indent=2) + "\n", mode=0o600, owner=owner)
+    write(home / ".env", render.exchange_env(plan), mode=0o600, owner=owner)
+    if not (home / "positions.json").exists():
+        write(home / "positions.json", json.dumps(SEED_POSITIONS, indent=2) + "\n", owner=owner)
+    for source in STANDINS.glob("*.py"):
+        write(home / "app" / source.name, source.read_text(), owner=owner)
+
+
+def _run(argv: list[str], stdin: str | None = None) -> str:
+    try:
+        result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise SandboxError(f"{argv[0]} is not installed",
+                           hint="make demo installs the sandbox's Debian packages") from None
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        raise SandboxError(f"{Path(argv[0]).name} failed: {' | '.join(detail)}")
+    return result.stdout
+
+
+def remove_tree(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)

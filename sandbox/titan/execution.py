@@ -1,0 +1,508 @@
+"""titan-execution: the stand-in order engine on an exec host.
+
+It takes strategy signals from the shared JetStream work queue, places orders at the exchange,
+books fills in PostgreSQL (ledger.py), and obeys the kill switches the runbooks pull: the halt
+file and the signed NATS commands (halt, flatten, cancel-all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.parse
+import uuid
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import nats.js.api
+import nats.js.errors
+
+import common
+from exchange_client import Exchange, ExchangeError
+from ledger import DbError, Ledger
+
+SERVICE = "titan-execution"
+CMD_HALT = "titan.cmd.sys.halt.v1"
+CMD_FLATTEN = "titan.cmd.risk.flatten"
+CMD_CANCEL_ALL = "titan.cmd.exec.cancel_all"
+STATE_EVENT = "titan.evt.exec.state"
+CONSUMER = "execution_group"
+STALE_SIGNAL_S = 10.0
+DEADMAN_EVERY_S = 5.0
+DEADMAN_TIMEOUT_MS = 15000
+DEFAULT_PRICES = {"BTCUSDT": 64000.0, "ETHUSDT": 3100.0, "SOLUSDT": 150.0}
+
+
+class Engine:
+    def __init__(self, cfg: common.Config, log: common.Log):
+        self.cfg, self.log = cfg, log
+        self.host = cfg.host
+        self.prefix = f"{self.host}-"  # clientOrderId prefix: how this engine finds its own orders
+        self.port = cfg.get_int("TITAN_EXECUTION_PORT")
+        self.nats_url = cfg.get_url("NATS_URL", ("nats",))
+        self.secret = cfg.get("TITAN_HMAC_SECRET")
+        self.verifier = common.CommandVerifier(
+            [self.secret, cfg.optional("TITAN_HMAC_SECRET_PREVIOUS") or ""])
+        self.exchange = Exchange(cfg.get_url("EXCHANGE_URL", ("http",)),
+                                 cfg.get("EXCHANGE_API_KEY"), log)
+        self.ledger = Ledger(dict(host=cfg.get("TITAN_DB_HOST"), port=cfg.get_int("TITAN_DB_PORT"),
+                                  database=cfg.get("TITAN_DB_NAME"), user=cfg.get("TITAN_DB_USER"),
+                                  password=cfg.get("TITAN_DB_PASSWORD")), self.host, log)
+        self.halt_file = Path(cfg.get("TITAN_HALT_FILE", str(cfg.home / "system.halt")))
+        self.state_path = cfg.home / "state" / "execution.json"
+        self.nats_halt = self.load_nats_halt()
+        self.file_halt: str | None = None  # the halt file's reason while it is in force
+        self.announced: tuple[str, str | None] = ("NORMAL", None)  # (state, source) acted upon
+        self.halted_since: float | None = None
+        self.pending_cancel = False  # halted, but working orders not yet cancelled at the exchange
+        self.nc = self.js = None
+        self.prices: dict[str, float] = {}
+        self.working: dict[str, dict] = {}  # client_order_id -> order we believe is working
+        self.positions: dict[str, float] = {}  # last read, served while the DB is down
+        self.signals_received, self.last_signal_ts, self.last_order_ts = 0, None, None
+        self.tasks: set[asyncio.Task] = set()
+        self.cancel_lock, self.reconcile_lock = asyncio.Lock(), asyncio.Lock()
+        self.started = time.time()
+
+    # --- halt state -----------------------------------------------------------------------
+
+    def load_nats_halt(self) -> dict:
+        """The NATS halt survives restarts; an unreadable state file keeps the engine halted."""
+        try:
+            state = json.loads(self.state_path.read_text())
+            if state.get("state") in ("HARD_HALT", "NORMAL"):
+                return state
+        except FileNotFoundError:
+            return {"state": "NORMAL", "reason": None, "operator": None, "ts": None}
+        except (OSError, ValueError, AttributeError):
+            pass
+        self.log.error(f"Cannot read {self.state_path}: staying HALTED until a signed NORMAL")
+        return {"state": "HARD_HALT", "reason": "unreadable state file", "operator": "engine",
+                "ts": time.time()}
+
+    @property
+    def halt_source(self) -> str | None:
+        sources = [name for name, on in (("file", self.file_halt is not None),
+                                         ("nats", self.nats_halt["state"] == "HARD_HALT")) if on]
+        return "+".join(sources) or None
+
+    @property
+    def halted(self) -> bool:
+        return self.halt_source is not None
+
+    def check_halt_file(self) -> None:
+        present = self.halt_file.exists() and not self.cfg.fault("ignore_halt_file")
+        if present == (self.file_halt is not None):
+            return
+        self.file_halt = None
+        if present:  # operators often write the reason into the file
+            try:
+                self.file_halt = self.halt_file.read_text(errors="replace").strip()[:200]
+            except OSError:
+                pass
+            self.file_halt = self.file_halt or "halt file present"
+        self.update_state(self.file_halt or "halt file removed", "halt-file")
+
+    def update_state(self, reason: str, operator: str, always_announce: bool = False) -> None:
+        """Act on a change of halted state or of its source, and announce it on NATS."""
+        source = self.halt_source
+        now = ("HARD_HALT" if source else "NORMAL", source)
+        before, self.announced = self.announced, now
+        if now == before and not always_announce:
+            return
+        if now[0] == "HARD_HALT" and before[0] == "NORMAL":
+            self.halted_since = time.time()
+            self.log.warn(f"System HALTED source={source} reason={reason} operator={operator}")
+            self.pending_cancel = True
+            self.spawn(self.cancel_and_disarm())
+            self.spawn(self.ledger.audit(operator, "halt", {"source": source, "reason": reason}))
+        elif now[0] == "NORMAL" and before[0] == "HARD_HALT":
+            self.halted_since, self.pending_cancel = None, False
+            self.log.info(f"System NORMAL: trading resumed operator={operator}")
+            self.spawn(self.arm_deadman())
+            self.spawn(self.ledger.audit(operator, "resume", {"reason": reason}))
+        elif now != before:
+            self.log.warn(f"Halt source now {source} reason={reason} operator={operator}")
+        self.publish(STATE_EVENT, {
+            "host": self.host, "service": SERVICE, "state": now[0], "halted": self.halted,
+            "halt_source": source, "reason": reason, "operator": operator, "ts": time.time()})
+
+    async def watch_halt_file(self) -> None:
+        while True:
+            self.check_halt_file()
+            await asyncio.sleep(0.05)
+
+    async def cancel_and_disarm(self) -> None:
+        """On halt: cancel this engine's working orders and disarm its dead-man's switch."""
+        async with self.cancel_lock:
+            if not (self.halted and self.pending_cancel):
+                return
+            try:
+                result = await self.exchange.call("POST", "/api/v1/cancelAll",
+                                                  {"clientPrefix": self.prefix})
+                await self.exchange.call("POST", "/api/v1/countdownCancelAll", {"timeoutMs": 0})
+            except ExchangeError as exc:
+                self.log.error(f"Halt: cancelling working orders failed ({exc}); retrying")
+                return
+            self.pending_cancel = False
+            cancelled = result.get("cancelled") if isinstance(result, dict) else "?"
+            self.log.info(f"Halt: cancelled {cancelled} working orders, dead-man's switch disarmed")
+        await self.reconcile()
+
+    async def arm_deadman(self) -> None:
+        try:
+            await self.exchange.call("POST", "/api/v1/countdownCancelAll",
+                                     {"timeoutMs": DEADMAN_TIMEOUT_MS})
+        except ExchangeError as exc:
+            if exc.status is not None:  # an outage is already logged by the client
+                self.log.error(f"Dead-man's switch not armed: {exc}")
+        if self.halted:  # a halt raced the re-arm: make sure the switch ends disarmed
+            self.pending_cancel = True
+
+    async def deadman_loop(self) -> None:
+        """Keep the exchange countdown armed while trading: a dead engine's orders get cancelled."""
+        while True:
+            if not self.halted:
+                await self.arm_deadman()
+            else:  # still probe the exchange, so health tells the truth while halted
+                try:
+                    await self.exchange.call("GET", "/api/v1/countdownCancelAll")
+                except ExchangeError:
+                    pass
+            await asyncio.sleep(DEADMAN_EVERY_S)
+
+    # --- signed commands --------------------------------------------------------------------
+
+    async def on_command(self, msg) -> None:
+        if self.cfg.fault("deaf_nats"):
+            return
+        subject = msg.subject
+        rejected = self.verifier.verify(subject, msg.headers, msg.data)
+        if rejected:
+            self.log.warn(common.rejection_log_line(subject, rejected))
+            return
+        try:
+            body = json.loads(msg.data)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self.log.error(f"Malformed command on {subject}: body is not a JSON object; ignored")
+            return
+        operator = str(body.get("operator") or "unknown")
+        reason = str(body.get("reason") or "")
+        if subject == CMD_HALT:
+            result = self.halt_command(body.get("state"), reason, operator)
+        elif subject == CMD_FLATTEN:
+            result = await self.flatten(body.get("symbol"), reason, operator)
+        else:
+            result = await self.cancel_all(reason, operator)
+        if result is not None and msg.reply:
+            await self.nc.publish(msg.reply, json.dumps({
+                "ok": not result.get("errors"), "host": self.host, "service": SERVICE,
+                "command": subject, "state": self.announced[0], "halted": self.halted,
+                **result}).encode())
+
+    def halt_command(self, state, reason: str, operator: str) -> dict | None:
+        if state not in ("HARD_HALT", "NORMAL"):
+            self.log.error(f"Halt command with unknown state {state!r} operator={operator}; ignored")
+            return None
+        self.log.info(f"Halt command accepted state={state} reason={reason} operator={operator}")
+        self.nats_halt = {"state": state, "reason": reason, "operator": operator, "ts": time.time()}
+        try:
+            common.write_json_atomic(self.state_path, self.nats_halt)
+        except OSError as exc:
+            self.log.error(f"Cannot persist halt state to {self.state_path}: {exc.strerror}")
+        self.update_state(reason, operator, always_announce=True)
+        return {}
+
+    async def flatten(self, symbol, reason: str, operator: str) -> dict | None:
+        """Close this host's positions with MARKET orders; allowed while halted (its point)."""
+        if not isinstance(symbol, str) or not symbol:
+            self.log.error(f"Flatten command without a symbol operator={operator}; ignored")
+            return None
+        symbol = symbol.upper()
+        self.log.warn(f"Flatten requested symbol={symbol} reason={reason} operator={operator}")
+        flattened, errors = [], []
+        try:
+            positions = await self.ledger.positions(symbol)
+        except DbError as exc:
+            positions, errors = {}, [f"positions unavailable: {exc}"]
+        for sym, qty in positions.items():
+            try:
+                order, reply = await self.place(sym, "SELL" if qty > 0 else "BUY", abs(qty),
+                                                "MARKET", "flatten")
+                if reply.get("status") != "FILLED":
+                    raise ExchangeError(f"market order {order['coid']} is {reply.get('status')}")
+                await self.ledger.book_fill(order, self.fill_price(reply))
+            except (ExchangeError, DbError) as exc:
+                self.log.error(f"Flatten failed symbol={sym}: {exc}")
+                errors.append(f"{sym}: {exc}")
+                continue
+            self.log.warn(f"Flatten complete symbol={sym} qty={qty}")
+            flattened.append({"symbol": sym, "qty": float(qty)})
+        if not positions and not errors:
+            self.log.info(f"Flatten complete symbol={symbol} qty=0 (no open position)")
+        self.spawn(self.ledger.audit(operator, "flatten", {
+            "symbol": symbol, "reason": reason, "flattened": flattened, "errors": errors}))
+        return {"flattened": flattened, "errors": errors}
+
+    async def cancel_all(self, reason: str, operator: str) -> dict:
+        try:
+            result = await self.exchange.call("POST", "/api/v1/cancelAll",
+                                              {"clientPrefix": self.prefix})
+            cancelled, errors = result.get("cancelled", 0), []
+        except ExchangeError as exc:
+            cancelled, errors = 0, [str(exc)]
+        self.log.warn(f"Cancel-all: cancelled={cancelled} errors={len(errors)} reason={reason} "
+                      f"operator={operator}")
+        self.spawn(self.ledger.audit(operator, "cancel_all", {
+            "reason": reason, "cancelled": cancelled, "errors": errors}))
+        await self.reconcile()
+        return {"cancelled": cancelled, "errors": errors}
+
+    # --- orders -----------------------------------------------------------------------------
+
+    async def place(self, symbol: str, side: str, qty: Decimal, kind: str, strategy: str,
+                    price: float | None = None) -> tuple[dict, dict]:
+        """Send an order and book it; an order that cannot be booked is cancelled at once."""
+        coid = f"{self.prefix}{uuid.uuid4().hex[:12]}"
+        request = {"symbol": symbol, "side": side, "type": kind, "quantity": float(qty),
+                   "clientOrderId": coid}
+        if price is not None:
+            request["price"] = price
+        reply = await self.exchange.call("POST", "/api/v1/order", request)
+        self.last_order_ts = time.time()
+        order = {"coid": coid, "exchange_id": str(reply.get("orderId")), "symbol": symbol,
+                 "side": side, "qty": Decimal(qty)}
+        status = reply.get("status", "NEW")
+        try:  # a FILLED order is booked NEW here: book_fill marks it FILLED with its fill
+            order["id"] = await self.ledger.record_order(order, strategy, kind, price,
+                                                         "NEW" if status == "FILLED" else status)
+        except DbError:
+            if status == "NEW":
+                await self.exchange.call("DELETE", f"/api/v1/order/{order['exchange_id']}")
+            raise
+        if status == "NEW":
+            self.working[coid] = order
+        return order, reply
+
+    @staticmethod
+    def fill_price(reply: dict) -> Decimal:
+        return Decimal(str(reply.get("fillPrice") or reply.get("price") or 0))
+
+    async def reconcile(self) -> None:
+        """Orders gone from the exchange's open list were filled or cancelled: book which."""
+        async with self.reconcile_lock:
+            if not self.working:
+                return
+            query = urllib.parse.urlencode({"clientPrefix": self.prefix})
+            try:
+                listed = await self.exchange.call("GET", f"/api/v1/openOrders?{query}") or []
+            except ExchangeError:
+                return
+            still_open = {o.get("clientOrderId") for o in listed}
+            for coid, order in list(self.working.items()):
+                if coid in still_open:
+                    continue
+                try:
+                    reply = await self.exchange.call("GET", f"/api/v1/order/{order['exchange_id']}")
+                    status = reply.get("status")
+                except ExchangeError as exc:
+                    if exc.status != 404:
+                        continue
+                    reply, status = {}, "CANCELED"  # unknown to the exchange: it cannot fill
+                try:
+                    if status == "FILLED":
+                        await self.ledger.book_fill(order, self.fill_price(reply))
+                    elif status == "CANCELED":
+                        await self.ledger.mark_canceled(order["id"])
+                    else:
+                        continue
+                except DbError:
+                    continue
+                del self.working[coid]
+                price = f" @ {self.fill_price(reply)}" if status == "FILLED" else ""
+                self.log.info(f"Order {status} id={coid} {order['side']} {order['qty']} "
+                              f"{order['symbol']}{price}")
+
+    # --- signals ----------------------------------------------------------------------------
+
+    async def handle_signal(self, msg) -> None:
+        try:
+            signal = json.loads(msg.data)
+            sid, strategy, symbol, side = (str(signal[k])
+                                           for k in ("signal_id", "strategy", "symbol", "side"))
+            qty, ts = Decimal(str(signal["qty"])), float(signal["ts"])
+            if side not in ("BUY", "SELL") or not qty > 0:
+                raise ValueError("bad side or qty")
+        except (ValueError, KeyError, TypeError, InvalidOperation) as exc:
+            self.log.error(f"Malformed signal dropped ({exc.__class__.__name__})")
+            await msg.ack()
+            return
+        self.signals_received += 1
+        self.last_signal_ts = time.time()
+        if (age := time.time() - ts) > STALE_SIGNAL_S:
+            self.log.warn(f"Stale signal dropped signal={sid} strategy={strategy} age={age:.1f}s")
+        elif self.halted:
+            self.log.warn(f"Order Rejected: System Halted signal={sid} strategy={strategy} "
+                          f"symbol={symbol}")
+        elif not self.ledger.connected:  # do not trade what we cannot book; the outage is logged
+            await msg.nak(delay=1)
+            return
+        else:
+            last = self.prices.get(symbol) or DEFAULT_PRICES.get(symbol, 100.0)
+            price = round(last * (1.001 if side == "BUY" else 0.999), 2)  # marketable limit
+            try:
+                order, _ = await self.place(symbol, side, qty, "LIMIT", strategy, price)
+            except (ExchangeError, DbError) as exc:
+                if isinstance(exc, ExchangeError) and exc.status not in (None, 429):
+                    self.log.error(f"Order refused by exchange signal={sid}: {exc}")
+                else:  # transient: any engine may place it while it is still fresh
+                    self.log.error(f"Order not placed signal={sid}: {exc}; will retry")
+                    await msg.nak(delay=1)
+                    return
+            else:
+                self.log.info(f"Order placed id={order['coid']} {side} {qty} {symbol} @ {price} "
+                              f"signal={sid} strategy={strategy}")
+                if self.halted:  # a halt landed while the order was in flight
+                    self.pending_cancel = True
+        await msg.ack()
+
+    async def pull_signals(self) -> None:
+        """Work-queue consumption from the shared durable consumer, re-created if deleted."""
+        sub, last_check = None, time.monotonic()
+        while True:
+            try:
+                if sub is None:
+                    sub = await self.bind_consumer()
+                msgs = await sub.fetch(10, timeout=1)
+            except TimeoutError:  # nats.errors.TimeoutError included: an idle queue
+                if time.monotonic() - last_check > 5:  # a deleted consumer looks like silence
+                    last_check = time.monotonic()
+                    try:
+                        await self.js.consumer_info(common.EXEC_STREAM, CONSUMER)
+                    except nats.js.errors.NotFoundError:
+                        self.log.warn(f"JetStream consumer {CONSUMER} vanished; re-creating")
+                        sub = await self.drop_subscription(sub)
+                    except Exception:  # noqa: BLE001 - NATS down: the next fetch says so
+                        pass
+                continue
+            except Exception as exc:  # noqa: BLE001 - consumer deleted, NATS or JetStream down
+                self.log.warn(f"Signal pull failed ({exc.__class__.__name__}); re-binding consumer")
+                sub = await self.drop_subscription(sub)
+                await asyncio.sleep(1)
+                continue
+            for msg in msgs:
+                await self.handle_signal(msg)
+
+    async def bind_consumer(self):
+        await common.ensure_exec_stream(self.js)
+        try:
+            await self.js.consumer_info(common.EXEC_STREAM, CONSUMER)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_consumer(common.EXEC_STREAM, nats.js.api.ConsumerConfig(
+                durable_name=CONSUMER, ack_policy=nats.js.api.AckPolicy.EXPLICIT,
+                deliver_policy=nats.js.api.DeliverPolicy.ALL,
+                filter_subject=common.EXEC_SIGNAL_SUBJECT, ack_wait=30))
+            self.log.info(f"Created JetStream consumer {CONSUMER} on {common.EXEC_STREAM}")
+        return await self.js.pull_subscribe_bind(CONSUMER, common.EXEC_STREAM)
+
+    @staticmethod
+    async def drop_subscription(sub) -> None:
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - already gone with its consumer or connection
+                pass
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def housekeeping(self) -> None:
+        """Every second: (re)connect the DB, retry halt cancels, reconcile, flush audit rows."""
+        while True:
+            if await self.ledger.check():
+                try:  # orders an earlier run left working: keep reconciling them
+                    for order in await self.ledger.working_orders():
+                        self.working.setdefault(order["coid"], order)
+                except DbError:
+                    pass
+            if self.halted and self.pending_cancel:
+                await self.cancel_and_disarm()
+            await self.reconcile()
+            await self.ledger.flush_audit()
+            await asyncio.sleep(1)
+
+    def publish(self, subject: str, payload: dict) -> None:
+        if self.nc is not None and self.nc.is_connected:
+            self.spawn(self.nc.publish(subject, json.dumps(payload).encode()))
+
+    def spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def on_price(self, msg) -> None:
+        try:
+            data = json.loads(msg.data)
+            self.prices[str(data["symbol"])] = float(data["price"])
+        except (ValueError, KeyError, TypeError):
+            pass
+
+    async def run_nats(self) -> None:
+        self.nc = await common.connect_nats(self.nats_url, self.log, f"{SERVICE}@{self.host}")
+        self.js = self.nc.jetstream()
+        self.log.info("NATS connected")
+        for subject in (CMD_HALT, CMD_FLATTEN, CMD_CANCEL_ALL):
+            await self.nc.subscribe(subject, cb=self.on_command)
+        await self.nc.subscribe("titan.data.price.*", cb=self.on_price)
+        self.update_state("engine started", "engine", always_announce=True)
+        await self.pull_signals()
+
+    async def on_http(self, request: common.Request) -> common.Response:
+        if request.path != "/health":
+            return common.Response(404, {"error": "not found"})
+        if request.method != "GET":
+            return common.Response(405, {"error": "method not allowed"})
+        try:
+            self.positions = {s: float(q) for s, q in
+                              (await self.ledger.positions(timeout=1.0)).items()}
+        except DbError:
+            pass  # serve the last known positions; db_connected says they may be old
+        nats_ok = self.nc is not None and self.nc.is_connected
+        ok = nats_ok and self.ledger.connected and self.exchange.healthy
+        return common.Response(200, {
+            "status": "ok" if ok else "degraded", "service": SERVICE, "host": self.host,
+            "version": self.cfg.version, "state": self.announced[0], "halted": self.halted,
+            "halt_source": self.halt_source, "halted_since": self.halted_since,
+            "positions": self.positions, "open_orders": len(self.working),
+            "last_order_ts": self.last_order_ts, "signals_received": self.signals_received,
+            "last_signal_ts": self.last_signal_ts,
+            "secret_fingerprint": common.secret_fingerprint(self.secret),
+            "nats_connected": nats_ok, "db_connected": self.ledger.connected,
+            "uptime_s": round(time.time() - self.started, 1)})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.log.info(f"Starting {SERVICE} {self.cfg.version} host={self.host} port={self.port}")
+        server = await common.listen(self.port, self.on_http, self.log)
+        self.check_halt_file()
+        if self.nats_halt["state"] == "HARD_HALT":  # restored from state/execution.json
+            self.update_state(self.nats_halt.get("reason") or "", self.nats_halt.get("operator") or "")
+        loops = [asyncio.create_task(coro) for coro in (
+            self.watch_halt_file(), self.housekeeping(), self.deadman_loop(), self.run_nats())]
+        await stop.wait()
+        self.log.info("Stopping: signal received")
+        server.close()
+        await common.cancel_tasks(loops + list(self.tasks))
+        await common.close_nats(self.nc)
+        await self.ledger.close()
+
+
+def main() -> None:
+    log = common.Log(SERVICE)
+    engine = Engine(common.Config(SERVICE, log), log)
+    common.run_service(engine.run)
+
+
+if __name__ == "__main__":
+    main()

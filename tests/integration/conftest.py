@@ -1,0 +1,115 @@
+"""One sandbox fleet per test session, on its own ports and directory, torn down at the end.
+
+Tests reach the fleet through independent paths: the system ssh client with the pinned
+known_hosts, curl, psql, redis-cli and a plain NATS client, never through ripcord's own report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ripcord.sandbox import Fleet
+from ripcord.sandbox.plan import state_base
+
+TEST_BASE_PORT = 25000
+
+
+@dataclass
+class Access:
+    """How a test reaches the fleet by hand, like an operator with a terminal."""
+
+    fleet: Fleet
+
+    @property
+    def plan(self):
+        return self.fleet.plan
+
+    def ssh_argv(self, host: str, known_hosts: Path | None = None) -> list[str]:
+        return ["ssh", "-i", str(self.plan.client_key), "-p", str(self.plan.host(host).ssh_port),
+                "-o", f"UserKnownHostsFile={known_hosts or self.plan.known_hosts}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+                "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+                f"{self.fleet.user}@127.0.0.1"]
+
+    def ssh(self, host: str, command: str, check: bool = True,
+            known_hosts: Path | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([*self.ssh_argv(host, known_hosts), command], capture_output=True,
+                                text=True, timeout=30)
+        if check and result.returncode != 0:
+            raise AssertionError(f"ssh {host} {command!r} failed: {result.stderr.strip()}")
+        return result
+
+    def env(self, host: str) -> dict[str, str]:
+        """The host's .env, read over ssh."""
+        text = self.ssh(host, 'cat "$TITAN_HOME/.env"').stdout
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    def curl_json(self, url: str) -> dict:
+        result = subprocess.run(["curl", "-sS", "--fail", "--max-time", "3", url],
+                                capture_output=True, text=True, timeout=10)
+        assert result.returncode == 0, f"curl {url}: {result.stderr.strip()}"
+        return json.loads(result.stdout)
+
+    def health(self, host: str, service: str) -> dict:
+        return self.curl_json(self.plan.host(host).service(service).health_url)
+
+    def wait_for(self, predicate, timeout: float = 10.0, interval: float = 0.05, what: str = ""):
+        """Poll predicate until truthy; a probe that raises (service restarting) counts as no."""
+        deadline = time.monotonic() + timeout
+        last_error = None
+        while True:
+            try:
+                value = predicate()
+                if value:
+                    return value
+            except (AssertionError, OSError, KeyError, ValueError) as error:
+                last_error = error
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}"
+                                     + (f"; last error: {last_error}" if last_error else ""))
+            time.sleep(interval)
+
+    def log_has(self, host: str, service: str, text: str) -> bool:
+        log = f'"$TITAN_HOME/logs/{service}.log"'
+        return self.ssh(host, f"grep -c -F -- {_sh_quote(text)} {log}", check=False).stdout.strip() not in ("", "0")
+
+    def nats(self, coroutine_factory):
+        """Run an async function that receives a connected plain NATS client."""
+        import nats
+
+        async def main():
+            nc = await nats.connect(self.plan.nats_url, connect_timeout=2,
+                                    max_reconnect_attempts=0, allow_reconnect=False)
+            try:
+                return await coroutine_factory(nc)
+            finally:
+                await nc.close()
+
+        return asyncio.run(main())
+
+
+def _sh_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+@pytest.fixture(scope="session")
+def fleet():
+    root = state_base() / "test-fleet"
+    fleet = Fleet(root, base_port=TEST_BASE_PORT, hosts=4, inventory=root / "inventory.yml")
+    fleet.up()
+    yield fleet
+    fleet.down(purge=True)
+
+
+@pytest.fixture(scope="session")
+def access(fleet) -> Access:
+    return Access(fleet)
