@@ -27,7 +27,6 @@ import shlex
 import string
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -35,7 +34,8 @@ import yaml
 from ripcord.errors import InputError
 from ripcord.patterns import parse_address, select_hosts
 
-__all__ = ["ConnectionSpec", "Group", "Inventory", "Unsafe", "dumps", "expand_sources"]
+__all__ = ["ConnectionSpec", "Group", "Inventory", "Unsafe", "dumps", "expand_host_pattern",
+           "expand_sources"]
 
 # Names ansible-inventory never shows: Ansible's magic and internal variables
 # (ansible.constants.INTERNAL_STATIC_VARS), which the engine sets itself at run time.
@@ -157,7 +157,7 @@ class _Document:
         except ValueError:
             pass
         try:
-            data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+            data = yaml.load(text, Loader=_Loader)
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             what = e.problem or e.context or "not a YAML document"
@@ -173,7 +173,7 @@ class _Document:
     def top_line(self) -> int:
         """1-based line where the document's content starts (after comments), or 1."""
         try:
-            node = yaml.compose(self.text, Loader=_Loader)  # noqa: S506
+            node = yaml.compose(self.text, Loader=_Loader)
         except yaml.YAMLError:
             node = None
         return node.start_mark.line + 1 if node is not None else 1
@@ -182,7 +182,7 @@ class _Document:
         """1-based line of the last of `keys` (a path of mapping keys from the top), or 1."""
         if self._lines is ...:  # JSON: the same text read as YAML gives the lines
             try:
-                self._lines = yaml.load(self.text, Loader=_Loader)  # noqa: S506
+                self._lines = yaml.load(self.text, Loader=_Loader)
             except yaml.YAMLError:
                 self._lines = None
         node, line = self._lines, 1
@@ -319,11 +319,21 @@ class _Builder:
         for host in self.host_vars:
             mine = membership[host]
             if "ungrouped" in mine:
-                if mine - {"all", "ungrouped"}:
+                if mine - {"all", "ungrouped"} and host in self._members["ungrouped"]:
                     ungrouped.hosts.remove(host)
                     self._members["ungrouped"].discard(host)
             elif mine <= {"all"}:
-                self.add_host(host, "ungrouped", None)
+                if host in self.groups:
+                    # Ansible's add_child looks up groups before hosts: an ungrouped host named
+                    # like a group puts that *group* under ungrouped (the host stays out).
+                    try:
+                        self.add_child("ungrouped", host)
+                    except ValueError as e:
+                        raise InputError(f"ungrouped host {host!r} shares its name with a group, "
+                                         f"and {e}") from None
+                    membership = self.memberships()
+                else:
+                    self.add_host(host, "ungrouped", None)
 
     def memberships(self) -> dict[str, set[str]]:
         """Every group each host belongs to, directly or through a child group."""
@@ -811,7 +821,7 @@ class Inventory:
             return "  |" * depth + "--" + text if depth else text
 
         def show(values: dict[str, Any], depth: int) -> list[str]:
-            return [name("{%s = %s}" % (k, v), depth) for k, v in sorted(values.items())]
+            return [name(f"{{{k} = {v}}}", depth) for k, v in sorted(values.items())]
 
         def walk(g: Group, depth: int) -> list[str]:
             lines = [name(f"@{g.name}:", depth)]

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ripcord.errors import InputError
 
-__all__ = ["split_pattern", "select_hosts", "parse_address"]
+__all__ = ["parse_address", "select_hosts", "split_pattern"]
 
 # -- host[:port] addresses (ansible.parsing.utils.addresses) --------------------------------------
 # A pattern that is a valid address (``db-1``, ``10.0.0.1``, ``fe80::1``, ``web[1:3]``) is one
@@ -45,15 +45,16 @@ _LABEL = rf"(?:[\w]|{_ALNUM_RANGE})(?:[\w_-]|{_ALNUM_RANGE})*(?<![_-])"
 
 _BRACKETED_HOSTPORT = re.compile(r"^\[(.+)\]:([0-9]+)$")
 _HOSTPORT = re.compile(r"^((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)$")
-_IPV4 = re.compile(rf"^(?:{_IPV4_PART}\.){{3}}{_IPV4_PART}$", re.I)
-_IPV6 = re.compile(
-    r"^((?:{0}:){{7}}{0}|(?:{0}:){{1,6}}:|(?:{0}:)(?::{0}){{1,6}}|(?:{0}:){{2}}(?::{0}){{1,5}}|"
-    r"(?:{0}:){{3}}(?::{0}){{1,4}}|(?:{0}:){{4}}(?::{0}){{1,3}}|(?:{0}:){{5}}(?::{0}){{1,2}}|"
-    r"(?:{0}:){{6}}(?::{0})|:(?::{0}){{1,6}}|{0}?::|(?:0:){{6}}(?:{0}\.){{3}}{0}|"
-    r"::(?:ffff:)?(?:{0}\.){{3}}{0}|(?:0:){{5}}ffff:(?:{0}\.){{3}}{0})$".format(_IPV6_PART),
-    re.I,
+_IPV4 = re.compile(rf"^(?:{_IPV4_PART}\.){{3}}{_IPV4_PART}$", re.IGNORECASE)
+_IPV6_FORMS = (  # C is one 16-bit part: from 1:2:3:4:5:6:7:8 to ::, and IPv4 inside IPv6
+    "(?:C:){7}C", "(?:C:){1,6}:", "(?:C:)(?::C){1,6}", "(?:C:){2}(?::C){1,5}",
+    "(?:C:){3}(?::C){1,4}", "(?:C:){4}(?::C){1,3}", "(?:C:){5}(?::C){1,2}", "(?:C:){6}(?::C)",
+    ":(?::C){1,6}", "C?::", "(?:0:){6}(?:C\\.){3}C", "::(?:ffff:)?(?:C\\.){3}C",
+    "(?:0:){5}ffff:(?:C\\.){3}C",
 )
-_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$", re.I)
+_IPV6 = re.compile("^(" + "|".join(f.replace("C", _IPV6_PART) for f in _IPV6_FORMS) + ")$",
+                   re.IGNORECASE)
+_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$", re.IGNORECASE)
 
 
 def parse_address(address: str) -> tuple[str, int | None] | None:
@@ -116,7 +117,7 @@ def split_pattern(pattern: str) -> list[str]:
             if gap.strip(" \t\n:"):
                 raise _malformed(pattern, f"unexpected {gap.strip()!r} (unbalanced bracket?)")
             colons = gap.count(":")
-            if colons and (i == 0 or i == len(gaps) - 1) or colons > 1:
+            if colons > 1 or (colons and i in (0, len(gaps) - 1)):
                 raise _malformed(pattern, "empty term between colons")
 
     for term in terms:

@@ -130,6 +130,8 @@ class Fleet:
         if self.running():
             self._supervisorctl(self.plan.control_conf, "update")
             self._supervisorctl(self.plan.control_conf, "start", "all", check=False)
+            # New hosts bring new exchange API keys: the exchange reloads keys.json on HUP.
+            self._supervisorctl(self.plan.control_conf, "signal", "HUP", "exchange", check=False)
             for host in self.plan.hosts:  # a half-started host: start what is not running
                 if host.supervisor_socket.exists():
                     self._supervisorctl(host.supervisor_conf, "start", "all", check=False)

@@ -39,7 +39,11 @@ def render_status(status: dict, console: Console) -> None:
             first = False
         table.add_section()
     console.print(table)
-    console.print(f"NATS {status['nats_url']}   PostgreSQL {status['postgres_dsn']}   "
-                  f"Redis {status['redis_url']}   exchange {status['exchange_url']}")
-    console.print(f"inventory {status['inventory']}   ssh as {status['ssh_user']} "
-                  f"with {status['ssh_key']} (known_hosts {status['known_hosts']})")
+    reach = Table.grid(padding=(0, 2))
+    for label, value in (("NATS", status["nats_url"]), ("PostgreSQL", status["postgres_dsn"]),
+                         ("Redis", status["redis_url"]), ("exchange", status["exchange_url"]),
+                         ("inventory", status["inventory"]),
+                         ("ssh", f"{status['ssh_user']}@127.0.0.1 -p PORT -i {status['ssh_key']}"),
+                         ("known_hosts", status["known_hosts"])):
+        reach.add_row(f"[bold]{label}[/]", value)
+    console.print(reach)

@@ -39,13 +39,14 @@ class Brain:
         except FileNotFoundError:
             return True, breaker
         except (OSError, ValueError, AttributeError, TypeError):
-            self.log.error(f"Cannot read {self.state_path}: starting DISARMED with the breaker OPEN")
+            self.log.error(f"Cannot read {self.state_path}: starting DISARMED, breaker OPEN")
             return False, {**breaker, "state": "OPEN", "reason": "unreadable state file",
                            "tripped_at": time.time()}
 
     def save_state(self) -> None:
         try:
-            common.write_json_atomic(self.state_path, {"armed": self.armed, "breaker": self.breaker})
+            common.write_json_atomic(self.state_path,
+                                     {"armed": self.armed, "breaker": self.breaker})
         except OSError as exc:
             self.log.error(f"Cannot persist brain state to {self.state_path}: {exc.strerror}")
 
@@ -56,7 +57,10 @@ class Brain:
                  f"breaker {self.breaker['state']}" if self.breaker["state"] != "CLOSED" else None)
         if block != self.blocked_by:
             self.blocked_by = block
-            self.log.warn(f"Signals blocked: {block}") if block else self.log.info("Signals flowing")
+            if block:
+                self.log.warn(f"Signals blocked: {block}")
+            else:
+                self.log.info("Signals flowing")
         if block:
             self.blocked += 1
             return
@@ -86,7 +90,8 @@ class Brain:
             await common.ensure_exec_stream(self.js)
             self.stream_ready = True
         except Exception as exc:  # noqa: BLE001 - retried on the first signal
-            self.log.warn(f"Cannot ensure stream {common.EXEC_STREAM} yet ({exc.__class__.__name__})")
+            self.log.warn(f"Cannot ensure stream {common.EXEC_STREAM} yet "
+                          f"({exc.__class__.__name__})")
         await self.nc.subscribe(SIGNAL_SUBJECT, cb=self.on_signal)
 
     # --- HTTP -------------------------------------------------------------------------------
@@ -97,7 +102,8 @@ class Brain:
             ("GET", "/api/breaker"): lambda _: common.Response(200, self.breaker),
             ("POST", "/api/breaker/reset"): self.reset_breaker,
             ("POST", "/api/breaker/trip"): self.trip_breaker,
-            ("GET", "/api/execution/master-arm"): lambda _: common.Response(200, {"enabled": self.armed}),
+            ("GET", "/api/execution/master-arm"):
+                lambda _: common.Response(200, {"enabled": self.armed}),
             ("POST", "/api/execution/master-arm"): self.set_master_arm,
         }
         handler = routes.get((req.method, req.path))
@@ -127,7 +133,8 @@ class Brain:
     async def trip_breaker(self, req: common.Request) -> common.Response:
         reason = body(req).get("reason")
         reason = reason if isinstance(reason, str) and reason.strip() else "manual trip"
-        self.breaker = {"state": "OPEN", "reason": reason, "tripped_at": time.time(), "reset_by": None}
+        self.breaker = {"state": "OPEN", "reason": reason, "tripped_at": time.time(),
+                        "reset_by": None}
         self.save_state()
         self.log.warn(f"Breaker TRIPPED reason={reason}")
         return common.Response(200, self.breaker)

@@ -331,8 +331,15 @@ def rejection_log_line(subject: str, reason: str) -> str:
 async def connect_nats(url: str, log: Log, name: str):
     """Connect to NATS, retrying until it is up (services start before the bus is ready)."""
     import nats  # imported here so config errors are reported before the slow import
+    import nats.errors
 
-    client = None
+    client, warned = None, False
+
+    def not_reachable(exc: BaseException) -> None:
+        nonlocal warned
+        if not warned:
+            log.warn(f"NATS not reachable at {redact_url(url)} ({exc.__class__.__name__}); retrying")
+            warned = True
 
     async def on_disconnect() -> None:
         if client is not None and not client.is_closed:  # not our own close at shutdown
@@ -342,9 +349,14 @@ async def connect_nats(url: str, log: Log, name: str):
         log.info("NATS reconnected")
 
     async def on_error(exc: Exception) -> None:
-        pass  # reconnect attempts fail every 0.5 s during an outage: the disconnect line says it
+        # connection attempts fail every 0.5 s while the bus is down: say so once before the
+        # first connect (the disconnect line covers later outages); anything else is a
+        # subscription callback's bug and must not vanish
+        if not isinstance(exc, (OSError, nats.errors.Error)):
+            log.error(f"NATS callback error: {exc!r}")
+        elif client is None:
+            not_reachable(exc)
 
-    warned = False
     while True:
         try:
             client = await nats.connect(
@@ -354,10 +366,7 @@ async def connect_nats(url: str, log: Log, name: str):
             )
             return client
         except Exception as exc:  # noqa: BLE001 - nats raises several kinds while the bus starts
-            if not warned:
-                log.warn(f"NATS not reachable at {redact_url(url)} ({exc.__class__.__name__}); "
-                         "retrying")
-                warned = True
+            not_reachable(exc)
             await asyncio.sleep(0.5)
 
 
@@ -403,14 +412,30 @@ async def close_nats(nc) -> None:
 def run_service(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run main(stop) with stop set on SIGTERM/SIGINT; main must return promptly once it is."""
 
+    def quiet_cancellation(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        # Python 3.11 reports keep-alive HTTP connections cancelled at shutdown as errors
+        if not isinstance(context.get("exception"), asyncio.CancelledError):
+            loop.default_exception_handler(context)
+
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(quiet_cancellation)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
     asyncio.run(runner())
+
+
+async def keep_running(name: str, loop: Callable[[], Awaitable[None]], log: Log) -> None:
+    """Run a service loop forever: a bug in one pass is logged and the loop restarted, not lost."""
+    while True:
+        try:
+            await loop()
+        except Exception as exc:  # noqa: BLE001 - the loop is the service: keep it alive
+            log.error(f"{name} loop failed ({exc!r}); restarting in 1s")
+            await asyncio.sleep(1)
 
 
 async def cancel_tasks(tasks: list[asyncio.Task]) -> None:

@@ -45,7 +45,8 @@ class Console:
     async def run(self, stop: asyncio.Event) -> None:
         self.log.info(f"Starting {SERVICE} {self.cfg.version} host={self.host} port={self.port}")
         server = await common.listen(self.port, self.on_http, self.log)
-        watcher = asyncio.create_task(self.watch_brain())
+        watcher = asyncio.create_task(
+            common.keep_running("brain-watch", self.watch_brain, self.log))
         await stop.wait()
         self.log.info("Stopping: signal received")
         server.close()

@@ -305,16 +305,33 @@ def load_json(config: Config, name: str, required: bool):
         config.fatal(f"{path} is not valid JSON: {exc}")
 
 
+def valid_keys(keys) -> bool:
+    """keys.json: {"<key>": {"account": ..., "label": ...}}, non-empty, all strings."""
+    return isinstance(keys, dict) and bool(keys) and all(
+        isinstance(entry, dict) and isinstance(entry.get("account"), str)
+        and isinstance(entry.get("label"), str) and entry["account"] and entry["label"]
+        for entry in keys.values())
+
+
 def load_keys(config: Config) -> dict[str, dict]:
-    """keys.json: {"<key>": {"account": ..., "label": ...}}; errors never echo a key."""
+    """The API keys at start-up; errors never echo a key."""
     keys = load_json(config, "keys.json", required=True)
-    if not isinstance(keys, dict) or not keys:
-        config.fatal(f"{config.home / 'keys.json'} must be a non-empty JSON object")
-    for index, entry in enumerate(keys.values()):
-        if not (isinstance(entry, dict) and isinstance(entry.get("account"), str)
-                and isinstance(entry.get("label"), str) and entry["account"] and entry["label"]):
-            config.fatal(f"keys.json entry #{index + 1} needs string account and label")
+    if not valid_keys(keys):
+        config.fatal(f"{config.home / 'keys.json'} must map each key to a string account and label")
     return keys
+
+
+def reload_keys(exchange: "Exchange", config: Config, log: Log) -> None:
+    """SIGHUP: pick up keys added or revoked in keys.json; a bad file keeps the keys in force."""
+    try:
+        keys = json.loads((config.home / "keys.json").read_text())
+    except (OSError, ValueError):
+        keys = None
+    if not valid_keys(keys):
+        log.error("keys.json reload failed: keeping the keys in force")
+        return
+    exchange.keys = keys
+    log.info(f"reloaded keys.json ({len(keys)} keys)")
 
 
 def load_positions(config: Config) -> dict[str, dict[str, dict]]:
@@ -353,6 +370,7 @@ async def main() -> None:
     loop.set_exception_handler(quiet_cancellation)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_keys, exchange, config, log)
     ticks = asyncio.create_task(exchange.run_ticks())
     log.info(f"listening on 127.0.0.1:{port} ({len(exchange.keys)} keys, rate limit "
              f"{exchange.rate_limit}/s, fill delay {exchange.fill_delay_ms} ms)")

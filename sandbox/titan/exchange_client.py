@@ -25,7 +25,7 @@ class Exchange:
 
     def __init__(self, url: str, api_key: str, log: common.Log):
         self.url, self.api_key, self.log = url.rstrip("/"), api_key, log
-        self.healthy = False
+        self.healthy: bool | None = None  # None until the first call, so either outcome is logged
         self.limited_until = 0.0
         self.last_429 = 0.0
 
@@ -64,8 +64,9 @@ class Exchange:
         self.limited_until = max(self.limited_until, now + wait)
 
     def _set_health(self, healthy: bool, why: str) -> None:
-        if healthy and not self.healthy:
-            self.log.info("Exchange reachable")
-        elif self.healthy and not healthy:
-            self.log.warn(f"Exchange degraded: {why}")
+        if healthy != self.healthy:
+            if healthy:
+                self.log.info("Exchange reachable")
+            else:
+                self.log.warn(f"Exchange degraded: {why}")
         self.healthy = healthy

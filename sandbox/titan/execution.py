@@ -8,6 +8,7 @@ file and the signed NATS commands (halt, flatten, cancel-all).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.parse
@@ -15,19 +16,16 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-import nats.js.api
-import nats.js.errors
-
 import common
 from exchange_client import Exchange, ExchangeError
 from ledger import DbError, Ledger
+from signal_queue import SignalQueue
 
 SERVICE = "titan-execution"
 CMD_HALT = "titan.cmd.sys.halt.v1"
 CMD_FLATTEN = "titan.cmd.risk.flatten"
 CMD_CANCEL_ALL = "titan.cmd.exec.cancel_all"
 STATE_EVENT = "titan.evt.exec.state"
-CONSUMER = "execution_group"
 STALE_SIGNAL_S = 10.0
 DEADMAN_EVERY_S = 5.0
 DEADMAN_TIMEOUT_MS = 15000
@@ -97,10 +95,8 @@ class Engine:
             return
         self.file_halt = None
         if present:  # operators often write the reason into the file
-            try:
+            with contextlib.suppress(OSError):
                 self.file_halt = self.halt_file.read_text(errors="replace").strip()[:200]
-            except OSError:
-                pass
             self.file_halt = self.file_halt or "halt file present"
         self.update_state(self.file_halt or "halt file removed", "halt-file")
 
@@ -124,9 +120,11 @@ class Engine:
             self.spawn(self.ledger.audit(operator, "resume", {"reason": reason}))
         elif now != before:
             self.log.warn(f"Halt source now {source} reason={reason} operator={operator}")
-        self.publish(STATE_EVENT, {
-            "host": self.host, "service": SERVICE, "state": now[0], "halted": self.halted,
-            "halt_source": source, "reason": reason, "operator": operator, "ts": time.time()})
+        if self.nc is not None and self.nc.is_connected:
+            self.spawn(self.nc.publish(STATE_EVENT, json.dumps({
+                "host": self.host, "service": SERVICE, "state": now[0], "halted": self.halted,
+                "halt_source": source, "reason": reason, "operator": operator,
+                "ts": time.time()}).encode()))
 
     async def watch_halt_file(self) -> None:
         while True:
@@ -166,10 +164,8 @@ class Engine:
             if not self.halted:
                 await self.arm_deadman()
             else:  # still probe the exchange, so health tells the truth while halted
-                try:
+                with contextlib.suppress(ExchangeError):
                     await self.exchange.call("GET", "/api/v1/countdownCancelAll")
-                except ExchangeError:
-                    pass
             await asyncio.sleep(DEADMAN_EVERY_S)
 
     # --- signed commands --------------------------------------------------------------------
@@ -205,7 +201,8 @@ class Engine:
 
     def halt_command(self, state, reason: str, operator: str) -> dict | None:
         if state not in ("HARD_HALT", "NORMAL"):
-            self.log.error(f"Halt command with unknown state {state!r} operator={operator}; ignored")
+            self.log.error(f"Halt command with unknown state {state!r} operator={operator}; "
+                           "ignored")
             return None
         self.log.info(f"Halt command accepted state={state} reason={reason} operator={operator}")
         self.nats_halt = {"state": state, "reason": reason, "operator": operator, "ts": time.time()}
@@ -234,7 +231,7 @@ class Engine:
                                                 "MARKET", "flatten")
                 if reply.get("status") != "FILLED":
                     raise ExchangeError(f"market order {order['coid']} is {reply.get('status')}")
-                await self.ledger.book_fill(order, self.fill_price(reply))
+                await self.ledger.book_fill(order, fill_price(reply))
             except (ExchangeError, DbError) as exc:
                 self.log.error(f"Flatten failed symbol={sym}: {exc}")
                 errors.append(f"{sym}: {exc}")
@@ -258,7 +255,7 @@ class Engine:
                       f"operator={operator}")
         self.spawn(self.ledger.audit(operator, "cancel_all", {
             "reason": reason, "cancelled": cancelled, "errors": errors}))
-        await self.reconcile()
+        self.spawn(self.reconcile())  # books the cancels; the reply need not wait for it
         return {"cancelled": cancelled, "errors": errors}
 
     # --- orders -----------------------------------------------------------------------------
@@ -287,10 +284,6 @@ class Engine:
             self.working[coid] = order
         return order, reply
 
-    @staticmethod
-    def fill_price(reply: dict) -> Decimal:
-        return Decimal(str(reply.get("fillPrice") or reply.get("price") or 0))
-
     async def reconcile(self) -> None:
         """Orders gone from the exchange's open list were filled or cancelled: book which."""
         async with self.reconcile_lock:
@@ -314,7 +307,7 @@ class Engine:
                     reply, status = {}, "CANCELED"  # unknown to the exchange: it cannot fill
                 try:
                     if status == "FILLED":
-                        await self.ledger.book_fill(order, self.fill_price(reply))
+                        await self.ledger.book_fill(order, fill_price(reply))
                     elif status == "CANCELED":
                         await self.ledger.mark_canceled(order["id"])
                     else:
@@ -322,7 +315,7 @@ class Engine:
                 except DbError:
                     continue
                 del self.working[coid]
-                price = f" @ {self.fill_price(reply)}" if status == "FILLED" else ""
+                price = f" @ {fill_price(reply)}" if status == "FILLED" else ""
                 self.log.info(f"Order {status} id={coid} {order['side']} {order['qty']} "
                               f"{order['symbol']}{price}")
 
@@ -359,7 +352,8 @@ class Engine:
                 if isinstance(exc, ExchangeError) and exc.status not in (None, 429):
                     self.log.error(f"Order refused by exchange signal={sid}: {exc}")
                 else:  # transient: any engine may place it while it is still fresh
-                    self.log.error(f"Order not placed signal={sid}: {exc}; will retry")
+                    if msg.metadata.num_delivered == 1:  # once per signal, not per retry
+                        self.log.error(f"Order not placed signal={sid}: {exc}; will retry")
                     await msg.nak(delay=1)
                     return
             else:
@@ -369,73 +363,20 @@ class Engine:
                     self.pending_cancel = True
         await msg.ack()
 
-    async def pull_signals(self) -> None:
-        """Work-queue consumption from the shared durable consumer, re-created if deleted."""
-        sub, last_check = None, time.monotonic()
-        while True:
-            try:
-                if sub is None:
-                    sub = await self.bind_consumer()
-                msgs = await sub.fetch(10, timeout=1)
-            except TimeoutError:  # nats.errors.TimeoutError included: an idle queue
-                if time.monotonic() - last_check > 5:  # a deleted consumer looks like silence
-                    last_check = time.monotonic()
-                    try:
-                        await self.js.consumer_info(common.EXEC_STREAM, CONSUMER)
-                    except nats.js.errors.NotFoundError:
-                        self.log.warn(f"JetStream consumer {CONSUMER} vanished; re-creating")
-                        sub = await self.drop_subscription(sub)
-                    except Exception:  # noqa: BLE001 - NATS down: the next fetch says so
-                        pass
-                continue
-            except Exception as exc:  # noqa: BLE001 - consumer deleted, NATS or JetStream down
-                self.log.warn(f"Signal pull failed ({exc.__class__.__name__}); re-binding consumer")
-                sub = await self.drop_subscription(sub)
-                await asyncio.sleep(1)
-                continue
-            for msg in msgs:
-                await self.handle_signal(msg)
-
-    async def bind_consumer(self):
-        await common.ensure_exec_stream(self.js)
-        try:
-            await self.js.consumer_info(common.EXEC_STREAM, CONSUMER)
-        except nats.js.errors.NotFoundError:
-            await self.js.add_consumer(common.EXEC_STREAM, nats.js.api.ConsumerConfig(
-                durable_name=CONSUMER, ack_policy=nats.js.api.AckPolicy.EXPLICIT,
-                deliver_policy=nats.js.api.DeliverPolicy.ALL,
-                filter_subject=common.EXEC_SIGNAL_SUBJECT, ack_wait=30))
-            self.log.info(f"Created JetStream consumer {CONSUMER} on {common.EXEC_STREAM}")
-        return await self.js.pull_subscribe_bind(CONSUMER, common.EXEC_STREAM)
-
-    @staticmethod
-    async def drop_subscription(sub) -> None:
-        if sub is not None:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - already gone with its consumer or connection
-                pass
-
     # --- plumbing ---------------------------------------------------------------------------
 
     async def housekeeping(self) -> None:
         """Every second: (re)connect the DB, retry halt cancels, reconcile, flush audit rows."""
         while True:
             if await self.ledger.check():
-                try:  # orders an earlier run left working: keep reconciling them
+                with contextlib.suppress(DbError):  # orders an earlier run left working
                     for order in await self.ledger.working_orders():
                         self.working.setdefault(order["coid"], order)
-                except DbError:
-                    pass
             if self.halted and self.pending_cancel:
                 await self.cancel_and_disarm()
             await self.reconcile()
             await self.ledger.flush_audit()
             await asyncio.sleep(1)
-
-    def publish(self, subject: str, payload: dict) -> None:
-        if self.nc is not None and self.nc.is_connected:
-            self.spawn(self.nc.publish(subject, json.dumps(payload).encode()))
 
     def spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -443,11 +384,9 @@ class Engine:
         task.add_done_callback(self.tasks.discard)
 
     async def on_price(self, msg) -> None:
-        try:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
             data = json.loads(msg.data)
             self.prices[str(data["symbol"])] = float(data["price"])
-        except (ValueError, KeyError, TypeError):
-            pass
 
     async def run_nats(self) -> None:
         self.nc = await common.connect_nats(self.nats_url, self.log, f"{SERVICE}@{self.host}")
@@ -457,18 +396,21 @@ class Engine:
             await self.nc.subscribe(subject, cb=self.on_command)
         await self.nc.subscribe("titan.data.price.*", cb=self.on_price)
         self.update_state("engine started", "engine", always_announce=True)
-        await self.pull_signals()
+        await common.keep_running("signal", self.consume_signals, self.log)
+
+    async def consume_signals(self) -> None:
+        async for batch in SignalQueue(self.js, self.log).batches():
+            for msg in batch:
+                await self.handle_signal(msg)
 
     async def on_http(self, request: common.Request) -> common.Response:
         if request.path != "/health":
             return common.Response(404, {"error": "not found"})
         if request.method != "GET":
             return common.Response(405, {"error": "method not allowed"})
-        try:
+        with contextlib.suppress(DbError):  # else the last known; db_connected says they may be old
             self.positions = {s: float(q) for s, q in
                               (await self.ledger.positions(timeout=1.0)).items()}
-        except DbError:
-            pass  # serve the last known positions; db_connected says they may be old
         nats_ok = self.nc is not None and self.nc.is_connected
         ok = nats_ok and self.ledger.connected and self.exchange.healthy
         return common.Response(200, {
@@ -487,9 +429,11 @@ class Engine:
         server = await common.listen(self.port, self.on_http, self.log)
         self.check_halt_file()
         if self.nats_halt["state"] == "HARD_HALT":  # restored from state/execution.json
-            self.update_state(self.nats_halt.get("reason") or "", self.nats_halt.get("operator") or "")
-        loops = [asyncio.create_task(coro) for coro in (
-            self.watch_halt_file(), self.housekeeping(), self.deadman_loop(), self.run_nats())]
+            self.update_state(self.nats_halt.get("reason") or "",
+                              self.nats_halt.get("operator") or "")
+        loops = [asyncio.create_task(common.keep_running(name, loop, self.log)) for name, loop in (
+            ("halt-file", self.watch_halt_file), ("housekeeping", self.housekeeping),
+            ("dead-man", self.deadman_loop))] + [asyncio.create_task(self.run_nats())]
         await stop.wait()
         self.log.info("Stopping: signal received")
         server.close()
@@ -498,10 +442,13 @@ class Engine:
         await self.ledger.close()
 
 
+def fill_price(reply: dict) -> Decimal:
+    return Decimal(str(reply.get("fillPrice") or reply.get("price") or 0))
+
+
 def main() -> None:
     log = common.Log(SERVICE)
-    engine = Engine(common.Config(SERVICE, log), log)
-    common.run_service(engine.run)
+    common.run_service(Engine(common.Config(SERVICE, log), log).run)
 
 
 if __name__ == "__main__":

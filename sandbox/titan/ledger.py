@@ -7,6 +7,7 @@ and as DbError for the caller to retry; asyncpg's pool reconnects by itself afte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from decimal import Decimal
@@ -52,16 +53,16 @@ class Ledger:
         if self.pool is None:
             return await self.connect()
         if not self.connected:
-            try:
+            with contextlib.suppress(DbError):
                 await self.run(lambda c: c.execute("SELECT 1"))
-            except DbError:
-                pass
         return False
 
     async def connect(self) -> bool:
         try:
-            self.pool = await asyncpg.create_pool(**self.db_args, min_size=1, max_size=4,
-                                                  timeout=2, command_timeout=3)
+            # min_size=0: asyncpg would otherwise log a traceback a second restoring the floor
+            # during an outage; check() already probes once a second
+            self.pool = await asyncpg.create_pool(**self.db_args, min_size=0, init_size=1,
+                                                  max_size=4, timeout=2, command_timeout=3)
         except DB_ERRORS as exc:
             self._down(exc)
             return False
@@ -102,7 +103,8 @@ class Ledger:
     async def working_orders(self) -> list[dict]:
         """Orders an earlier run left working, to keep reconciling them."""
         rows = await self.run(lambda c: c.fetch(
-            "SELECT id, client_order_id AS coid, exchange_order_id AS exchange_id, symbol, side, qty"
+            "SELECT id, client_order_id AS coid, exchange_order_id AS exchange_id, symbol, side,"
+            " qty"
             " FROM orders WHERE host = $1 AND status = 'NEW'", self.host))
         return [dict(r) for r in rows]
 
@@ -120,7 +122,8 @@ class Ledger:
 
         async def book(conn) -> None:
             if await conn.fetchval("UPDATE orders SET status = 'FILLED', updated_at = now()"
-                                   " WHERE id = $1 AND status <> 'FILLED' RETURNING id", order["id"]):
+                                   " WHERE id = $1 AND status <> 'FILLED' RETURNING id",
+                                   order["id"]):
                 await conn.execute(
                     "INSERT INTO fills (order_id, host, symbol, side, qty, price)"
                     " VALUES ($1, $2, $3, $4, $5, $6)",
@@ -130,8 +133,9 @@ class Ledger:
         await self.run(book)
 
     async def mark_canceled(self, order_id: int) -> None:
-        await self.run(lambda c: c.execute("UPDATE orders SET status = 'CANCELED', updated_at = now()"
-                                           " WHERE id = $1 AND status = 'NEW'", order_id))
+        await self.run(lambda c: c.execute(
+            "UPDATE orders SET status = 'CANCELED', updated_at = now()"
+            " WHERE id = $1 AND status = 'NEW'", order_id))
 
     async def audit(self, actor: str, action: str, detail: dict) -> None:
         """Queue an audit row and try to write it: an outage must not lose who pulled a switch."""

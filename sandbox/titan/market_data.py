@@ -7,6 +7,7 @@ health's last_price_ts to tell a stale feed (sandbox fault stale_prices) from a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -48,7 +49,8 @@ class MarketData:
                 status, _, ticker = await common.http_json("GET", self.ticker_url, timeout=1.0)
                 if status != 200 or not isinstance(ticker, list):
                     raise ConnectionError(f"ticker answered HTTP {status}")
-                prices = {t["symbol"]: float(t["price"]) for t in ticker if t.get("symbol") in self.symbols}
+                prices = {t["symbol"]: float(t["price"])
+                          for t in ticker if t.get("symbol") in self.symbols}
                 self.set_exchange(True, "")
             except (ConnectionError, KeyError, TypeError, ValueError) as exc:
                 self.set_exchange(False, str(exc))
@@ -65,8 +67,8 @@ class MarketData:
         if self.nc is None or not self.nc.is_connected:
             return
         for symbol, price in prices.items():
-            await self.nc.publish(f"titan.data.price.{symbol}",
-                                  json.dumps({"symbol": symbol, "price": price, "ts": now}).encode())
+            tick = {"symbol": symbol, "price": price, "ts": now}
+            await self.nc.publish(f"titan.data.price.{symbol}", json.dumps(tick).encode())
 
     async def store_books(self, prices: dict[str, float], now: float) -> None:
         """A synthetic 5-level book around the price, one key per symbol."""
@@ -110,16 +112,15 @@ class MarketData:
         self.log.info(f"Starting {SERVICE} {self.cfg.version} host={self.host} port={self.port} "
                       f"symbols={','.join(self.symbols)}")
         server = await common.listen(self.port, self.on_http, self.log)
-        tasks = [asyncio.create_task(self.connect()), asyncio.create_task(self.poll())]
+        tasks = [asyncio.create_task(self.connect()),
+                 asyncio.create_task(common.keep_running("price", self.poll, self.log))]
         await stop.wait()
         self.log.info("Stopping: signal received")
         server.close()
         await common.cancel_tasks(tasks)
         await common.close_nats(self.nc)
-        try:
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):  # TimeoutError included
             await asyncio.wait_for(self.redis.aclose(), 0.5)
-        except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError):
-            pass
 
 
 def book(symbol: str, price: float, ts: float) -> dict:

@@ -2,7 +2,7 @@
 -- The filled orders below produce exactly the seeded positions (the exchange account is seeded
 -- with the same): exec-1 BTCUSDT 0.5 @ 64000, exec-1 ETHUSDT -2.0 @ 3100, exec-2 SOLUSDT 40 @ 150.
 
-BEGIN;
+-- No BEGIN/COMMIT here: `sandbox.up` runs schema and seed in one transaction.
 
 INSERT INTO orders (client_order_id, exchange_order_id, host, strategy, symbol, side, type, qty,
                     price, status, created_at, updated_at) VALUES
@@ -42,4 +42,3 @@ INSERT INTO audit_log (ts, host, actor, action, detail) VALUES
     (now() - interval '19 hours', 'core', 'ops:mhernandez', 'master_arm',
      '{"enabled": true}');
 
-COMMIT;

@@ -35,9 +35,12 @@ class Strategy:
         self.emitted, self.last_signal_ts = 0, None
         self.started = time.time()
 
-    async def emit(self) -> None:
+    async def run_nats(self) -> None:
         self.nc = await common.connect_nats(self.nats_url, self.log, f"{self.service}@{self.host}")
         self.log.info("NATS connected")
+        await common.keep_running("signal", self.emit, self.log)
+
+    async def emit(self) -> None:
         while True:
             await asyncio.sleep(self.interval * random.uniform(0.8, 1.2))
             if not self.nc.is_connected:
@@ -64,9 +67,10 @@ class Strategy:
             "uptime_s": round(time.time() - self.started, 1)})
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.log.info(f"Starting {self.service} {self.cfg.version} host={self.host} port={self.port}")
+        self.log.info(f"Starting {self.service} {self.cfg.version} host={self.host} "
+                      f"port={self.port}")
         server = await common.listen(self.port, self.on_http, self.log)
-        emitter = asyncio.create_task(self.emit())
+        emitter = asyncio.create_task(self.run_nats())
         await stop.wait()
         self.log.info("Stopping: signal received")
         server.close()

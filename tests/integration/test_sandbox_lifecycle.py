@@ -9,11 +9,12 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
 from ripcord.errors import SandboxError
-from ripcord.sandbox import Fleet, procs
+from ripcord.sandbox import Fleet, procs, provision
 from ripcord.sandbox.plan import state_base
 
 
@@ -46,6 +47,17 @@ def test_up_is_idempotent_recovers_from_a_crash_and_down_cleans_up():
         again = make_fleet("test-lifecycle", 26000, hosts=3)
         again.up()
         assert again.control_pid() == control, "up on a running fleet must be a no-op"
+
+        # Growing a running fleet adds a host, whose new exchange key the exchange accepts.
+        fleet = make_fleet("test-lifecycle", 26000, hosts=4)
+        fleet.up()
+        assert fleet.control_pid() == control
+        assert ssh_ok(fleet, "exec-2")
+        key = provision.read_env(fleet.plan.host("exec-2").titan_home / ".env")["EXCHANGE_API_KEY"]
+        request = urllib.request.Request(fleet.plan.exchange_url + "/api/v1/positions",
+                                         headers={"X-API-KEY": key})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
 
         # Crash: the data centre's supervisord and one host's supervisord die hard.
         host_supervisord = [p for p in procs.fleet_procs(fleet.root)
