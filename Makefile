@@ -11,6 +11,7 @@ demo: deps
 	$(INVOKE) sandbox.up
 
 test: deps
+	$(VENV)/bin/ruff check ripcord sandbox tests tasks.py
 	$(PY) -m pytest -q tests
 
 bench: deps

@@ -10,7 +10,8 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from invoke import Exit
 from rich.console import Console

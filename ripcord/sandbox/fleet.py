@@ -13,15 +13,14 @@ import json
 import subprocess
 import time
 import xmlrpc.client
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 from ripcord.errors import SandboxError
 from ripcord.sandbox import procs, provision, render
 from ripcord.sandbox.health import probe_health, ssh_banner
-from ripcord.sandbox.plan import (DEFAULT_BASE_PORT, Plan, build_plan, default_root, login_user,
-                                  state_base)
+from ripcord.sandbox.plan import DEFAULT_BASE_PORT, Plan, build_plan, default_root, login_user, state_base
 from ripcord.sandbox.runtime import ensure_runtime
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -66,9 +65,7 @@ class Fleet:
             return None
 
     def _save(self) -> None:
-        state = {"base_port": self.base_port, "hosts": self.hosts, "user": self.user,
-                 "inventory": str(self.inventory)}
-        provision.write(self.plan.state_file, json.dumps(state, indent=2) + "\n")
+        provision.write(self.plan.state_file, json.dumps(self._wanted_state(), indent=2) + "\n")
 
     def control_pid(self) -> int | None:
         return procs.pid_from_file(self.plan.control_pidfile)
@@ -137,7 +134,7 @@ class Fleet:
                     self._supervisorctl(host.supervisor_conf, "start", "all", check=False)
             return
         self.say("starting hosts (sshd + supervisord each) and the exchange")
-        provision._run([str(supervisord), "-c", str(self.plan.control_conf)])
+        provision.run([str(supervisord), "-c", str(self.plan.control_conf)])
         deadline = time.monotonic() + 10
         while not self.running():
             if time.monotonic() > deadline:
@@ -149,7 +146,7 @@ class Fleet:
         ctl = self.runtime / "bin" / "supervisorctl"
         result = subprocess.run([str(ctl), "-c", str(conf), *args], capture_output=True,
                                 text=True, timeout=120)
-        if check and result.returncode not in (0,):
+        if check and result.returncode != 0:
             raise SandboxError(f"supervisorctl {' '.join(args)} failed: {result.stdout.strip()}")
         return result.stdout
 
@@ -161,7 +158,7 @@ class Fleet:
                 "-h", str(self.plan.db.run), "-p", str(self.plan.postgres_port), "-d", database]
         if single_transaction:
             argv.append("--single-transaction")
-        return provision._run(owner.as_user(argv), stdin=sql)
+        return provision.run(owner.as_user(argv), stdin=sql)
 
     def _seed_database(self, secrets: dict[str, str], timeout: float) -> None:
         """Role titan, database titan, then schema and seed in one transaction, each only once."""
@@ -174,8 +171,9 @@ class Fleet:
                 break
             except SandboxError:
                 if time.monotonic() > deadline:
+                    log = self.plan.db.titan_home / "logs" / "postgresql.log"
                     raise SandboxError("PostgreSQL did not come up on db-1",
-                                       hint=f"see {self.plan.db.titan_home / 'logs' / 'postgresql.log'}")
+                                       hint=f"see {log}") from None
                 time.sleep(0.2)
         password = secrets["db_password"]  # hex: safe inside a SQL literal
         self._psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'titan') THEN "
@@ -207,7 +205,7 @@ class Fleet:
         checks.append(("exchange", lambda: probe_health(self.plan.exchange_url + "/health") == "ok"))
         with ThreadPoolExecutor(max_workers=32) as pool:
             results = list(pool.map(lambda c: c[1](), checks))
-        return [name for (name, _), ok in zip(checks, results) if not ok]
+        return [name for (name, _), ok in zip(checks, results, strict=True) if not ok]
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -267,9 +265,8 @@ class Fleet:
             except (OSError, xmlrpc.client.Fault):
                 pass
         with ThreadPoolExecutor(max_workers=32) as pool:
-            hosts = dict(zip([h.name for h in self.plan.hosts],
-                             pool.map(lambda h: self._host_status(h, programs, running),
-                                      self.plan.hosts)))
+            states = pool.map(lambda h: self._host_status(h, programs, running), self.plan.hosts)
+            hosts = {host.name: state for host, state in zip(self.plan.hosts, states, strict=True)}
         plan = self.plan
         return {
             "running": running, "root": str(self.root), "base_port": self.base_port,

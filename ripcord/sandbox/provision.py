@@ -54,9 +54,9 @@ def ensure_login_user(user: str) -> None:
         pwd.getpwnam(user)
     except KeyError:
         home = Path("/var/lib/ripcord/home")
-        _run(["useradd", "--system", "--home-dir", str(home), "--create-home",
+        run(["useradd", "--system", "--home-dir", str(home), "--create-home",
               "--shell", "/bin/sh", "--comment", "ripcord sandbox hosts", user])
-    _run(["usermod", "-p", "*", user])  # no password, but not locked: sshd refuses locked users
+    run(["usermod", "-p", "*", user])  # no password, but not locked: sshd refuses locked users
 
 
 def write(path: Path, text: str, mode: int = 0o644, owner: Owner | None = None) -> None:
@@ -114,7 +114,7 @@ def provision(plan: Plan, user: str, runtime: Path) -> dict[str, str]:
     mkdirs(None, 0o755, plan.root, plan.control_dir, plan.control_dir / "logs", plan.root / "hosts")
     mkdirs(None, 0o700, plan.client_key.parent)
     if not plan.client_key.exists():
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ripcord-sandbox-operator",
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ripcord-sandbox-operator",
               "-f", str(plan.client_key)])
     client_pub = plan.client_key.with_suffix(".pub").read_text()
     if owner.is_root:  # sshd's privilege separation directory (tmpfs: gone after a reboot)
@@ -122,7 +122,7 @@ def provision(plan: Plan, user: str, runtime: Path) -> dict[str, str]:
     known = []
     for host in plan.hosts:
         known.append(_provision_host(plan, host, owner, runtime, client_pub, secrets))
-    _run([render.sshd_bin(), "-t", "-f", str(plan.hosts[0].etc / "sshd_config")])
+    run([render.sshd_bin(), "-t", "-f", str(plan.hosts[0].etc / "sshd_config")])
     write(plan.known_hosts, "".join(known))
     _provision_exchange(plan, owner, secrets)
     write(plan.control_conf, render.control_supervisord_conf(plan, runtime,
@@ -140,7 +140,7 @@ def _provision_host(plan: Plan, host: Host, owner: Owner, runtime: Path, client_
     mkdirs(owner, 0o700, host.run)
     key = host.etc / "ssh_host_ed25519_key"
     if not key.exists():
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{host.name}-host-key",
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{host.name}-host-key",
               "-f", str(key)])
     write(host.etc / "authorized_keys", client_pub)
     write(host.etc / "sshd_config", render.sshd_config(host, owner.user))
@@ -179,7 +179,7 @@ def _install_release(home: Path, owner: Owner) -> None:
 
 def _initdb(host: Host, owner: Owner) -> None:
     pgdata = host.var / "pg"
-    _run(owner.as_user([str(render.postgres_bin() / "initdb"), "-D", str(pgdata), "-E", "UTF8",
+    run(owner.as_user([str(render.postgres_bin() / "initdb"), "-D", str(pgdata), "-E", "UTF8",
                         "--auth-local=peer", "--auth-host=scram-sha-256", "--no-sync",
                         "--no-instructions"]))
 
@@ -197,7 +197,8 @@ def _provision_exchange(plan: Plan, owner: Owner, secrets: dict[str, str]) -> No
         write(home / "app" / source.name, source.read_text(), owner=owner)
 
 
-def _run(argv: list[str], stdin: str | None = None) -> str:
+def run(argv: list[str], stdin: str | None = None) -> str:
+    """Run a local command; a failure is a SandboxError with the command's last lines."""
     try:
         result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
     except FileNotFoundError:

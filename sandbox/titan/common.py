@@ -16,8 +16,9 @@ import sys
 import time
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 CONFIG_ERROR_EXIT = 78  # EX_CONFIG: supervisord shows BACKOFF, then FATAL
 

@@ -321,7 +321,7 @@ def load_keys(config: Config) -> dict[str, dict]:
     return keys
 
 
-def reload_keys(exchange: "Exchange", config: Config, log: Log) -> None:
+def reload_keys(exchange: Exchange, config: Config, log: Log) -> None:
     """SIGHUP: pick up keys added or revoked in keys.json; a bad file keeps the keys in force."""
     try:
         keys = json.loads((config.home / "keys.json").read_text())

@@ -13,7 +13,6 @@ import time
 from decimal import Decimal
 
 import asyncpg
-
 import common
 
 DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)

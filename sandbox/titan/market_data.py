@@ -12,10 +12,9 @@ import json
 import random
 import time
 
+import common
 import redis.asyncio as aioredis
 import redis.exceptions
-
-import common
 
 SERVICE = "titan-market-data"
 POLL_S = 0.5

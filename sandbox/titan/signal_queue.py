@@ -12,10 +12,9 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+import common
 import nats.js.api
 import nats.js.errors
-
-import common
 
 CONSUMER = "execution_group"
 CHECK_EVERY_S = 5.0  # a deleted consumer looks like an idle one: ask the server now and then

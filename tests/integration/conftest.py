@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass
@@ -78,7 +79,8 @@ class Access:
 
     def log_has(self, host: str, service: str, text: str) -> bool:
         log = f'"$TITAN_HOME/logs/{service}.log"'
-        return self.ssh(host, f"grep -c -F -- {_sh_quote(text)} {log}", check=False).stdout.strip() not in ("", "0")
+        found = self.ssh(host, f"grep -c -F -- {shlex.quote(text)} {log}", check=False)
+        return found.stdout.strip() not in ("", "0")
 
     def nats(self, coroutine_factory):
         """Run an async function that receives a connected plain NATS client."""
@@ -93,12 +95,6 @@ class Access:
                 await nc.close()
 
         return asyncio.run(main())
-
-
-def _sh_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 @pytest.fixture(scope="session")

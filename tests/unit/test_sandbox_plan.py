@@ -78,3 +78,21 @@ def test_env_holds_the_secrets_and_every_port_its_services_need():
     assert env["TITAN_EXECUTION_PORT"] == str(plan.host("exec-2").service("titan-execution").port)
     assert env["TITAN_HALT_FILE"].endswith("exec-2/titan/system.halt")
     assert "EXCHANGE_OPS_API_KEY" not in env  # only core-1 holds the operator's exchange key
+
+
+def test_the_generated_inventory_reads_the_same_in_ansible_and_ripcord(tmp_path):
+    import json
+    import subprocess
+
+    from ansible_oracle import ansible_env, ansible_executable
+
+    from ripcord.inventory import Inventory
+
+    source = tmp_path / "sandbox.yml"
+    source.write_text(render.inventory(build_plan(ROOT, 24000, 3), "ripcord"))
+    result = subprocess.run([ansible_executable("ansible-inventory"), "-i", str(source), "--list"],
+                            capture_output=True, text=True, env=ansible_env(tmp_path), cwd=tmp_path,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert Inventory.load([source]).to_list_json() == json.loads(result.stdout)
+    assert Inventory.load([source]).select("exec") == ["exec-1", "exec-2", "exec-3"]
