@@ -3,6 +3,8 @@
     invoke sandbox.up [--hosts N] [--base-port P]    bring the local fleet up (idempotent)
     invoke sandbox.status [--json]                   hosts, services, health, how to reach them
     invoke sandbox.down [--purge]                    stop everything; --purge deletes its files
+    invoke play PLAYBOOK --host PATTERN [...]         run a playbook (--check, --diff, --tags, -e)
+    invoke inventory --list | --host NAME | --graph   what ripcord resolved, as ansible-inventory
 
 Exit codes (docs/exit-codes.md): 0 ok, 1 failed, 2 invalid input, 3 unreachable, 4 declined.
 """
@@ -76,5 +78,72 @@ def status(c, json_=False, dir=None, debug=False):
     run_task(body, json_mode=json_, debug=debug)
 
 
+def _csv(values) -> frozenset[str]:
+    return frozenset(v.strip() for item in values or [] for v in item.split(",") if v.strip())
+
+
+@task(iterable=["extra_vars", "tags", "skip_tags", "inventory"],
+      help={"host": "host pattern to run on (required): limits every play's hosts",
+            "inventory": "inventory file or directory (repeatable; default: inventory/)",
+            "check": "dry run: report what would change, change nothing",
+            "diff": "show file changes as diffs",
+            "tags": "only tasks with these tags (comma-separated or repeated)",
+            "skip-tags": "skip tasks with these tags",
+            "extra-vars": "key=value or a JSON/YAML mapping; highest precedence (repeatable)",
+            "forks": "hosts worked on at once (default 20)",
+            "yes": "answer yes to every confirmation",
+            "reason": "why: recorded in the journal",
+            "json": "one JSON object on stdout", "debug": "show tracebacks"})
+def play(c, playbook, host=None, inventory=None, check=False, diff=False, tags=None,
+         skip_tags=None, extra_vars=None, forks=20, yes=False, reason="", json_=False, debug=False):
+    """Run a playbook on the hosts a pattern selects (validated before anything is touched)."""
+    from invoke import Exit
+
+    from ripcord.execute import parse_extra_vars, run_playbook
+    from ripcord.runner import Options
+
+    def body(out):
+        if not host:
+            raise InputError("--host PATTERN is required", hint="e.g. --host sandbox or --host exec-1")
+        try:
+            fork_count = int(forks)
+        except ValueError:
+            raise InputError(f"--forks must be a whole number, not {forks!r}") from None
+        options = Options(check=check, diff=diff, tags=_csv(tags), skip_tags=_csv(skip_tags),
+                          extra_vars=parse_extra_vars(extra_vars or []), forks=max(1, fork_count))
+        outcome = run_playbook(playbook, pattern=host, inventory_paths=inventory, options=options,
+                               yes=yes, console=out, reason=reason)
+        if json_:
+            emit_json(outcome.payload)
+        if outcome.code:
+            raise Exit(code=outcome.code)
+
+    run_task(body, json_mode=json_, debug=debug)
+
+
+@task(name="inventory", iterable=["inventory"],
+      help={"list": "every group and host, as `ansible-inventory --list`",
+            "host": "one host's merged variables, as `ansible-inventory --host`",
+            "graph": "the group tree (optionally from one group), as `ansible-inventory --graph`",
+            "vars": "with --graph: show variables too",
+            "inventory": "inventory file or directory (repeatable; default: inventory/)"})
+def inventory_(c, list_=False, host=None, graph=False, group="all", vars_=False, inventory=None):
+    """Show what ripcord resolved from the inventory, in ansible-inventory's shapes."""
+    from ripcord.inventory import dumps, load_operator_inventory
+
+    def body(out):
+        inv = load_operator_inventory(inventory)
+        if host:
+            print(dumps(inv.to_host_json(host)))
+        elif graph:
+            print(inv.graph(group, show_vars=vars_))
+        elif list_:
+            print(dumps(inv.to_list_json()))
+        else:
+            raise InputError("say what to show: --list, --host NAME or --graph")
+
+    run_task(body)
+
+
 sandbox = Collection("sandbox", up, down, status)
-ns = Collection(sandbox)
+ns = Collection(sandbox, play, inventory_)

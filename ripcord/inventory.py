@@ -852,3 +852,12 @@ class Inventory:
 
 def _drop_internal(merged: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in merged.items() if k not in INTERNAL_VARS}
+
+
+DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "inventory")
+
+
+def load_operator_inventory(paths: Iterable[str | os.PathLike] | None = None) -> Inventory:
+    """The operator's inventory: the given files or directories, else every file in inventory/."""
+    paths = list(paths or [])
+    return Inventory.load(paths or [DEFAULT_DIR])

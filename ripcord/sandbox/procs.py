@@ -24,7 +24,7 @@ class Proc:
     zombie: bool = False  # exited, not yet reaped: holds no port, runs nothing
 
 
-def _read_proc(pid: int) -> Proc | None:
+def read_proc(pid: int) -> Proc | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -39,7 +39,7 @@ def all_procs() -> list[Proc]:
     procs = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            proc = _read_proc(int(entry))
+            proc = read_proc(int(entry))
             if proc:
                 procs.append(proc)
     return procs
@@ -67,7 +67,7 @@ def fleet_procs(root: Path, extra_pids: tuple[int, ...] = ()) -> list[Proc]:
 
 
 def alive(proc: Proc) -> bool:
-    current = _read_proc(proc.pid)
+    current = read_proc(proc.pid)
     return current is not None and current.start == proc.start and not current.zombie
 
 
@@ -101,7 +101,7 @@ def pid_from_file(path: Path) -> int | None:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-    proc = _read_proc(pid)
+    proc = read_proc(pid)
     return pid if proc is not None and not proc.zombie else None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import subprocess
 import time
@@ -19,7 +20,9 @@ import pytest
 from ripcord.sandbox import Fleet
 from ripcord.sandbox.plan import state_base
 
-TEST_BASE_PORT = 25000
+# Parallel workers (or developers) can each have a fleet: RIPCORD_TEST_FLEET / _BASE_PORT.
+TEST_FLEET = os.environ.get("RIPCORD_TEST_FLEET", "test-fleet")
+TEST_BASE_PORT = int(os.environ.get("RIPCORD_TEST_BASE_PORT", "25000"))
 
 
 @dataclass
@@ -99,7 +102,7 @@ class Access:
 
 @pytest.fixture(scope="session")
 def fleet():
-    root = state_base() / "test-fleet"
+    root = state_base() / TEST_FLEET
     fleet = Fleet(root, base_port=TEST_BASE_PORT, hosts=4, inventory=root / "inventory.yml")
     fleet.up()
     yield fleet
@@ -109,3 +112,50 @@ def fleet():
 @pytest.fixture(scope="session")
 def access(fleet) -> Access:
     return Access(fleet)
+
+
+@pytest.fixture(scope="session")
+def inventory(fleet):
+    from ripcord.inventory import Inventory
+
+    return Inventory.load([fleet.inventory])
+
+
+@pytest.fixture(scope="session")
+def connect(inventory):
+    """connect(host) -> an open ripcord Connection to that sandbox host (one per host, reused)."""
+    from ripcord.connection import Connection
+
+    opened: dict[str, Connection] = {}
+
+    def factory(host: str) -> Connection:
+        if host not in opened:
+            conn = Connection(host, inventory.connection_for(host))
+            conn.open()
+            opened[host] = conn
+        return opened[host]
+
+    yield factory
+    for conn in opened.values():
+        conn.close()
+
+
+@pytest.fixture
+def run_module(inventory, connect):
+    """run_module(name, args, host, check=False, diff=False) -> Result, as the runner calls it."""
+    from ripcord.modules import REGISTRY, TaskContext
+    from ripcord.templating import Secrets, Templar
+
+    def run(name: str, args: dict, host: str = "exec-1", check: bool = False, diff: bool = False,
+            answer: bool = True):
+        module = REGISTRY[name]
+        problems = module.check_args(args)
+        assert not problems, problems
+        secrets = Secrets()
+        ctx = TaskContext(host=host, vars=inventory.host_vars(host),
+                          conn=None if module.on_controller else connect(host), check=check,
+                          diff=diff, timeout=30, templar=Templar(secrets), secrets=secrets,
+                          confirm=lambda prompt, typed=None: answer)
+        return module().run(ctx, module.with_defaults(args))
+
+    return run

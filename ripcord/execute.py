@@ -1,0 +1,101 @@
+"""One operator command, start to finish: load, validate, confirm, run, journal, report.
+
+Everything that can be wrong with the input is found before the first connection; everything
+that happened is journaled, with secrets redacted, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.prompt import Prompt
+
+from ripcord.errors import EXIT_DECLINED, DeclinedError, InputError
+from ripcord.inventory import load_operator_inventory
+from ripcord.journal import Journal, operator
+from ripcord.playbook import load_playbook
+from ripcord.report import Display, exit_code, result_json
+from ripcord.runner import Options, Runner
+
+
+@dataclass
+class Outcome:
+    code: int
+    payload: dict[str, Any]
+
+
+def parse_extra_vars(items: list[str]) -> dict[str, Any]:
+    """-e key=value (value read as YAML, so numbers and booleans keep their type) or -e '{json}'."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for item in items:
+        if item.lstrip().startswith("{"):
+            try:
+                values.update(yaml.safe_load(item))
+            except yaml.YAMLError as exc:
+                raise InputError(f"-e {item!r} is not a valid mapping: {exc}") from None
+            continue
+        key, sep, raw = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise InputError(f"-e {item!r}: expected key=value with a valid variable name")
+        try:
+            values[key] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            values[key] = raw
+    return values
+
+
+def confirmer(yes: bool, console: Console):
+    """How `confirm` tasks ask: --yes answers; a terminal asks; anything else declines."""
+    def confirm(prompt: str, typed: str | None = None) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise DeclinedError(f"{prompt}: no terminal to ask on", hint="pass --yes to confirm")
+        if typed:
+            answer = Prompt.ask(f"{prompt}\nType [bold]{typed}[/] to continue", console=console)
+            return answer.strip() == typed
+        return Prompt.ask(prompt, choices=["yes", "no"], default="no", console=console) == "yes"
+    return confirm
+
+
+def run_playbook(path: str, *, pattern: str, inventory_paths: list[str] | None, options: Options,
+                 yes: bool, console: Console, reason: str = "") -> Outcome:
+    started = time.monotonic()
+    inventory = load_operator_inventory(inventory_paths)
+    inventory.select(pattern)  # a pattern that matches nothing is an error before anything else
+    options.limit = pattern
+    options.playbook_dir = str(Path(path).resolve().parent)
+    playbook = load_playbook(path, extra_vars=options.extra_vars, inventory=inventory)
+    command = "ripcord " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    journal = Journal()
+    runner = Runner(inventory, options, confirm=confirmer(yes, console), display=Display(console),
+                    run_id=f"{os.getpid()}-{time.time_ns()}", operator=operator(), command=command)
+    declined = None
+    try:
+        records = runner.run(playbook)
+    except DeclinedError as exc:
+        declined, records = exc, runner.records
+    summary = runner.summary()
+    code = EXIT_DECLINED if declined else exit_code(summary)
+    duration = time.monotonic() - started
+    journal_id = journal.append(runner.secrets.redact({
+        "kind": "play", "playbook": str(path), "pattern": pattern, "check": options.check,
+        "reason": reason, "command": command, "extra_vars": options.extra_vars,
+        "hosts": summary, "tasks": [vars(r) for r in records], "exit_code": code,
+        "declined": str(declined) if declined else None, "duration_s": round(duration, 3)}))
+    Display(console).recap(summary)
+    payload = result_json("play", summary, records, duration, journal_id, playbook=str(path),
+                          check=options.check)
+    if declined:
+        payload["ok"] = False
+        payload["declined"] = str(declined)
+    return Outcome(code, runner.secrets.redact(payload))

@@ -1,0 +1,145 @@
+"""The module contract: what a task's module declares, receives and returns.
+
+A module says which arguments it takes (so a playbook is validated before any host is
+touched), and its run() brings one host to the state asked for, honestly reporting `changed`.
+Under --check it changes nothing and reports what it would change. Run twice, the second run
+reports changed=False (idempotence, as Molecule tests it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ripcord.connection import Connection
+    from ripcord.templating import Secrets, Templar
+
+ANY = object()  # an Arg type that accepts any value
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One module argument: its type(s), whether it is required, its default and choices."""
+
+    type: Any = str  # a type, a tuple of types, or ANY
+    required: bool = False
+    default: Any = None
+    choices: tuple = ()
+    secret: bool = False  # never shown: redacted in output, the journal and errors
+    help: str = ""
+
+    def problem(self, value: Any) -> str | None:
+        """Why value is not acceptable, or None. Templated strings are checked after rendering."""
+        if self.type is ANY or value is None:
+            return None
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        if isinstance(value, bool) and bool not in types:
+            return f"expected {_names(types)}, got a boolean"
+        if float in types and isinstance(value, int):
+            return None
+        if not isinstance(value, types):
+            return f"expected {_names(types)}, got {type(value).__name__}"
+        if self.choices and value not in self.choices:
+            return f"expected one of {', '.join(map(str, self.choices))}, got {value!r}"
+        return None
+
+
+def _names(types: tuple) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+             list: "a list", dict: "a mapping"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+@dataclass
+class Result:
+    """What a module did on one host. `data` is module-specific (rc, stdout, status, json...)."""
+
+    changed: bool = False
+    failed: bool = False
+    skipped: bool = False
+    msg: str = ""
+    diff: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def registered(self) -> dict[str, Any]:
+        """The value `register:` stores, in Ansible's shape."""
+        return {**self.data, "changed": self.changed, "failed": self.failed,
+                "skipped": self.skipped, "msg": self.msg}
+
+
+@dataclass
+class TaskContext:
+    """Everything a module may use on one host for one task."""
+
+    host: str
+    vars: dict[str, Any]  # the host's variables, rendered where used; read-only
+    conn: Connection | None  # None for modules that run on the controller only
+    check: bool = False
+    diff: bool = False
+    timeout: float | None = None
+    templar: Templar | None = None
+    secrets: Secrets | None = None
+    confirm: Callable[[str, str | None], bool] | None = None  # (prompt, typed word) -> yes?
+    playbook_dir: str = "."
+
+    def run(self, command: str, **kwargs):
+        """Run a command on the host, bounded by the task's timeout."""
+        assert self.conn is not None, "this module runs on the controller"
+        return self.conn.run(command, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+
+
+class Module:
+    """Base class: subclasses set name and args and implement run()."""
+
+    name: ClassVar[str]
+    args: ClassVar[dict[str, Arg]] = {}
+    free_form: ClassVar[str | None] = None  # the argument a bare string fills (command: "ls")
+    on_controller: ClassVar[bool] = False  # needs no connection to the host
+    open_args: ClassVar[bool] = False  # takes any argument names (set_fact)
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any]) -> list[str]:
+        """Problems with the arguments as written (before rendering): unknown, missing, wrong type.
+
+        Values that are templates ("{{ x }}") are not type-checked here.
+        """
+        problems = [f"unknown argument {key!r} (expected: {', '.join(sorted(cls.args)) or 'none'})"
+                    for key in args if key not in cls.args]
+        for key, spec in cls.args.items():
+            if spec.required and key not in args:
+                problems.append(f"missing required argument {key!r}")
+            elif key in args and not _is_template(args[key]):
+                problem = spec.problem(args[key])
+                if problem:
+                    problems.append(f"argument {key!r}: {problem}")
+        problems.extend(cls.check_combination(args))
+        return problems
+
+    @classmethod
+    def check_combination(cls, args: dict[str, Any]) -> list[str]:
+        """Cross-argument rules (e.g. copy needs content or src); override where needed."""
+        return []
+
+    @classmethod
+    def with_defaults(cls, args: dict[str, Any]) -> dict[str, Any]:
+        return {**{k: s.default for k, s in cls.args.items() if s.default is not None}, **args}
+
+    def run(self, ctx: TaskContext, args: dict[str, Any]) -> Result:
+        raise NotImplementedError
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+REGISTRY: dict[str, type[Module]] = {}
+
+
+def register(cls: type[Module]) -> type[Module]:
+    """Class decorator: make a module available to playbooks under its name."""
+    if cls.name in REGISTRY:
+        raise ValueError(f"module {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls

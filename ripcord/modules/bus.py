@@ -1,0 +1,245 @@
+"""nats and jetstream: Titan's bus, reached from the controller.
+
+The controller talks to NATS itself (nats-py), straight to `url` or, for production where NATS
+listens only on a host's loopback, through an SSH tunnel via the task's host (`tunnel: true`).
+Signing happens on the controller, so the HMAC secret is the one secret it must hold: it is read
+from the host's env_file over SFTP (never through a command line), registered with ctx.secrets
+for redaction and kept in memory only. Every bus operation is bounded by `timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import paramiko
+from invoke.exceptions import ThreadException
+
+from ripcord import bus
+from ripcord.errors import RipcordError, UnreachableError
+from ripcord.modules.base import Arg, Module, Result, TaskContext, register
+
+JS_NAME = re.compile(r"[^.*>\s]+")  # a stream or consumer name is one token of an API subject
+ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+COMMON = {
+    "url": Arg(str, help="NATS URL; default: inventory nats_url"),
+    "tunnel": Arg(bool, default=False, help="reach NATS through an SSH forward via the host"),
+    "timeout": Arg(float, default=2.0, help="seconds for connecting and for each answer"),
+}
+
+
+class EnvFileError(RipcordError):
+    """A value could not be read from the host's env_file."""
+
+
+def host_var(ctx: TaskContext, name: str) -> Any:
+    """An inventory variable, rendered: inventories keep `{{ titan_home }}/.env` unrendered."""
+    value = ctx.vars.get(name)
+    return ctx.templar.render(value, ctx.vars) if ctx.templar is not None else value
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file, as templating.read_dotenv reads them (and `export K=V`)."""
+    values = {}
+    for line in text.splitlines():
+        line = line.strip().removeprefix("export ").strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            values[key.strip()] = value
+    return values
+
+
+def env_secret(ctx: TaskContext, key: str) -> str:
+    """One secret from the host's env_file, read over SFTP and registered for redaction."""
+    path = host_var(ctx, "env_file")
+    if not path:
+        raise EnvFileError("inventory variable env_file is not set: it names the host's .env")
+    try:
+        text = ctx.conn.read(path).decode(errors="replace")
+    except (paramiko.SSHException, EOFError) as exc:
+        raise UnreachableError(f"{ctx.host}: connection lost: {exc}") from None
+    except OSError as exc:
+        raise EnvFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    value = parse_env(text).get(key)
+    if not value:
+        raise EnvFileError(f"{key} is not set in {path}")
+    if ctx.secrets is not None:
+        ctx.secrets.add(value)
+    return value
+
+
+def parse_payload(data: bytes | None) -> Any:
+    """A message body as JSON when it is JSON, else as text."""
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data.decode(errors="replace")
+
+
+@contextlib.contextmanager
+def _tunnel(ctx: TaskContext, url: str) -> Iterator[str]:
+    """The URL to use from here: `url` as the host sees it, forwarded over its SSH connection."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+    auth = parts.netloc.rpartition("@")[0]
+    try:
+        with ctx.conn.forward(port, remote_host=host) as local_port:
+            netloc = f"{auth}@127.0.0.1:{local_port}" if auth else f"127.0.0.1:{local_port}"
+            yield urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ThreadException as exc:  # the forwarding thread failed: say how
+        error = exc.exceptions[0].value if exc.exceptions else exc
+        if not isinstance(error, paramiko.ChannelException):
+            raise UnreachableError(f"{ctx.host}: connection lost: {error}") from None
+        raise bus.BusError(f"SSH tunnel via {ctx.host} to {host}:{port} failed: "
+                           f"{error.text or 'connect failed'}") from None
+
+
+def on_bus(ctx: TaskContext, args: dict, work: Callable[[Any], Awaitable[Result]]) -> Result:
+    """Connect (bounded), run `work(nc)` and close; an unreachable bus is a failed task."""
+    url = args.get("url") or host_var(ctx, "nats_url")
+    if not url:
+        return Result(failed=True, msg="no NATS URL: give url or set inventory variable nats_url")
+    timeout = float(args["timeout"])
+
+    async def session(target: str, tunnelled: bool) -> Result:
+        nc = await bus.connect(target, timeout, retry_refused=tunnelled)
+        try:
+            return await work(nc)
+        finally:
+            await bus.close(nc, timeout)
+
+    try:
+        if not args.get("tunnel"):
+            return asyncio.run(session(url, False))
+        with _tunnel(ctx, url) as local_url:
+            return asyncio.run(session(local_url, True))
+    except bus.BusError as exc:
+        message = str(exc) if ctx.secrets is None else ctx.secrets.redact(str(exc))
+        if args.get("tunnel") and "cannot connect" in message:
+            message = f"{message} (through an SSH tunnel via {ctx.host} to {bus.public_url(url)})"
+        return Result(failed=True, msg=message)
+
+
+@register
+class Nats(Module):
+    """Publish (or request) one message, signed as Titan's engines require, and collect answers."""
+
+    name = "nats"
+    args = {
+        "subject": Arg(str, required=True),
+        "body": Arg(dict, help="a mapping, JSON-encoded with ripcord.bus.encode"),
+        "sign": Arg(bool, default=True, help="HMAC headers keyed by the host's secret_key"),
+        "secret_key": Arg(str, default="TITAN_HMAC_SECRET", help="the env_file key to sign with"),
+        "mode": Arg(str, default="publish", choices=("publish", "request")),
+        "collect": Arg(dict, help="{subject, count, timeout}: subscribed before sending"),
+        **COMMON,
+    }
+
+    @classmethod
+    def check_combination(cls, args: dict) -> list[str]:
+        collect = args.get("collect")
+        if not isinstance(collect, dict):
+            return []
+        problems = [f"collect: unknown key {k!r} (expected: count, subject, timeout)"
+                    for k in collect if k not in ("subject", "count", "timeout")]
+        if not isinstance(collect.get("subject"), str):
+            problems.append("collect: 'subject' (a string) is required")
+        count = collect.get("count", 1)
+        if not isinstance(count, str) and (isinstance(count, bool) or not isinstance(count, int)
+                                           or count < 1):
+            problems.append("collect: 'count' must be a positive integer")
+        return problems
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        if ctx.check:
+            return Result(skipped=True, msg="skipped in check mode")
+        if problems := self.check_combination(args):  # rendered values, checked again
+            return Result(failed=True, msg="; ".join(problems))
+        subject = args["subject"]
+        data = bus.encode(args.get("body") or {})
+        headers = None
+        try:
+            if args["sign"]:
+                headers = bus.sign(subject, data, env_secret(ctx, args["secret_key"]))
+        except EnvFileError as exc:
+            return Result(failed=True, msg=f"cannot sign: {exc}")
+        collect = args.get("collect") or {}
+        count = int(collect.get("count", 1)) if collect else 0
+        request = args["mode"] == "request"
+
+        async def work(nc) -> Result:
+            reply, collected = await bus.send(
+                nc, subject, data, headers, request=request, timeout=float(args["timeout"]),
+                collect=collect.get("subject"), count=count,
+                collect_timeout=float(collect.get("timeout", args["timeout"])))
+            result = {"subject": subject, "signed": headers is not None}
+            msg = f"{'request to' if request else 'published to'} {subject}"
+            if request:
+                result["reply"] = parse_payload(reply)
+                msg += ": answered"
+            if collect:
+                result["collected"] = [parse_payload(m) for m in collected]
+                msg += f"; collected {len(collected)} of {count} on {collect['subject']}"
+            return Result(changed=True, msg=msg, data=result)
+
+        return on_bus(ctx, args, work)
+
+
+@register
+class JetStream(Module):
+    """Stream and consumer info, and consumer delete (the runbook's execution-state reset)."""
+
+    name = "jetstream"
+    args = {
+        "action": Arg(str, required=True,
+                      choices=("stream_info", "consumer_info", "consumer_delete")),
+        "stream": Arg(str, required=True),
+        "consumer": Arg(str),
+        **COMMON,
+    }
+
+    @classmethod
+    def check_combination(cls, args: dict) -> list[str]:
+        problems = []
+        if str(args.get("action", "")).startswith("consumer") and not args.get("consumer"):
+            problems.append(f"action {args['action']} needs 'consumer'")
+        for key in ("stream", "consumer"):
+            value = args.get(key)
+            if isinstance(value, str) and "{{" not in value and not JS_NAME.fullmatch(value):
+                problems.append(f"argument {key!r}: {value!r} is not a valid JetStream name")
+        return problems
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        if problems := self.check_combination(args):  # rendered values, checked again
+            return Result(failed=True, msg="; ".join(problems))
+        action, stream, consumer = args["action"], args["stream"], args.get("consumer")
+        if action == "consumer_delete" and ctx.check:
+            return Result(skipped=True, msg="skipped in check mode")
+        timeout = float(args["timeout"])
+
+        async def work(nc) -> Result:
+            if action == "stream_info":
+                return Result(data=await bus.jetstream_api(nc, f"STREAM.INFO.{stream}", timeout))
+            if action == "consumer_info":
+                return Result(data=await bus.jetstream_api(
+                    nc, f"CONSUMER.INFO.{stream}.{consumer}", timeout))
+            try:
+                await bus.jetstream_api(nc, f"CONSUMER.DELETE.{stream}.{consumer}", timeout)
+            except bus.JetStreamError as exc:
+                if exc.err_code != bus.CONSUMER_NOT_FOUND:
+                    raise
+                return Result(msg=f"consumer {consumer} is not on stream {stream}: nothing to delete")
+            return Result(changed=True, msg=f"deleted consumer {consumer} from stream {stream}")
+
+        return on_bus(ctx, args, work)

@@ -1,0 +1,263 @@
+"""postgres and redis: Titan's data stores, through their own clients on the host.
+
+psql, pg_dump, pg_restore and redis-cli run on the task's host, so the database password never
+leaves it: the remote shell reads it from env_file into PGPASSWORD (or REDISCLI_AUTH) inside a
+command substitution, so it is expanded there and appears in no command line, on no terminal and
+in no result. Every other value in a command is shlex-quoted; SQL goes on stdin.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import posixpath
+import re
+import shlex
+import urllib.parse
+from typing import Any
+
+from ripcord.modules.base import Arg, Module, Result, TaskContext, register
+
+ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+NULL = r"\N"  # how psql prints NULL here (-P null=\N), as COPY does: '' stays an empty string
+ROW_COUNT = r"\echo :ROW_COUNT"  # psql's count of the last statement's rows, printed last
+
+
+def host_var(ctx: TaskContext, name: str) -> Any:
+    """An inventory variable, rendered: inventories keep `{{ titan_home }}/.env` unrendered."""
+    value = ctx.vars.get(name)
+    return ctx.templar.render(value, ctx.vars) if ctx.templar is not None else value
+
+
+def quote(words: list[Any]) -> str:
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def secret_from_env_file(env_file: str, key: str, variable: str) -> str:
+    """Shell that exports $variable from env_file's `key`, expanded on the host only.
+
+    The .env is sourced in a subshell that prints just that one value, so the other secrets in
+    it do not reach the client's environment, and nothing of it reaches stderr.
+    """
+    missing = shlex.quote(f"cannot read {key} from {env_file}")
+    return (f'{variable}="$(. {shlex.quote(env_file)} >/dev/null 2>&1; printf %s "${key}")"; '
+            f'export {variable}; [ -n "${variable}" ] || {{ echo {missing} >&2; exit 3; }}; ')
+
+
+def first_error(out) -> str:
+    """The first line of what a client said on failure (stderr, else stdout)."""
+    for line in (out.stderr + "\n" + out.stdout).splitlines():
+        if line.strip():
+            return line.strip()
+    return f"exit code {out.rc}"
+
+
+def parse_psql(stdout: str) -> tuple[list[dict[str, Any]], int]:
+    """psql --csv output followed by ROW_COUNT: (rows as dicts, NULL as None; row count)."""
+    body, _, last = stdout.rstrip("\n").rpartition("\n")
+    if not body and not last.strip().isdigit():
+        body, last = last, ""
+    rows = [{k: (None if v == NULL else v) for k, v in row.items()}
+            for row in csv.DictReader(io.StringIO(body))]
+    return rows, int(last) if last.strip().isdigit() else 0
+
+
+@register
+class Postgres(Module):
+    """Query, dump and restore the trading database; the password stays on the host."""
+
+    name = "postgres"
+    args = {
+        "action": Arg(str, default="query", choices=("query", "dump", "restore")),
+        "sql": Arg(str, help="query: the SQL (sent on stdin)"),
+        "write": Arg(bool, default=False, help="query: it may write (else: a read-only transaction)"),
+        "dest": Arg(str, help="dump: remote path; default {{ titan_home }}/backups/<db>-<UTC>.sql"),
+        "format": Arg(str, default="plain", choices=("plain", "custom")),
+        "src": Arg(str, help="restore: remote path of a plain or custom dump"),
+        "db": Arg(str), "host": Arg(str), "port": Arg((int, str)), "user": Arg(str),
+        "password_key": Arg(str, default="TITAN_DB_PASSWORD", help="its key in env_file"),
+    }
+
+    @classmethod
+    def check_combination(cls, args: dict) -> list[str]:
+        needs = {"query": "sql", "restore": "src"}.get(args.get("action", "query"))
+        problems = [f"action {args.get('action', 'query')} needs {needs!r}"] if needs and not args.get(needs) else []
+        key = args.get("password_key")
+        if isinstance(key, str) and "{{" not in key and not ENV_KEY.fullmatch(key):
+            problems.append(f"password_key {key!r} is not a variable name")
+        return problems
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        if problems := self.check_combination(args):  # rendered values, checked again
+            return Result(failed=True, msg="; ".join(problems))
+        action = args["action"]
+        if ctx.check and (action != "query" or args["write"]):
+            return Result(skipped=True, msg="skipped in check mode")
+        env_file = host_var(ctx, "env_file")
+        if not env_file:
+            return Result(failed=True, msg="inventory variable env_file is not set: it holds "
+                                           f"{args['password_key']}")
+        db = args.get("db") or host_var(ctx, "postgres_db")
+        target = ["-h", args.get("host") or host_var(ctx, "postgres_host") or "127.0.0.1",
+                  "-p", args.get("port") or host_var(ctx, "postgres_port") or 5432,
+                  "-U", args.get("user") or host_var(ctx, "postgres_user"), "-d", db]
+        if not db or not target[5]:
+            return Result(failed=True, msg="no database or user: give db/user or set inventory "
+                                           "variables postgres_db and postgres_user")
+        login = secret_from_env_file(env_file, args["password_key"], "PGPASSWORD")
+        return getattr(self, action)(ctx, args, login, target, db)
+
+    def query(self, ctx: TaskContext, args: dict, login: str, target: list, db: str) -> Result:
+        """Rows as dicts. Without `write: true` the SQL runs in a read-only transaction, so a
+        query that would write fails instead of changing anything (and check mode may run it)."""
+        words = ["psql", "-X", "-w", "-q", "--csv", "-P", f"null={NULL}", "-v", "ON_ERROR_STOP=1",
+                 "--single-transaction", *target]
+        if not args["write"]:
+            words += ["-c", "SET TRANSACTION READ ONLY"]
+        words += ["-f", "-", "-c", ROW_COUNT]
+        out = ctx.run(login + quote(words), stdin=args["sql"])
+        if out.rc != 0:
+            return Result(failed=True, msg=first_error(out))
+        rows, count = parse_psql(out.stdout)
+        return Result(changed=bool(args["write"]) and count > 0, data={"rows": rows, "rowcount": count},
+                      msg=f"{count} row{'s' if count != 1 else ''}")
+
+    def dump(self, ctx: TaskContext, args: dict, login: str, target: list, db: str) -> Result:
+        """pg_dump to a temporary name, renamed when complete: a failed dump leaves no file that
+        looks like a backup. Plain dumps drop what they create, so they restore over a live db."""
+        custom = args["format"] == "custom"
+        dest = args.get("dest")
+        if not dest:
+            home = host_var(ctx, "titan_home")
+            if not home:
+                return Result(failed=True, msg="no dest and no inventory variable titan_home")
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            dest = f"{home}/backups/{db}-{stamp}.{'dump' if custom else 'sql'}"
+        partial = f"{dest}.partial"
+        options = ["--format=custom"] if custom else ["--format=plain", "--clean", "--if-exists"]
+        script = (f"mkdir -p {shlex.quote(posixpath.dirname(dest) or '.')} && "
+                  f"{quote(['pg_dump', '-w', *target, *options, '--file', partial])} && "
+                  f"mv {shlex.quote(partial)} {shlex.quote(dest)} || "
+                  f"{{ rm -f {shlex.quote(partial)}; exit 1; }}; "
+                  f"wc -c < {shlex.quote(dest)} && sha256sum {shlex.quote(dest)}")
+        out = ctx.run(login + script)
+        if out.rc != 0:
+            return Result(failed=True, msg=first_error(out))
+        size, digest = out.stdout.split()[:2]
+        return Result(changed=True, msg=f"dumped {db} to {dest} ({size} bytes)",
+                      data={"path": dest, "size": int(size), "sha256": digest,
+                            "format": args["format"], "db": db})
+
+    def restore(self, ctx: TaskContext, args: dict, login: str, target: list, db: str) -> Result:
+        """Load a dump in one transaction, all or nothing: a custom dump (magic PGDMP) with
+        pg_restore --clean --if-exists, a plain one with psql stopping at the first error."""
+        src = shlex.quote(args["src"])
+        script = (f"test -r {src} || {{ echo {shlex.quote(f'cannot read {args['src']}')} >&2; "
+                  f"exit 3; }}; "
+                  f'if [ "$(head -c 5 {src})" = PGDMP ]; then echo custom; '
+                  f"{quote(['pg_restore', '-w', *target, '--clean', '--if-exists'])} "
+                  f"--single-transaction {src}; "
+                  f"else echo plain; {quote(['psql', '-X', '-w', '-q', '-v', 'ON_ERROR_STOP=1', *target])} "
+                  f"--single-transaction -f {src} >/dev/null; fi")
+        out = ctx.run(login + script)
+        if out.rc != 0:
+            return Result(failed=True, msg=first_error(out))
+        kind = out.stdout.split()[0]
+        return Result(changed=True, msg=f"restored {db} from {args['src']} ({kind} dump)",
+                      data={"src": args["src"], "format": kind, "db": db})
+
+
+# Commands that never write. Anything else counts as a write: skipped under --check, changed.
+READ_ONLY = frozenset("""
+    BITCOUNT BITPOS DBSIZE DUMP ECHO EXISTS GEOPOS GEODIST GEOHASH GEOSEARCH GET GETBIT GETRANGE
+    HEXISTS HGET HGETALL HKEYS HLEN HMGET HRANDFIELD HSCAN HSTRLEN HVALS INFO KEYS LASTSAVE LINDEX
+    LLEN LPOS LRANGE MGET OBJECT PFCOUNT PING PTTL RANDOMKEY SCAN SCARD SDIFF SINTER SISMEMBER
+    SMEMBERS SMISMEMBER SRANDMEMBER SSCAN STRLEN SUNION TIME TTL TYPE XINFO XLEN XPENDING XRANGE
+    XREVRANGE ZCARD ZCOUNT ZRANGE ZRANGEBYSCORE ZRANK ZREVRANGE ZREVRANK ZSCAN ZSCORE ZMSCORE
+    """.split()) | {"CONFIG GET", "CLIENT LIST", "CLIENT INFO", "MEMORY USAGE", "SLOWLOG GET"}
+# Writes whose reply 0 means they found nothing to do (DEL of a missing key): changed=False.
+ZERO_IS_NOOP = frozenset("""
+    DEL UNLINK EXPIRE PEXPIRE EXPIREAT PEXPIREAT PERSIST HDEL SADD SREM ZREM LREM SETNX HSETNX
+    MSETNX RENAMENX
+    """.split())
+
+
+def redis_verb(command: list) -> tuple[str, bool]:
+    """The command's name (with its subcommand where that decides) and whether it writes."""
+    words = [str(w).upper() for w in command[:2]]
+    pair = " ".join(words)
+    if pair in READ_ONLY:
+        return pair, False
+    return words[0], words[0] not in READ_ONLY
+
+
+@register
+class Redis(Module):
+    """One redis-cli command on the host; the reply as JSON types (redis-cli --json)."""
+
+    name = "redis"
+    args = {
+        "command": Arg(list, required=True, help='words, e.g. ["GET", "orderbook:BTCUSDT"]'),
+        "url": Arg(str, help="redis://host:port/db; default: inventory redis_url"),
+        "password_key": Arg(str, help="env_file key of the Redis password, if it has one"),
+    }
+
+    @classmethod
+    def check_combination(cls, args: dict) -> list[str]:
+        command = args.get("command")
+        if isinstance(command, list) and not command:
+            return ["'command' needs at least one word"]
+        if isinstance(command, list) and not all(isinstance(w, (str, int, float)) for w in command):
+            return ["'command' words must be strings or numbers"]
+        key = args.get("password_key")
+        if isinstance(key, str) and "{{" not in key and not ENV_KEY.fullmatch(key):
+            return [f"password_key {key!r} is not a variable name"]
+        return []
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        if problems := self.check_combination(args):  # rendered values, checked again
+            return Result(failed=True, msg="; ".join(problems))
+        command = args["command"]
+        verb, writes = redis_verb(command)
+        if writes and ctx.check:
+            return Result(skipped=True, msg="skipped in check mode")
+        url = urllib.parse.urlsplit(args.get("url") or host_var(ctx, "redis_url")
+                                    or "redis://127.0.0.1:6379/0")
+        if url.password:
+            return Result(failed=True, msg="the Redis URL carries a password, which would show in "
+                                           "a command line: keep it in env_file (password_key)")
+        login = ""
+        if args.get("password_key"):
+            env_file = host_var(ctx, "env_file")
+            if not env_file:
+                return Result(failed=True, msg="inventory variable env_file is not set")
+            login = secret_from_env_file(env_file, args["password_key"], "REDISCLI_AUTH")
+        words = ["redis-cli", "-h", url.hostname or "127.0.0.1", "-p", url.port or 6379,
+                 "-n", url.path.strip("/") or 0, *(["--tls"] if url.scheme == "rediss" else []),
+                 "--json", *command]
+        out = ctx.run(login + quote(words))
+        text = out.stdout.strip()
+        if out.rc != 0:
+            return Result(failed=True, msg=first_error(out))
+        if text.startswith("error:"):  # redis-cli --json prints an error reply so, exit code 0
+            return Result(failed=True, msg=f"{verb}: {parse_json(text[len('error:'):])}")
+        reply = parse_json(text)
+        changed = writes and not (verb in ZERO_IS_NOOP and reply == 0)
+        return Result(changed=changed, data={"reply": reply}, msg=f"{verb}: {summary(reply)}")
+
+
+def parse_json(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def summary(reply: Any) -> str:
+    if isinstance(reply, (list, dict)):
+        return f"{len(reply)} item{'s' if len(reply) != 1 else ''}"
+    text = str(reply)
+    return text if len(text) <= 60 else text[:57] + "..."

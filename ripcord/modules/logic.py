@@ -1,0 +1,78 @@
+"""Controller-side modules: assert, fail, set_fact, debug, confirm. They touch no host."""
+
+from __future__ import annotations
+
+from ripcord.errors import DeclinedError
+from ripcord.modules.base import ANY, Arg, Module, Result, TaskContext, register
+
+
+@register
+class Assert(Module):
+    name = "assert"
+    on_controller = True
+    args = {"that": Arg((str, list, bool), required=True), "fail_msg": Arg(str),
+            "success_msg": Arg(str), "quiet": Arg(bool, default=False)}
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        conditions = args["that"] if isinstance(args["that"], list) else [args["that"]]
+        for condition in conditions:
+            if not ctx.templar.truth(condition, ctx.vars):
+                return Result(failed=True, msg=args.get("fail_msg") or f"assertion failed: {condition}",
+                              data={"assertion": condition})
+        return Result(msg=args.get("success_msg") or "all assertions passed")
+
+
+@register
+class Fail(Module):
+    name = "fail"
+    on_controller = True
+    args = {"msg": Arg(str, default="failed as requested")}
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        return Result(failed=True, msg=args["msg"])
+
+
+@register
+class SetFact(Module):
+    """Sets host variables for the rest of the run: any key, any value."""
+
+    name = "set_fact"
+    on_controller = True
+    open_args = True
+
+    @classmethod
+    def check_args(cls, args):
+        return [f"{key!r} is not a valid variable name" for key in args
+                if not str(key).isidentifier()] or ([] if args else ["set_fact needs at least one name"])
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        return Result(data={"ansible_facts": dict(args)})
+
+
+@register
+class Debug(Module):
+    name = "debug"
+    on_controller = True
+    args = {"msg": Arg(ANY), "var": Arg(str)}
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        if args.get("var"):
+            value = ctx.templar.evaluate(args["var"], ctx.vars)
+            return Result(msg=f"{args['var']} = {value!r}", data={args["var"]: value})
+        return Result(msg=str(args.get("msg", "")))
+
+
+@register
+class Confirm(Module):
+    """Asks the operator before something destructive; --yes answers yes. Declining ends the run."""
+
+    name = "confirm"
+    on_controller = True
+    free_form = "prompt"
+    args = {"prompt": Arg(str, required=True),
+            "typed": Arg(str, help="a word the operator must type, e.g. FLATTEN")}
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        if not ctx.confirm(args["prompt"], args.get("typed")):
+            raise DeclinedError(f"declined: {args['prompt']}", hint="nothing further was changed")
+        return Result(msg="confirmed")

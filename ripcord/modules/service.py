@@ -1,0 +1,356 @@
+"""service and services: bring a host's services to a state, through its own service manager.
+
+`service` handles one service: started, stopped, restarted, or (no state) just its status.
+`services` handles a set in dependency order (inventory/topology.yml): start tier by tier,
+waiting for each tier to be healthy before the next, stop in reverse, so that a recovery follows
+the runbook's order instead of racing it. Both are idempotent (started on a running service
+changes nothing; restarted always changes) and, under --check, only say what they would do.
+
+Health is judged from the host's own network position: the URL is fetched over an SSH
+direct-tcpip channel, as `curl` on the host would, so a port bound to the host's loopback works.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import paramiko
+
+from ripcord.errors import InputError, RipcordError
+from ripcord.modules.base import Arg, Module, Result, TaskContext, register
+from ripcord.services import (
+    FAILED,
+    RUNNING,
+    STARTING,
+    ServiceControl,
+    ServiceError,
+    ServiceStatus,
+    adapter_for,
+)
+from ripcord.topology import Topology, find_topology, load_cached
+
+DEFAULT_TIMEOUT_S = 30.0
+PROBE_TIMEOUT_S = 2.0
+POLL_S = 0.25
+
+
+# --- health, seen from the host -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Health:
+    """One health check: an http URL must answer 200 with JSON status "ok"; any other scheme
+    (tcp://, redis://, nats://, postgresql://) must accept a TCP connection."""
+
+    url: str
+
+    def probe(self, transport: paramiko.Transport) -> tuple[bool, str]:
+        parts = urlsplit(self.url)
+        if parts.scheme == "https":
+            return False, "https health URLs are not supported over the ssh channel"
+        port = parts.port or (80 if parts.scheme == "http" else None)
+        if not parts.hostname or not port:
+            return False, f"health URL {self.url!r} names no host and port"
+        try:
+            channel = transport.open_channel("direct-tcpip", (parts.hostname, port),
+                                             ("127.0.0.1", 0), timeout=PROBE_TIMEOUT_S)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            return False, f"{parts.hostname}:{port} refused ({exc or type(exc).__name__})"
+        if parts.scheme != "http":
+            channel.close()
+            return True, f"{parts.hostname}:{port} accepts connections"
+        return self._get(channel, parts)
+
+    def _get(self, channel: paramiko.Channel, parts) -> tuple[bool, str]:
+        channel.settimeout(PROBE_TIMEOUT_S)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=PROBE_TIMEOUT_S)
+        conn.sock = channel  # http.client then speaks over the channel instead of connecting
+        try:
+            conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+            response = conn.getresponse()
+            body = response.read(1 << 16)
+        except (http.client.HTTPException, OSError, EOFError) as exc:
+            return False, f"{self.url}: {exc or type(exc).__name__}"
+        finally:
+            conn.close()
+        if response.status != 200:
+            return False, f"{self.url} answered HTTP {response.status}"
+        try:
+            status = json.loads(body).get("status")
+        except (ValueError, AttributeError):
+            return False, f"{self.url} answered no JSON object"
+        return status == "ok", f"{self.url} status {status!r}"
+
+    def wait(self, transport: paramiko.Transport, deadline: float) -> tuple[bool, str]:
+        while True:
+            ok, why = self.probe(transport)
+            if ok or time.monotonic() >= deadline:
+                return ok, why
+            time.sleep(POLL_S)
+
+
+# --- shared steps ---------------------------------------------------------------------------
+
+def _render(ctx: TaskContext, value: Any) -> Any:
+    return ctx.templar.render(value, ctx.vars) if ctx.templar else value
+
+
+def _control(ctx: TaskContext) -> ServiceControl:
+    return ServiceControl(adapter_for(ctx.vars, lambda value: _render(ctx, value)), ctx.run)
+
+
+def _transport(ctx: TaskContext) -> paramiko.Transport:
+    return ctx.conn.fabric.client.get_transport()
+
+
+def _host_health_url(ctx: TaskContext, name: str) -> str | None:
+    urls = _render(ctx, ctx.vars.get("health_urls") or {})
+    return urls.get(name) if isinstance(urls, dict) else None
+
+
+def _needed(state: str, current: ServiceStatus) -> str | None:
+    """The verb that brings `current` to `state`, or None when it is already there."""
+    if state == "restarted":
+        return "restart"
+    if state == "started":
+        return None if current.state in (RUNNING, STARTING) else "start"
+    return "stop" if current.active else None
+
+
+def _settle(control: ServiceControl, name: str, want_running: bool,
+            deadline: float) -> ServiceStatus:
+    """Poll the manager until the service is RUNNING (or no longer active), a dead end, or time.
+
+    supervisorctl and systemctl return once the state is reached; docker compose and pm2 may
+    return earlier, hence the polling.
+    """
+    while True:
+        status = control.status(name)
+        if (want_running and status.state == RUNNING) or (not want_running and not status.active):
+            return status
+        gave_up = want_running and status.state == FAILED and not status.active
+        if gave_up or time.monotonic() >= deadline:
+            raise ServiceError(f"{name} is {status.raw}, not "
+                               f"{'running' if want_running else 'stopped'}"
+                               + (f" ({status.detail})" if status.detail else ""))
+        time.sleep(POLL_S)
+
+
+def _refresh(control: ServiceControl, name: str, data: dict) -> None:
+    """After a failed action, show the state it left (best effort: the host may be gone)."""
+    try:
+        data.update(control.status(name).as_data())
+    except RipcordError:
+        pass
+
+
+def _become_healthy(ctx: TaskContext, name: str, url: str | None, deadline: float) -> str:
+    if not url:
+        raise ServiceError(f"no health check for {name} on {ctx.host}",
+                           hint="set the host's health_urls, or wait_healthy: false")
+    ok, why = _Health(url).wait(_transport(ctx), deadline)
+    if not ok:
+        raise ServiceError(f"{name} did not become healthy: {why}")
+    return why
+
+
+# --- service ----------------------------------------------------------------------------------
+
+@register
+class Service(Module):
+    """One service to a state; without `state`, its status (data.status) and nothing else."""
+
+    name = "service"
+    args = {
+        "name": Arg(str, required=True),
+        "state": Arg(str, choices=("started", "stopped", "restarted")),
+        "wait_healthy": Arg(bool, help="default: true when the host has a health URL for it"),
+        "health_url": Arg(str, help="default: the host's health_urls entry"),
+        "timeout": Arg((int, float), default=DEFAULT_TIMEOUT_S,
+                       help="seconds to reach the state and become healthy"),
+    }
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        name, state = args["name"], args.get("state")
+        control = _control(ctx)
+        data: dict[str, Any] = {"name": name, "manager": control.adapter.manager,
+                                "commands": control.commands}
+        try:
+            before = control.status(name)
+            data.update(before.as_data())
+            if state is None:
+                return Result(msg=f"{name} is {before.state} ({before.raw})", data=data)
+            verb = _needed(state, before)
+            data["before"] = before.state
+            if verb is None:
+                return Result(msg=f"{name} is already {before.state}", data=data)
+            if ctx.check:
+                return Result(changed=True, msg=f"would {verb} {name} (now {before.state})",
+                              data=data)
+            return self._act(ctx, control, name, verb, args, data)
+        except RipcordError as exc:
+            if control.acted:
+                _refresh(control, name, data)
+            return Result(changed=control.acted, failed=True, msg=str(exc), data=data)
+
+    def _act(self, ctx: TaskContext, control: ServiceControl, name: str, verb: str,
+             args: dict, data: dict) -> Result:
+        deadline = time.monotonic() + float(args["timeout"])
+        control.act(verb, name)
+        after = _settle(control, name, verb != "stop", deadline)
+        data.update(after.as_data())
+        url = args.get("health_url") or _host_health_url(ctx, name)
+        wait = args.get("wait_healthy")
+        if verb != "stop" and (wait or (wait is None and url)):
+            data["health_url"] = url
+            data["health"] = _become_healthy(ctx, name, url, deadline)
+            data["healthy"] = True
+        return Result(changed=True, msg=f"{name}: {verb} done, {after.state}", data=data)
+
+
+# --- services ---------------------------------------------------------------------------------
+
+@dataclass
+class _Plan:
+    """What `services` will do on one host, in order."""
+
+    stop: list[str]
+    start: list[list[str]]
+    not_on_host: list[str] = field(default_factory=list)
+
+
+@register
+class Services(Module):
+    """A host's services (or `with_dependents` of one) to a state, in dependency order."""
+
+    name = "services"
+    args = {
+        "state": Arg(str, required=True, choices=("started", "stopped", "restarted")),
+        "names": Arg(list, help="default: the host's inventory `services`"),
+        "with_dependents": Arg(str, help="this service and everything that depends on it"),
+        "topology_file": Arg(str, help="default: inventory/topology.yml"),
+        "wait_healthy": Arg(bool, default=True, help="wait for each tier to be healthy"),
+        "timeout": Arg((int, float), default=DEFAULT_TIMEOUT_S,
+                       help="seconds for each service to reach its state and be healthy"),
+    }
+
+    @classmethod
+    def topology_problems(cls, path: str | None = None, names: list | None = None) -> list[str]:
+        """Problems with a topology file (a cycle, an unknown dependency) and with names that
+        it should know: for the playbook validator, before any host is touched."""
+        try:
+            topology = load_cached(find_topology(path))
+        except InputError as exc:
+            return [str(exc)]
+        return [f"service {n!r} is not in {topology.source}"
+                for n in names or () if isinstance(n, str) and n not in topology]
+
+    @classmethod
+    def check_combination(cls, args: dict) -> list[str]:
+        path = args.get("topology_file")
+        if isinstance(path, str) and "{{" in path:
+            return []  # known only per host, at run time
+        names = [n for n in [*(args.get("names") or []), args.get("with_dependents")]
+                 if isinstance(n, str) and "{{" not in n]
+        return cls.topology_problems(path, names)
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        data: dict[str, Any] = {"actions": [], "services": {}}
+        control = None
+        try:
+            topology = load_cached(find_topology(args.get("topology_file")))
+            plan = self._plan(ctx, topology, args)
+            data.update(stop_order=plan.stop, start_tiers=plan.start, not_on_host=plan.not_on_host)
+            control = _control(ctx)
+            data["manager"] = control.adapter.manager
+            wanted = plan.stop + [s for tier in plan.start for s in tier]
+            before = {s: control.status(s) for s in dict.fromkeys(wanted)}
+            for service, status in before.items():
+                data["services"][service] = {"before": status.state, "after": status.state,
+                                             "done": []}
+            if ctx.check:
+                would = self._would(args["state"], plan, before)
+                return Result(changed=bool(would), data={**data, "actions": would},
+                              msg="would " + (", ".join(would) if would else "change nothing"))
+            _Run(ctx, control, topology, args, data).apply(plan, before)
+        except RipcordError as exc:
+            changed = control is not None and control.acted
+            return Result(changed=changed, failed=True, msg=str(exc), data=data)
+        done = data["actions"]
+        return Result(changed=bool(done), data=data,
+                      msg=("; ".join(done) if done else "all already " + args["state"]))
+
+    @staticmethod
+    def _plan(ctx: TaskContext, topology: Topology, args: dict) -> _Plan:
+        names = args.get("names") or _render(ctx, ctx.vars.get("services")) or []
+        unknown = [n for n in names if n not in topology]
+        if unknown:
+            raise InputError(f"not in {topology.source}: {', '.join(unknown)}",
+                             hint="every service needs an entry in the topology, for its order")
+        selected, outside = list(names), []
+        root = args.get("with_dependents")
+        if root:
+            family = {root} | topology.dependents(root)
+            selected = [n for n in names if n in family]
+            outside = sorted(family - set(names))
+        state = args["state"]
+        return _Plan(stop=topology.stop_order(selected) if state != "started" else [],
+                     start=topology.tiers(selected) if state != "stopped" else [],
+                     not_on_host=outside)
+
+    @staticmethod
+    def _would(state: str, plan: _Plan, before: dict[str, ServiceStatus]) -> list[str]:
+        stops = [f"stop {s}" for s in plan.stop if before[s].active]
+        starts = [f"start {s}" for tier in plan.start for s in tier
+                  if state == "restarted" or _needed("started", before[s])]
+        return stops + starts
+
+
+class _Run:
+    """Carries out a _Plan on one host, recording every action as it happens."""
+
+    def __init__(self, ctx: TaskContext, control: ServiceControl, topology: Topology,
+                 args: dict, data: dict):
+        self.ctx, self.control, self.topology = ctx, control, topology
+        self.args, self.data = args, data
+        self.timeout = float(args["timeout"])
+
+    def record(self, service: str, verb: str, status: ServiceStatus) -> None:
+        self.data["actions"].append(f"{verb} {service}")
+        entry = self.data["services"][service]
+        entry["done"].append({"stop": "stopped", "start": "started"}[verb])
+        entry.update(after=status.state, raw_status=status.raw)
+
+    def apply(self, plan: _Plan, before: dict[str, ServiceStatus]) -> None:
+        for service in plan.stop:
+            if before[service].active:
+                self.control.act("stop", service)
+                self.record(service, "stop", _settle(self.control, service, False,
+                                                     time.monotonic() + self.timeout))
+        restarting = self.args["state"] == "restarted"
+        for tier in plan.start:
+            started = [s for s in tier if restarting or _needed("started", before[s])]
+            for service in started:
+                self.control.act("start", service)
+            for service in started:
+                self.settle_healthy(service)
+
+    def settle_healthy(self, service: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        self.record(service, "start", _settle(self.control, service, True, deadline))
+        url = self.health_url(service)
+        if self.args["wait_healthy"] and url:
+            self.data["services"][service]["health"] = _become_healthy(self.ctx, service, url,
+                                                                       deadline)
+            self.data["services"][service]["healthy"] = True
+
+    def health_url(self, service: str) -> str | None:
+        """The topology's check when it names one (rendered for this host), else the host's."""
+        named = self.topology.health(service)
+        if named is not None:
+            return str(_render(self.ctx, named)).strip() or None
+        return _host_health_url(self.ctx, service)

@@ -1,0 +1,79 @@
+"""What the operator sees: task lines as they happen, a PLAY RECAP, and the --json object.
+
+On a terminal, rich colours the lines and shows which hosts a task still waits for; piped, the
+same lines come out plain, one per event, so logs and CI read them too.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachable": "bold magenta",
+         "skipped": "cyan", "rescued": "blue", "ignored": "dim"}
+RECAP_COLUMNS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
+
+
+class Display:
+    def __init__(self, console: Console, verbose: bool = False):
+        self.console = console
+        self.verbose = verbose
+        self.lock = threading.Lock()  # results arrive from worker threads
+
+    def play_start(self, play, hosts: list[str]) -> None:
+        self.console.rule(f"[bold]PLAY[/] {play.name}  [dim]({len(hosts)} hosts)[/]",
+                          align="left", style="dim")
+
+    def task_start(self, task) -> None:
+        with self.lock:
+            self.console.print(f"[bold]TASK[/] {task.name}  [dim]{task.where}[/]")
+
+    def host_result(self, record) -> None:
+        with self.lock:
+            style = STYLE.get(record.outcome, "white")
+            line = f"  [{style}]{record.outcome}[/]: [{record.host}]"
+            if record.msg and (record.outcome in ("failed", "unreachable", "ignored") or self.verbose):
+                line += f" {record.msg}"
+            self.console.print(line, soft_wrap=True)
+            if record.diff:
+                self.console.print(record.diff, markup=False, highlight=False)
+
+    def recap(self, summary: dict[str, dict[str, int]], checks: dict | None = None) -> None:
+        table = Table(title="PLAY RECAP", title_justify="left", box=None, pad_edge=False)
+        table.add_column("host")
+        for column in RECAP_COLUMNS:
+            table.add_column(column, justify="right")
+        for host, stats in summary.items():
+            cells = [f"[{STYLE[c]}]{stats[c]}[/]" if stats[c] else "0" for c in RECAP_COLUMNS]
+            table.add_row(host, *cells)
+        self.console.print(table)
+        if checks and (checks["passed"] or checks["failed"]):
+            self.console.print(f"checks: {checks['passed']} passed, {checks['failed']} failed")
+
+
+def result_json(task: str, summary: dict[str, dict[str, int]], records: list, duration_s: float,
+                journal_id: str | None, checks: dict | None = None, **extra: Any) -> dict[str, Any]:
+    """The --json object of the operator contract (DESIGN.md)."""
+    hosts = {}
+    for host, stats in summary.items():
+        hosts[host] = {"ok": stats["failed"] == 0 and stats["unreachable"] == 0,
+                       "changed": stats["changed"], "failed": stats["failed"],
+                       "skipped": stats["skipped"], "unreachable": stats["unreachable"] > 0,
+                       "rescued": stats["rescued"], "ignored": stats["ignored"]}
+    checks = checks or {"passed": 0, "failed": 0, "results": []}
+    ok = all(h["ok"] for h in hosts.values()) and checks["failed"] == 0
+    return {"ok": ok, "task": task, "hosts": hosts, "checks": checks,
+            "results": [vars(r) for r in records], "duration_s": round(duration_s, 3),
+            "journal_id": journal_id, **extra}
+
+
+def exit_code(summary: dict[str, dict[str, int]], checks: dict | None = None) -> int:
+    """0 ok; 3 when any host was unreachable; 1 when a task or check failed (docs/exit-codes.md)."""
+    if any(stats["unreachable"] for stats in summary.values()):
+        return 3
+    if any(stats["failed"] for stats in summary.values()) or (checks and checks["failed"]):
+        return 1
+    return 0
