@@ -59,7 +59,8 @@ class JetStreamError(BusError):
     """The JetStream API answered with an error (code 404 and err_code say what was missing)."""
 
     def __init__(self, error: dict[str, Any]):
-        super().__init__(f"JetStream: {error.get('description') or error}")
+        self.description = str(error.get("description") or error)
+        super().__init__(f"JetStream: {self.description}")
         self.code = error.get("code")
         self.err_code = error.get("err_code")
 
@@ -75,13 +76,15 @@ def public_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-async def connect(url: str, timeout: float = 2.0, *, retry_refused: bool = False):
+async def connect(url: str, timeout: float = 2.0, *, retry_refused: bool = False,
+                  shown_as: str | None = None):
     """A connected nats-py client, or BusError within `timeout` seconds.
 
     nats-py's first connect does not fail fast: with max_reconnect_attempts=0 it retries a
     refused server for ever and tells only error_cb. So the first error reported ends the
     attempt, and the whole attempt is bounded by `timeout`. retry_refused keeps trying a refused
     port until the deadline: an SSH tunnel binds its local port in a background thread.
+    Messages name `shown_as` (what the operator asked for) instead of `url` if given.
     """
     from nats.aio.client import Client
 
@@ -115,7 +118,7 @@ async def connect(url: str, timeout: float = 2.0, *, retry_refused: bool = False
     why = ("connection refused" if isinstance(reason, ConnectionRefusedError)
            else f"no answer within {timeout:g}s" if reason is None or isinstance(reason, TimeoutError)
            else str(reason) or type(reason).__name__)
-    raise BusError(f"cannot connect to NATS at {public_url(url)}: {why}")
+    raise BusError(f"cannot connect to NATS at {shown_as or public_url(url)}: {why}")
 
 
 async def close(nc, timeout: float = 2.0) -> None:

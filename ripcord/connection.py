@@ -11,7 +11,6 @@ import io
 import posixpath
 import secrets
 import select
-import shlex
 import socket
 import time
 from dataclasses import dataclass
@@ -159,18 +158,24 @@ class Connection:
         self.fabric.sftp().getfo(path, buffer)
         return buffer.getvalue()
 
-    def write(self, path: str, data: bytes, mode: int | None = None) -> None:
-        """Replace a remote file atomically: a temporary file beside it, then rename."""
+    def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Replace a remote file atomically: a temporary file beside it, made 0600 before any
+        byte is written (content never sits readable by others), then chmod and rename."""
         sftp = self.fabric.sftp()
         tmp = posixpath.join(posixpath.dirname(path) or ".",
                              f".{posixpath.basename(path)}.ripcord-{secrets.token_hex(4)}")
-        sftp.putfo(io.BytesIO(data), tmp)
         try:
-            if mode is not None:
-                sftp.chmod(tmp, mode)
+            with sftp.open(tmp, "wbx") as handle:
+                handle.chmod(0o600)
+                handle.set_pipelined(True)
+                handle.write(data)
+            sftp.chmod(tmp, mode)
             sftp.posix_rename(tmp, path)
-        except OSError:
-            self.run(f"rm -f {shlex.quote(tmp)}")
+        except BaseException:
+            try:
+                sftp.remove(tmp)
+            except (OSError, paramiko.SSHException, EOFError):
+                pass
             raise
 
     def forward(self, remote_port: int, remote_host: str = "127.0.0.1"):

@@ -73,6 +73,7 @@ def run_playbook(path: str, *, pattern: str, inventory_paths: list[str] | None, 
     inventory = load_operator_inventory(inventory_paths)
     inventory.select(pattern)  # a pattern that matches nothing is an error before anything else
     options.limit = pattern
+    options.reason = reason
     options.playbook_dir = str(Path(path).resolve().parent)
     playbook = load_playbook(path, extra_vars=options.extra_vars, inventory=inventory)
     command = "ripcord " + " ".join(shlex.quote(a) for a in sys.argv[1:])

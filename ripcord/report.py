@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachable": "bold magenta",
@@ -22,24 +23,48 @@ class Display:
         self.console = console
         self.verbose = verbose
         self.lock = threading.Lock()  # results arrive from worker threads
+        self.status = None  # on a terminal: which hosts the running task still waits for
+        self.waiting: list[str] = []
 
     def play_start(self, play, hosts: list[str]) -> None:
-        self.console.rule(f"[bold]PLAY[/] {play.name}  [dim]({len(hosts)} hosts)[/]",
+        self.console.rule(f"[bold]PLAY[/] {escape(play.name)}  [dim]({len(hosts)} hosts)[/]",
                           align="left", style="dim")
 
-    def task_start(self, task) -> None:
+    def task_start(self, task, hosts: list[str]) -> None:
         with self.lock:
-            self.console.print(f"[bold]TASK[/] {task.name}  [dim]{task.where}[/]")
+            self._stop_status()
+            self.console.print(f"[bold]TASK[/] {escape(task.name)}  [dim]{task.where}[/]")
+            if self.console.is_terminal:
+                self.waiting = list(hosts)
+                self.status = self.console.status(self._waiting_text())
+                self.status.start()
+
+    def task_end(self) -> None:
+        with self.lock:
+            self._stop_status()
+
+    def _waiting_text(self) -> str:
+        shown = ", ".join(self.waiting[:5]) + (" ..." if len(self.waiting) > 5 else "")
+        return f"[dim]waiting for {len(self.waiting)} host(s): {escape(shown)}[/]"
+
+    def _stop_status(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
 
     def host_result(self, record) -> None:
         with self.lock:
             style = STYLE.get(record.outcome, "white")
-            line = f"  [{style}]{record.outcome}[/]: [{record.host}]"
-            if record.msg and (record.outcome in ("failed", "unreachable", "ignored") or self.verbose):
-                line += f" {record.msg}"
+            line = f"  [{style}]{record.outcome}[/]: {escape(f'[{record.host}]')}"
+            shown = record.outcome in ("failed", "unreachable", "ignored") or record.module == "debug"
+            if record.msg and (shown or self.verbose):
+                line += f" {escape(record.msg)}"
             self.console.print(line, soft_wrap=True)
             if record.diff:
                 self.console.print(record.diff, markup=False, highlight=False)
+            if self.status is not None and record.host in self.waiting:
+                self.waiting.remove(record.host)
+                self.status.update(self._waiting_text())
 
     def recap(self, summary: dict[str, dict[str, int]], checks: dict | None = None) -> None:
         table = Table(title="PLAY RECAP", title_justify="left", box=None, pad_edge=False)

@@ -39,6 +39,7 @@ class Options:
     limit: str | None = None  # the operator's --host pattern, intersected with each play's hosts
     lock_wait_s: float = 10.0
     playbook_dir: str = "."
+    reason: str = ""  # why the operator runs this: ripcord_reason, and the journal
 
 
 @dataclass
@@ -52,6 +53,7 @@ class HostState:
     unreachable: bool = False
     notified: set[str] = field(default_factory=set)
     touched: bool = False  # a task ran here (verification targets touched hosts)
+    last_failure: dict[str, Any] | None = None  # what a rescue section sees
 
 
 @dataclass
@@ -65,6 +67,7 @@ class TaskRecord:
     msg: str = ""
     duration_s: float = 0.0
     diff: str | None = None
+    module: str | None = None
 
 
 class Runner:
@@ -82,6 +85,8 @@ class Runner:
         self.locks: dict[str, HostLock] = {}
         self.records: list[TaskRecord] = []
         self.owner = owner_record(run_id, operator, command)
+        self.operator = operator
+        self.batch: list[str] = []
         self.pool = ThreadPoolExecutor(max_workers=max(1, options.forks))
 
     # --- the run ------------------------------------------------------------------------
@@ -119,6 +124,7 @@ class Runner:
         if self.display:
             self.display.play_start(play, hosts)
         for batch in serial_batches(hosts, play.serial):
+            self.batch = batch
             active = self._connect([h for h in batch if not self._gone(h)])
             aborted = self._run_tasks(play, play.tasks, active, batch, in_block=False)
             self._run_handlers(play, [h for h in active if not self._gone(h)])
@@ -208,9 +214,12 @@ class Runner:
         aborted = self._run_tasks(play, inner.block or [], hosts, batch, True, force)
         failed = [h for h in hosts if self.hosts[h].failed and h not in before]
         if inner.rescue and failed:
-            for host in failed:  # rescued hosts rejoin the play
-                self.hosts[host].failed = False
-                self.hosts[host].stats["rescued"] += 1
+            for host in failed:  # rescued hosts rejoin the play, knowing what failed
+                state = self.hosts[host]
+                state.failed = False
+                state.stats["failed"] -= 1  # as Ansible's recap: rescued, not failed
+                state.stats["rescued"] += 1
+                state.facts.update(state.last_failure or {})
             aborted = self._run_tasks(play, inner.rescue, failed, batch, True, force=True) or aborted
         if inner.always:
             survivors = [h for h in hosts if not self.hosts[h].unreachable]
@@ -235,12 +244,16 @@ class Runner:
         return False
 
     def _run_task(self, play: Play, task: Task, hosts: list[str]) -> None:
-        if self.display:
-            self.display.task_start(task)
         module = REGISTRY[task.module]
-        once = task.run_once or getattr(module, "once", False)
+        once = task.run_once or module.once
         targets = hosts[:1] if once else hosts
-        results = list(self.pool.map(lambda h: self._execute(play, task, h), targets))
+        if self.display:
+            self.display.task_start(task, targets)
+        try:
+            results = list(self.pool.map(lambda h: self._execute(play, task, h), targets))
+        finally:
+            if self.display:
+                self.display.task_end()
         if once:  # run_once: the result stands for every host, as in Ansible
             for host in hosts[1:]:
                 self._apply(play, task, host, *results[0])
@@ -261,8 +274,28 @@ class Runner:
             "hostvars": _HostVars(self.inventory, self.hosts),
             "play_hosts": self.play_hosts(play), "ansible_play_hosts": self.play_hosts(play),
             "ansible_check_mode": self.options.check, "ansible_diff_mode": self.options.diff,
-            "playbook_dir": self.options.playbook_dir, "omit": _OMIT,
+            "ansible_play_batch": list(self.batch), "playbook_dir": self.options.playbook_dir,
+            "omit": _OMIT, "ripcord_operator": self.operator, "ripcord_reason": self.options.reason,
         })
+        return self._resolve(values)
+
+    def _resolve(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Render variables that refer to other variables (env_file: "{{ titan_home }}/.env").
+
+        Ansible templates variables lazily, when used; here each templated value is rendered up
+        front, and one that cannot be (it needs an undefined name) becomes an Undefined that
+        raises only if a task actually uses it: the same outcome, without laziness.
+        """
+        for _ in range(5):  # chains of references resolve in a few passes; cycles stay undefined
+            pending = {k: v for k, v in values.items() if _templated(v)}
+            if not pending:
+                break
+            for key, value in pending.items():
+                try:
+                    values[key] = self.templar.render(value, values)
+                except jinja2.UndefinedError as exc:
+                    values[key] = self.templar.env.undefined(
+                        hint=f"variable {key!r} could not be rendered: {exc.message}")
         return values
 
     def _execute(self, play: Play, task: Task, host: str) -> tuple[str, Result]:
@@ -354,6 +387,8 @@ class Runner:
             state.stats["ok"] += 1  # Ansible counts a changed task as ok too
         if outcome == "failed":
             state.failed = True
+            state.last_failure = {"ansible_failed_task": {"name": task.name, "where": task.where},
+                                  "ansible_failed_result": result.registered()}
         duration = time.monotonic() - started if started else 0.0
         self._record(task, host, outcome, result.msg, duration, result.diff, play=play)
         return outcome, result
@@ -362,7 +397,8 @@ class Runner:
                 diff: str | None, play: Play | None = None) -> None:
         record = TaskRecord(play.name if play else "", task.name if task else "connect", host,
                             outcome, self.secrets.redact(msg), round(duration, 3),
-                            self.secrets.redact(diff) if diff else None)
+                            self.secrets.redact(diff) if diff else None,
+                            task.module if task else None)
         self.records.append(record)
         if self.display:
             self.display.host_result(record)
@@ -403,6 +439,16 @@ class _HostVars(dict):
 
 
 _OMIT = "__ripcord_omit__"
+
+
+def _templated(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(_templated(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_templated(v) for v in value)
+    return False
 
 
 def _drop_omitted(args: Any) -> Any:

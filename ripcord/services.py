@@ -83,10 +83,6 @@ class Adapter:
         said = (out.stderr.strip() or out.stdout.strip()).splitlines()
         return f"{self.manager} {verb} {service} failed (rc={out.rc}): {said[-1] if said else ''}"
 
-    def fallback(self, out: Output) -> Adapter | None:
-        """Another way to say the same command when this one was refused as spelled; or None."""
-        return None
-
 
 def _line(*words: str) -> str:
     return " ".join(shlex.quote(word) for word in words)
@@ -146,13 +142,6 @@ class Supervisor(Adapter):
         if out.rc != 0 or errors:
             return f"supervisorctl {verb} {self.unit(service)} failed (rc={out.rc}): " \
                    f"{(errors or text.splitlines() or [''])[-1]}"
-        return None
-
-    def fallback(self, out: Output) -> Adapter | None:
-        """A `supervisorctl` on PATH that is a wrapper already passing -c refuses a second -c
-        (the sandbox's hosts have one): then the wrapper's own binding is the host's."""
-        if self.config and "conflicting command line option '-c'" in out.stdout + out.stderr:
-            return Supervisor(aliases=self.aliases)
         return None
 
 
@@ -281,14 +270,10 @@ class Pm2(Adapter):
 
     def parse_status(self, service: str, out: Output) -> ServiceStatus:
         unit = self.unit(service)
-        start = out.stdout.find("[")  # pm2 may print a daemon start-up line first
-        if out.rc != 0 or start < 0:
-            raise ServiceError(f"pm2 jlist failed (rc={out.rc}): "
+        processes = _pm2_list(out) if out.rc == 0 else None
+        if processes is None:
+            raise ServiceError(f"cannot read pm2 jlist (rc={out.rc}): "
                                f"{(out.stderr or out.stdout).strip()[:200]}")
-        try:
-            processes = json.loads(out.stdout[start:])
-        except ValueError as exc:
-            raise ServiceError(f"cannot read pm2 jlist: {exc}") from None
         mine = [p for p in processes if p.get("name") == unit]
         if not mine:
             raise ServiceError(f"pm2 does not know {unit!r}", hint="pm2 list shows its processes")
@@ -302,6 +287,20 @@ class Pm2(Adapter):
         worst = max(states, key=lambda s: SEVERITY[s.state])
         return ServiceStatus(service, worst.state, worst.raw, any(s.active for s in states),
                              "; ".join(s.detail for s in states))
+
+
+def _pm2_list(out: Output) -> list | None:
+    """The JSON array of `pm2 jlist`, which prints it on one line, possibly after a daemon
+    start-up banner such as "[PM2] Spawning PM2 daemon..."."""
+    for line in reversed(out.stdout.splitlines()):
+        if line.startswith("["):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, list):
+                return value
+    return None
 
 
 # --- choosing and using one -----------------------------------------------------------------
@@ -353,27 +352,19 @@ class ServiceControl:
         self.commands: list[str] = []
         self.acted = False  # an action was sent: the host may have changed, even on failure
 
-    def _run(self, build: Callable[[Adapter], str]) -> Output:
-        out = self._execute(build(self.adapter))
-        other = self.adapter.fallback(out)
-        if other is not None:
-            self.adapter = other
-            out = self._execute(build(other))
-        return out
-
-    def _execute(self, line: str) -> Output:
+    def _run(self, line: str) -> Output:
         self.commands.append(line)
         return self._run_line(line)
 
     def status(self, service: str) -> ServiceStatus:
-        out = self._run(lambda a: a.status_command(service))
+        out = self._run(self.adapter.status_command(service))
         return self.adapter.parse_status(service, out)
 
     def act(self, verb: str, service: str) -> None:
         if verb not in VERBS:
             raise ValueError(f"unknown verb {verb!r}")
         self.acted = True
-        out = self._run(lambda a: a.action(verb, service))
+        out = self._run(self.adapter.action(verb, service))
         problem = self.adapter.action_error(verb, service, out)
         if problem:
             raise ServiceError(problem)

@@ -1,30 +1,51 @@
-"""Checks that need a whole play: are its variables defined, its handlers there, its hosts real?
+"""What a valid playbook is: the keys each part takes, the shape of each value, and the checks
+that need a whole play (are its variables defined, its handlers there, its hosts real?).
 
-ripcord.playbook checks each value's shape where it is written, and records in a PlayRefs what
-the values refer to. These checks run once the play is read, since a variable may be registered
-by a later task and a handler is usually written after the task that notifies it.
+ripcord.playbook reads the YAML and asks this module about each value where it is written; it
+records in a PlayRefs what the play's values refer to, and check_play() looks those up once the
+play is read, since a variable may be registered by a later task and a handler is usually
+written after the task that notifies it. Messages say what was expected: an operator reads them
+at the worst moment.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import keyword
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2 import nodes
 
 from ripcord.errors import InputError
+from ripcord.modules import REGISTRY  # importing the package registers the built-in modules
 
 if TYPE_CHECKING:
     from ripcord.inventory import Inventory
     from ripcord.playbook import Play
     from ripcord.templating import Templar
 
+# -- the language's keys (Ansible's spelling) -------------------------------------------------------
+PLAY_KEYS = frozenset({"name", "hosts", "vars", "serial", "max_fail_percentage", "any_errors_fatal",
+                       "tasks", "handlers", "verify", "gather_facts", "tags"})
+TASK_KEYWORDS = frozenset({"name", "when", "register", "until", "retries", "delay", "changed_when",
+                           "failed_when", "ignore_errors", "notify", "listen", "tags", "run_once",
+                           "delegate_to", "timeout", "vars"})
+BLOCK_PARTS = ("block", "rescue", "always")
+BLOCK_KEYWORDS = frozenset({"name", "when", "tags", "vars", "ignore_errors", "run_once",
+                            "delegate_to", "timeout", "notify"})
+INCLUDE_KEYS = frozenset({"include", "name", "vars", "when", "tags"})
+PLAYBOOK_INCLUDE_KEYS = frozenset({"include", "vars", "when", "tags"})
+VERIFY_KEYS = frozenset({"checks", "retry"})
+CONDITIONS = frozenset({"when", "until", "changed_when", "failed_when"})  # bare expressions
+TEMPLATED = frozenset({"name", "vars", "delegate_to", "notify", "listen"})  # "{{ }}" templates
 # Jinja2 tests and filters that make a missing variable safe to use (`x is defined`, `x | default`).
 GUARD_TESTS = frozenset({"defined", "undefined"})
 GUARD_FILTERS = frozenset({"default", "d"})
+SUGGESTION_CUTOFF = 0.75  # difflib similarity: close enough to be the likely typo
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,243 @@ class Problem:
         return f"{where}: {self.message}"
 
 
+# -- value shapes: each returns the value as the typed objects hold it, or raises BadValue --------
+
+class BadValue(ValueError):
+    """A value of the wrong shape; the message says what was expected."""
+
+
+def shown(value: Any) -> str:
+    """A value as a message shows it: briefly, in YAML's words."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_identifier(value: Any) -> bool:
+    return isinstance(value, str) and value.isidentifier() and not keyword.iskeyword(value)
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise BadValue(f"expected true or false, got {shown(value)}")
+    return value
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadValue(f"expected a non-empty string, got {shown(value)}")
+    return value
+
+
+def identifier(value: Any) -> str:
+    if not is_identifier(value):
+        raise BadValue("expected a variable name (letters, digits and _, not starting with a "
+                       f"digit), got {shown(value)}")
+    return value
+
+
+def expression(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadValue(f"expected an expression, got {shown(value)}")
+    return value
+
+
+def conditions(value: Any) -> list[Any]:
+    """`when:` as a list, all of which must hold."""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if not isinstance(item, (str, bool)) or item == "":
+            raise BadValue(f"expected an expression, true/false, or a list of them, got {shown(item)}")
+    return list(items)
+
+
+def condition(value: Any) -> Any:
+    """changed_when/failed_when: kept as written (one condition, or a list that must all hold)."""
+    conditions(value)
+    return list(value) if isinstance(value, list) else value
+
+
+def names(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(item, str) and item.strip() for item in items):
+        raise BadValue(f"expected a name or a list of names, got {shown(value)}")
+    return list(items)
+
+
+def tags(value: Any) -> frozenset[str]:
+    items = value.split(",") if isinstance(value, str) else value  # "a,b" is two tags, as in Ansible
+    if not isinstance(items, list) or not all(isinstance(t, (str, int)) for t in items):
+        raise BadValue(f"expected a tag or a list of tags, got {shown(value)}")
+    return frozenset(str(t).strip() for t in items if str(t).strip())
+
+
+def count(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise BadValue(f"expected a whole number, 0 or more, got {shown(value)}")
+    return value
+
+
+def delay(value: Any) -> float:
+    if not is_number(value) or value < 0:
+        raise BadValue(f"expected a number of seconds, 0 or more, got {shown(value)}")
+    return float(value)
+
+
+def timeout(value: Any) -> float:
+    if not is_number(value) or value <= 0:
+        raise BadValue(f"expected a positive number of seconds, got {shown(value)}")
+    return float(value)
+
+
+def percentage(value: Any) -> float:
+    if not is_number(value) or not 0 <= value <= 100:
+        raise BadValue(f"expected a number from 0 to 100, got {shown(value)}")
+    return float(value)
+
+
+SERIAL_PERCENT = re.compile(r"^\s*(\d+)\s*%\s*$")
+SERIAL_EXPECTED = ("expected a positive number of hosts, a percentage from 1% to 100%, or a "
+                   "non-empty list of those")
+
+
+def serial(value: Any) -> int | str | list[int | str]:
+    """A batch size: a number of hosts, "N%" of the play's hosts, or a ramp (a list of those)."""
+    if value == []:
+        raise BadValue(f"{SERIAL_EXPECTED}, got an empty list")
+    if isinstance(value, list):
+        return [_serial_step(step) for step in value]
+    return _serial_step(value)
+
+
+def _serial_step(step: Any) -> int | str:
+    percent = SERIAL_PERCENT.match(step) if isinstance(step, str) else None
+    if percent and 1 <= int(percent[1]) <= 100:
+        return f"{int(percent[1])}%"
+    number = int(step) if isinstance(step, str) and step.strip().isdigit() else step
+    if not isinstance(number, int) or isinstance(number, bool) or number <= 0:
+        raise BadValue(f"{SERIAL_EXPECTED}, got {shown(step)}")
+    return number
+
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)\s*$")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration(value: Any) -> float:
+    """Seconds, from a number of seconds or "30s", "2m", "1h"."""
+    if is_number(value) and value > 0:
+        return float(value)
+    match = DURATION.match(value) if isinstance(value, str) else None
+    if match and float(match[1]) > 0:
+        return float(match[1]) * DURATION_UNITS[match[2]]
+    raise BadValue(f"expected a duration such as 30s or 2m, or a number of seconds, got {shown(value)}")
+
+
+Shapes = dict[str, Callable[[Any], Any]]
+PLAY_SHAPES: Shapes = {"name": text, "hosts": text, "serial": serial,
+                       "max_fail_percentage": percentage, "any_errors_fatal": boolean,
+                       "gather_facts": boolean, "tags": tags}
+TASK_SHAPES: Shapes = {"name": text, "when": conditions, "register": identifier,
+                       "until": expression, "retries": count, "delay": delay,
+                       "changed_when": condition, "failed_when": condition, "ignore_errors": boolean,
+                       "notify": names, "listen": names, "tags": tags, "run_once": boolean,
+                       "delegate_to": text, "timeout": timeout}  # vars: a mapping, read apart
+BLOCK_SHAPES: Shapes = {key: TASK_SHAPES[key] for key in BLOCK_KEYWORDS - {"vars"}}
+INCLUDE_SHAPES: Shapes = {"name": text, "when": conditions, "tags": tags}
+VERIFY_SHAPES: Shapes = {"checks": text, "retry": duration}
+
+
+# -- keys that do not belong -----------------------------------------------------------------------
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """' (did you mean X?)' for the likely typo, or ''."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=SUGGESTION_CUTOFF)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_key(key: Any, allowed: Iterable[str], where: str) -> str:
+    return f"unknown key {shown(key)} in {where} (expected one of: {', '.join(sorted(allowed))})"
+
+
+def unknown_task_key(key: Any, keywords: frozenset[str], may_be_module: bool) -> str:
+    """Why a task key is wrong: a misspelt module or keyword, or listen outside handlers."""
+    name = str(key)
+    if key == "listen":
+        return "'listen' applies only to handlers (tasks notify handlers by name)"
+    if may_be_module and not suggest(name, keywords):
+        return f"unknown module {shown(key)}" + (
+            suggest(name, REGISTRY) or f" (known modules: {', '.join(sorted(REGISTRY))})")
+    return f"unknown key {shown(key)} in task" + (
+        suggest(name, keywords | set(REGISTRY))
+        or f" (expected a module or one of: {', '.join(sorted(keywords))})")
+
+
+def not_in_block(key: Any) -> str:
+    if key in REGISTRY:
+        return f"a block cannot also run a module: move {key!r} into a task inside the block"
+    if key in TASK_KEYWORDS:
+        return f"{key!r} does not apply to a block (set it on the tasks inside)"
+    return unknown_key(key, BLOCK_KEYWORDS | set(BLOCK_PARTS), "block")
+
+
+# -- templates -------------------------------------------------------------------------------------
+
+def is_template(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+def template_names(templar: Templar, value: str, *, bare: bool = False) -> set[str]:
+    """Top-level variables value needs defined; those guarded by `is defined` or `default` are
+    optional. A bare expression (as in `when:`) may also be written as a "{{ }}" template.
+
+    Raises jinja2.TemplateSyntaxError when malformed, and TemplateAssertionError for a filter or
+    test that does not exist (which Jinja2 would otherwise only notice when rendering).
+    """
+    bare = bare and not is_template(value)
+    if not bare and not is_template(value):
+        return set()
+    try:
+        tree = templar.env.parse("{{ " + value + " }}" if bare else value)
+    except jinja2.TemplateSyntaxError as exc:
+        if not bare:
+            raise
+        # speak of the expression as written, not of the "{{ }}" put around it
+        message = (exc.message or "").replace("'end of print statement'", "end of expression")
+        raise jinja2.TemplateSyntaxError(message, exc.lineno) from None
+    _check_callables(templar.env, tree)
+    return templar.names_used(value, bare=bare) - _guarded(tree)
+
+
+def _check_callables(env: jinja2.Environment, tree: nodes.Template) -> None:
+    for kind, node_type, known in (("filter", nodes.Filter, env.filters),
+                                   ("test", nodes.Test, env.tests)):
+        for node in tree.find_all(node_type):
+            if node.name not in known:
+                raise jinja2.TemplateAssertionError(
+                    f"unknown {kind} {node.name!r}{suggest(node.name, known)}", node.lineno)
+
+
+def _guarded(tree: nodes.Template) -> set[str]:
+    """Variables tested directly with `is defined`/`is undefined` or given a `default`."""
+    guards = [node.node for node in tree.find_all((nodes.Test, nodes.Filter))
+              if node.name in (GUARD_TESTS if isinstance(node, nodes.Test) else GUARD_FILTERS)]
+    return {node.name for node in guards if isinstance(node, nodes.Name)}
+
+
+# -- the play as a whole ---------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class Use:
     """The variables one value needs, where it is written, and the task-level vars in scope."""
@@ -48,6 +306,7 @@ class Use:
     file: str
     line: int
     local: frozenset[str] = frozenset()  # vars of the task, its blocks and includes
+    via: str = ""  # "file:line" of the include that brought it into the play, if any
 
 
 @dataclass(frozen=True)
@@ -71,79 +330,26 @@ class PlayRefs:
     delegates: list[Ref] = field(default_factory=list)
 
 
-# -- templates -------------------------------------------------------------------------------------
-
-def is_template(text: str) -> bool:
-    return "{{" in text or "{%" in text
-
-
-def template_names(templar: Templar, text: str, *, bare: bool = False) -> set[str]:
-    """Top-level variables text needs defined; names guarded by `is defined` or `default` are
-    optional. A bare expression (as in `when:`) may also be written as a "{{ }}" template.
-
-    Raises jinja2.TemplateSyntaxError when malformed, TemplateAssertionError for a filter or
-    test that does not exist (which Jinja2 itself would only notice when rendering).
-    """
-    bare = bare and not is_template(text)
-    names = templar.names_used(text, bare=bare)
-    if not is_template(text) and not bare:
-        return names
-    tree = templar.env.parse("{{ " + text + " }}" if bare else text)
-    _check_callables(templar.env, tree)
-    return names - _guarded(tree)
-
-
-def _check_callables(env: jinja2.Environment, tree: nodes.Template) -> None:
-    for kind, node_type, known in (("filter", nodes.Filter, env.filters),
-                                   ("test", nodes.Test, env.tests)):
-        for node in tree.find_all(node_type):
-            if node.name not in known:
-                raise jinja2.TemplateAssertionError(
-                    f"unknown {kind} {node.name!r}{_suggest(node.name, known)}", node.lineno)
-
-
-def _guarded(tree: nodes.Template) -> set[str]:
-    """Variables tested directly with `is defined`/`is undefined` or given a `default`."""
-    guards = [node.node for node in tree.find_all((nodes.Test, nodes.Filter))
-              if node.name in (GUARD_TESTS if isinstance(node, nodes.Test) else GUARD_FILTERS)]
-    return {node.name for node in guards if isinstance(node, nodes.Name)}
-
-
-def _suggest(name: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-# -- the play as a whole ---------------------------------------------------------------------------
-
 def check_play(play: Play, refs: PlayRefs, *, known: Iterable[str],
                inventory: Inventory | None) -> list[Problem]:
     """Problems only visible with the whole play read. `known`: names defined outside the play
     (magic variables, extra vars)."""
     problems: list[Problem] = []
-    hosts = _selected_hosts(play, refs, inventory, problems)
     defined = set(known) | set(play.vars) | refs.defines
-    for host in hosts:
+    for host in _hosts_with_vars(play, refs, inventory, problems):
         defined.update(inventory.host_vars(host))  # type: ignore[union-attr]
-    where = ", the inventory" if inventory is not None else ""
-    unknown = "" if inventory is not None else "; no inventory given"
-    for use in refs.uses:
-        for name in sorted(use.names - defined - use.local):
-            hint = _suggest(name, defined | use.local) or (
-                f" (not set by vars, extra vars{where}, or a register or set_fact in this play"
-                f"{unknown})")
-            problems.append(Problem(use.file, use.line, f"undefined variable {name!r}{hint}"))
-    problems.extend(_unknown_handlers(refs))
+    problems += _undefined(refs, defined, inventory is not None)
+    problems += _unknown_handlers(refs)
     if inventory is not None:
-        problems.extend(_unknown_delegates(refs, inventory))
+        problems += _unknown_delegates(refs, inventory)
     return problems
 
 
-def _selected_hosts(play: Play, refs: PlayRefs, inventory: Inventory | None,
-                    problems: list[Problem]) -> list[str]:
+def _hosts_with_vars(play: Play, refs: PlayRefs, inventory: Inventory | None,
+                     problems: list[Problem]) -> list[str]:
     """The hosts whose vars the play may use: those its pattern selects ([] without an
     inventory). When the pattern is broken, every host, so that one mistake is reported once
-    rather than again as each host variable the play uses."""
+    rather than again for each host variable the play uses."""
     if inventory is None:
         return []
     if not play.hosts or is_template(play.hosts):
@@ -156,19 +362,30 @@ def _selected_hosts(play: Play, refs: PlayRefs, inventory: Inventory | None,
         return list(inventory.hosts)
 
 
-def _unknown_handlers(refs: PlayRefs) -> list[Problem]:
+def _undefined(refs: PlayRefs, defined: set[str], with_inventory: bool) -> list[Problem]:
+    sources = "vars, extra vars, the inventory" if with_inventory else "vars, extra vars"
+    caveat = "" if with_inventory else "; no inventory given"
     problems = []
-    listed = ", ".join(repr(h) for h in sorted(refs.handlers))
-    for ref in refs.notifies:
-        if ref.name not in refs.handlers and not is_template(ref.name):
-            hint = _suggest(ref.name, refs.handlers) or (
-                f" (this play's handlers: {listed})" if listed else " (this play has no handlers)")
-            problems.append(Problem(ref.file, ref.line, f"notify {ref.name!r} names no handler{hint}"))
+    for use in refs.uses:
+        for name in sorted(use.names - defined - use.local):
+            hint = suggest(name, defined | use.local) or (
+                f" (not set by {sources}, a register or a set_fact in this play{caveat})")
+            via = f", as included from {use.via}" if use.via else ""
+            problems.append(Problem(use.file, use.line, f"undefined variable {name!r}{hint}{via}"))
     return problems
+
+
+def _unknown_handlers(refs: PlayRefs) -> list[Problem]:
+    listed = ", ".join(repr(h) for h in sorted(refs.handlers))
+    hint = f" (this play's handlers: {listed})" if listed else " (this play has no handlers)"
+    return [Problem(ref.file, ref.line, f"notify {ref.name!r} names no handler"
+                    f"{suggest(ref.name, refs.handlers) or hint}")
+            for ref in refs.notifies
+            if ref.name not in refs.handlers and not is_template(ref.name)]
 
 
 def _unknown_delegates(refs: PlayRefs, inventory: Inventory) -> list[Problem]:
     return [Problem(ref.file, ref.line, f"delegate_to {ref.name!r} is not a host in the inventory"
-                    f"{_suggest(ref.name, inventory.hosts)}")
+                    f"{suggest(ref.name, inventory.hosts)}")
             for ref in refs.delegates
             if ref.name not in inventory.hosts and not is_template(ref.name)]

@@ -1,7 +1,9 @@
 """Modules: one file per module (or small family). Importing this package registers them all."""
 
 from ripcord.modules import (  # noqa: F401 - importing a module registers it
+    bus,
     command,
+    data,
     envfile,
     files,
     filestat,

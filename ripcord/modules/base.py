@@ -28,6 +28,7 @@ class Arg:
     default: Any = None
     choices: tuple = ()
     secret: bool = False  # never shown: redacted in output, the journal and errors
+    expression: bool = False  # a bare Jinja2 expression (assert's that), checked as `when:` is
     help: str = ""
 
     def problem(self, value: Any) -> str | None:
@@ -98,6 +99,7 @@ class Module:
     free_form: ClassVar[str | None] = None  # the argument a bare string fills (command: "ls")
     on_controller: ClassVar[bool] = False  # needs no connection to the host
     open_args: ClassVar[bool] = False  # takes any argument names (set_fact)
+    once: ClassVar[bool] = False  # runs once per batch, for every host (confirm asks once)
 
     @classmethod
     def check_args(cls, args: dict[str, Any]) -> list[str]:

@@ -25,7 +25,6 @@ from ripcord.errors import RipcordError, UnreachableError
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
 
 JS_NAME = re.compile(r"[^.*>\s]+")  # a stream or consumer name is one token of an API subject
-ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 COMMON = {
     "url": Arg(str, help="NATS URL; default: inventory nats_url"),
@@ -113,7 +112,8 @@ def on_bus(ctx: TaskContext, args: dict, work: Callable[[Any], Awaitable[Result]
     timeout = float(args["timeout"])
 
     async def session(target: str, tunnelled: bool) -> Result:
-        nc = await bus.connect(target, timeout, retry_refused=tunnelled)
+        shown = f"{bus.public_url(url)} (through an SSH tunnel via {ctx.host})" if tunnelled else None
+        nc = await bus.connect(target, timeout, retry_refused=tunnelled, shown_as=shown)
         try:
             return await work(nc)
         finally:
@@ -125,10 +125,7 @@ def on_bus(ctx: TaskContext, args: dict, work: Callable[[Any], Awaitable[Result]
         with _tunnel(ctx, url) as local_url:
             return asyncio.run(session(local_url, True))
     except bus.BusError as exc:
-        message = str(exc) if ctx.secrets is None else ctx.secrets.redact(str(exc))
-        if args.get("tunnel") and "cannot connect" in message:
-            message = f"{message} (through an SSH tunnel via {ctx.host} to {bus.public_url(url)})"
-        return Result(failed=True, msg=message)
+        return Result(failed=True, msg=ctx.secrets.redact(str(exc)) if ctx.secrets else str(exc))
 
 
 @register
@@ -168,10 +165,8 @@ class Nats(Module):
             return Result(failed=True, msg="; ".join(problems))
         subject = args["subject"]
         data = bus.encode(args.get("body") or {})
-        headers = None
         try:
-            if args["sign"]:
-                headers = bus.sign(subject, data, env_secret(ctx, args["secret_key"]))
+            headers = bus.sign(subject, data, env_secret(ctx, args["secret_key"])) if args["sign"] else None
         except EnvFileError as exc:
             return Result(failed=True, msg=f"cannot sign: {exc}")
         collect = args.get("collect") or {}
@@ -183,13 +178,12 @@ class Nats(Module):
                 nc, subject, data, headers, request=request, timeout=float(args["timeout"]),
                 collect=collect.get("subject"), count=count,
                 collect_timeout=float(collect.get("timeout", args["timeout"])))
-            result = {"subject": subject, "signed": headers is not None}
+            result = {"subject": subject, "signed": headers is not None,
+                      "reply": parse_payload(reply), "collected": [parse_payload(m) for m in collected]}
             msg = f"{'request to' if request else 'published to'} {subject}"
             if request:
-                result["reply"] = parse_payload(reply)
                 msg += ": answered"
             if collect:
-                result["collected"] = [parse_payload(m) for m in collected]
                 msg += f"; collected {len(collected)} of {count} on {collect['subject']}"
             return Result(changed=True, msg=msg, data=result)
 
@@ -227,19 +221,21 @@ class JetStream(Module):
         if action == "consumer_delete" and ctx.check:
             return Result(skipped=True, msg="skipped in check mode")
         timeout = float(args["timeout"])
+        target = (f"stream {stream}" if action == "stream_info"
+                  else f"consumer {consumer} on stream {stream}")
+        endpoint = {"stream_info": f"STREAM.INFO.{stream}",
+                    "consumer_info": f"CONSUMER.INFO.{stream}.{consumer}",
+                    "consumer_delete": f"CONSUMER.DELETE.{stream}.{consumer}"}[action]
 
         async def work(nc) -> Result:
-            if action == "stream_info":
-                return Result(data=await bus.jetstream_api(nc, f"STREAM.INFO.{stream}", timeout))
-            if action == "consumer_info":
-                return Result(data=await bus.jetstream_api(
-                    nc, f"CONSUMER.INFO.{stream}.{consumer}", timeout))
             try:
-                await bus.jetstream_api(nc, f"CONSUMER.DELETE.{stream}.{consumer}", timeout)
+                info = await bus.jetstream_api(nc, endpoint, timeout)
             except bus.JetStreamError as exc:
-                if exc.err_code != bus.CONSUMER_NOT_FOUND:
-                    raise
-                return Result(msg=f"consumer {consumer} is not on stream {stream}: nothing to delete")
-            return Result(changed=True, msg=f"deleted consumer {consumer} from stream {stream}")
+                if action == "consumer_delete" and exc.err_code == bus.CONSUMER_NOT_FOUND:
+                    return Result(msg=f"{target}: not found, nothing to delete")
+                return Result(failed=True, msg=f"{target}: {exc.description}")
+            if action == "consumer_delete":
+                return Result(changed=True, msg=f"deleted {target}")
+            return Result(data=info)
 
         return on_bus(ctx, args, work)

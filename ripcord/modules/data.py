@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import json
 import posixpath
 import re
 import shlex
@@ -46,11 +47,13 @@ def secret_from_env_file(env_file: str, key: str, variable: str) -> str:
 
 
 def first_error(out) -> str:
-    """The first line of what a client said on failure (stderr, else stdout)."""
-    for line in (out.stderr + "\n" + out.stdout).splitlines():
-        if line.strip():
-            return line.strip()
-    return f"exit code {out.rc}"
+    """The line that says what went wrong: the first error line (a NOTICE before it is noise),
+    else the first line the client printed."""
+    lines = [re.sub(r"\s+", " ", line.strip()) for line in (out.stderr + "\n" + out.stdout).splitlines()
+             if line.strip()]
+    line = next((line for line in lines if re.search(r"\b(ERROR|FATAL|PANIC|error):", line)),
+                lines[0] if lines else f"exit code {out.rc}")
+    return re.sub(r"^psql:<stdin>:\d+: ", "", line)  # psql:<stdin>:1: ERROR: ... -> ERROR: ...
 
 
 def parse_psql(stdout: str) -> tuple[list[dict[str, Any]], int]:
@@ -81,8 +84,9 @@ class Postgres(Module):
 
     @classmethod
     def check_combination(cls, args: dict) -> list[str]:
-        needs = {"query": "sql", "restore": "src"}.get(args.get("action", "query"))
-        problems = [f"action {args.get('action', 'query')} needs {needs!r}"] if needs and not args.get(needs) else []
+        action = args.get("action", "query")
+        needs = {"query": "sql", "restore": "src"}.get(action)
+        problems = [f"action {action} needs {needs!r}"] if needs and not args.get(needs) else []
         key = args.get("password_key")
         if isinstance(key, str) and "{{" not in key and not ENV_KEY.fullmatch(key):
             problems.append(f"password_key {key!r} is not a variable name")
@@ -99,12 +103,13 @@ class Postgres(Module):
             return Result(failed=True, msg="inventory variable env_file is not set: it holds "
                                            f"{args['password_key']}")
         db = args.get("db") or host_var(ctx, "postgres_db")
-        target = ["-h", args.get("host") or host_var(ctx, "postgres_host") or "127.0.0.1",
-                  "-p", args.get("port") or host_var(ctx, "postgres_port") or 5432,
-                  "-U", args.get("user") or host_var(ctx, "postgres_user"), "-d", db]
-        if not db or not target[5]:
+        user = args.get("user") or host_var(ctx, "postgres_user")
+        if not db or not user:
             return Result(failed=True, msg="no database or user: give db/user or set inventory "
                                            "variables postgres_db and postgres_user")
+        target = ["-h", args.get("host") or host_var(ctx, "postgres_host") or "127.0.0.1",
+                  "-p", args.get("port") or host_var(ctx, "postgres_port") or 5432,
+                  "-U", user, "-d", db]
         login = secret_from_env_file(env_file, args["password_key"], "PGPASSWORD")
         return getattr(self, action)(ctx, args, login, target, db)
 
@@ -132,7 +137,7 @@ class Postgres(Module):
             home = host_var(ctx, "titan_home")
             if not home:
                 return Result(failed=True, msg="no dest and no inventory variable titan_home")
-            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
             dest = f"{home}/backups/{db}-{stamp}.{'dump' if custom else 'sql'}"
         partial = f"{dest}.partial"
         options = ["--format=custom"] if custom else ["--format=plain", "--clean", "--if-exists"]
@@ -140,11 +145,11 @@ class Postgres(Module):
                   f"{quote(['pg_dump', '-w', *target, *options, '--file', partial])} && "
                   f"mv {shlex.quote(partial)} {shlex.quote(dest)} || "
                   f"{{ rm -f {shlex.quote(partial)}; exit 1; }}; "
-                  f"wc -c < {shlex.quote(dest)} && sha256sum {shlex.quote(dest)}")
+                  f"wc -c < {shlex.quote(dest)} && sha256sum < {shlex.quote(dest)}")
         out = ctx.run(login + script)
         if out.rc != 0:
             return Result(failed=True, msg=first_error(out))
-        size, digest = out.stdout.split()[:2]
+        size, digest = out.stdout.split()[:2]  # "<bytes>\n<sha256>  -"
         return Result(changed=True, msg=f"dumped {db} to {dest} ({size} bytes)",
                       data={"path": dest, "size": int(size), "sha256": digest,
                             "format": args["format"], "db": db})
@@ -153,13 +158,14 @@ class Postgres(Module):
         """Load a dump in one transaction, all or nothing: a custom dump (magic PGDMP) with
         pg_restore --clean --if-exists, a plain one with psql stopping at the first error."""
         src = shlex.quote(args["src"])
-        script = (f"test -r {src} || {{ echo {shlex.quote(f'cannot read {args['src']}')} >&2; "
-                  f"exit 3; }}; "
-                  f'if [ "$(head -c 5 {src})" = PGDMP ]; then echo custom; '
-                  f"{quote(['pg_restore', '-w', *target, '--clean', '--if-exists'])} "
-                  f"--single-transaction {src}; "
-                  f"else echo plain; {quote(['psql', '-X', '-w', '-q', '-v', 'ON_ERROR_STOP=1', *target])} "
-                  f"--single-transaction -f {src} >/dev/null; fi")
+        unreadable = shlex.quote(f"cannot read {args['src']}")
+        pg_restore = quote(["pg_restore", "-w", *target, "--clean", "--if-exists",
+                            "--single-transaction", args["src"]])
+        psql = quote(["psql", "-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", *target,
+                      "--single-transaction", "-f", args["src"]])
+        script = (f"test -r {src} || {{ echo {unreadable} >&2; exit 3; }}; "
+                  f'if [ "$(head -c 5 {src})" = PGDMP ]; then echo custom; {pg_restore}; '
+                  f"else echo plain; {psql} >/dev/null; fi")
         out = ctx.run(login + script)
         if out.rc != 0:
             return Result(failed=True, msg=first_error(out))
@@ -248,8 +254,6 @@ class Redis(Module):
 
 
 def parse_json(text: str) -> Any:
-    import json
-
     try:
         return json.loads(text)
     except ValueError:
@@ -257,7 +261,9 @@ def parse_json(text: str) -> Any:
 
 
 def summary(reply: Any) -> str:
+    """A reply in a few words: numbers and status replies as such, values by their size only."""
+    if reply is None or isinstance(reply, (int, float)) or reply in ("OK", "PONG", "QUEUED"):
+        return json.dumps(reply)
     if isinstance(reply, (list, dict)):
         return f"{len(reply)} item{'s' if len(reply) != 1 else ''}"
-    text = str(reply)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return f"{len(str(reply))} characters"

@@ -9,6 +9,8 @@ and the diff name the key and never a value (the diff shows the key with the val
 
 The file is kept mode 0600 (created 0600 when missing); when the content changes, the previous
 file is kept as path.<timestamp>.bak, also 0600. A symlinked .env is edited at its target.
+Values are written as given, unquoted (as docker compose and the Titan services read them);
+only `KEY=` lines count as the key (`export KEY=...` lines are left alone).
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ class Env(HostModule):
         backup = backup_name(path)
         argv = " ".join(q(a) for a in (path, key, state, int(ctx.check), backup))
         out = ctx.run(f"/bin/sh -c {q(SCRIPT)} env-edit {argv}", stdin=value + "\n")
-        report = self.parse(out.stdout, path)
+        report = self.parse(out.stdout, out.stderr, path)
         data = {"path": path, "key": key, "state": state, "mode": "0600"}
         mode_fixed = bool(report["exists"]) and report["mode"] != "600"
         if not report["changed"] and not mode_fixed:
@@ -151,10 +153,13 @@ class Env(HostModule):
         return Result(changed=True, msg=f"{path}: {'; '.join(notes)}", diff=diff, data=data)
 
     @staticmethod
-    def parse(stdout: str, path: str) -> dict:
+    def parse(stdout: str, stderr: str, path: str) -> dict:
+        """The script's last line. Its stderr carries the shell's reason for a failure (the
+        value never reaches stderr: it is only ever printf'd into the file)."""
         last = (stdout.strip().splitlines() or [""])[-1]
         if last.startswith("ERR "):
-            raise HostFileError(last[4:])
+            reason = (stderr.strip().splitlines() or [""])[-1].rsplit(": ", 1)[-1]
+            raise HostFileError(last[4:] + (f": {reason}" if reason else ""))
         if not last.startswith("OK "):
             raise HostFileError(f"cannot edit {path}: unexpected output from the host")
         head, _, found = last[3:].partition(" found=")

@@ -15,6 +15,7 @@ Deviations from Ansible, on purpose:
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 from pathlib import Path
@@ -166,7 +167,10 @@ class Copy(HostModule):
             if dest.endswith("/"):
                 dest += src.name
         else:
-            content = str(args["content"]).encode()
+            content = args["content"]
+            # a lone "{{ mapping }}" renders to a mapping: written as JSON, as Ansible does
+            text = content if isinstance(content, str) else json.dumps(content, indent=2) + "\n"
+            content = text.encode()
         return deliver(ctx, dest, content, parse_mode(args.get("mode")), bool(args["backup"]))
 
 

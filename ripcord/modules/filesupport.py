@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import posixpath
 import re
-import secrets
 import shlex
 import socket
 from dataclasses import dataclass
@@ -122,19 +120,22 @@ def remote_stat(ctx: TaskContext, path: str, *, follow: bool = True,
         reason = first[4:].strip()
         if any(word in reason for word in _MISSING):
             return None
-        raise HostFileError(f"cannot stat {path}: {reason.removeprefix('stat: ')}")
+        raise HostFileError(f"cannot stat {path}: {reason.rsplit(': ', 1)[-1]}")
     perm, size, mtime, kind = first.split("|", 3)
-    digest = lines[1].split()[0] if checksum and len(lines) > 1 and lines[1].strip() else None
-    return RemoteStat(path=path, kind=_KINDS.get(kind, kind), mode=int(perm, 8), size=int(size),
+    kind = _KINDS.get(kind, kind)
+    # `[ -f ]` follows a symlink: a link's own stat gets no checksum of its target
+    digest = lines[1].split()[0] if kind == "file" and len(lines) > 1 and lines[1].strip() else None
+    return RemoteStat(path=path, kind=kind, mode=int(perm, 8), size=int(size),
                       mtime=float(mtime), sha256=digest)
 
 
 def run_checked(ctx: TaskContext, command: str, what: str) -> None:
-    """Run a command that must succeed; its stderr's first line becomes the HostFileError."""
+    """Run a command that must succeed; else HostFileError("what: reason"), the reason being
+    the end of the tool's last error line ("Permission denied")."""
     out = ctx.run(command)
     if not out.ok:
-        reason = (out.stderr.strip().splitlines() or [f"exit status {out.rc}"])[-1]
-        raise HostFileError(f"{what}: {reason}")
+        last = (out.stderr.strip().splitlines() or [f"exit status {out.rc}"])[-1]
+        raise HostFileError(f"{what}: {last.rsplit(': ', 1)[-1]}")
 
 
 # --- backups, writes, reads --------------------------------------------------------------------
@@ -156,24 +157,9 @@ def make_backup(ctx: TaskContext, path: str, private: bool = False) -> str:
 
 
 def put_file(ctx: TaskContext, path: str, data: bytes, mode: int) -> None:
-    """Replace path atomically: a temporary file beside it (made 0600 before any byte is
-    written, so content never sits world-readable), then chmod and rename over path."""
-    sftp = _sftp(ctx)
-    tmp = posixpath.join(posixpath.dirname(path) or ".",
-                         f".{posixpath.basename(path)}.ripcord-{secrets.token_hex(4)}")
-    try:
-        with sftp.open(tmp, "wbx") as handle:
-            handle.chmod(0o600)
-            handle.set_pipelined(True)
-            handle.write(data)
-        sftp.chmod(tmp, mode)
-        sftp.posix_rename(tmp, path)
-    except BaseException:
-        try:
-            sftp.remove(tmp)
-        except (OSError, paramiko.SSHException, EOFError):
-            pass
-        raise
+    """Replace path atomically (see Connection.write: never readable by others mid-way)."""
+    assert ctx.conn is not None, "this module needs a host connection"
+    ctx.conn.write(path, data, mode)
 
 
 def read_file(ctx: TaskContext, path: str) -> bytes:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import paramiko
+from paramiko.common import OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
 from ripcord.errors import UnreachableError
 from ripcord.modules.base import TaskContext
@@ -27,6 +29,21 @@ MISSING = object()
 
 class ChannelError(Exception):
     """The host could not open the TCP connection, or the HTTP exchange failed (one line)."""
+
+
+class ForwardingDenied(ChannelError):
+    """The host's sshd refuses direct-tcpip channels: ports cannot be probed this way at all."""
+
+
+class _QuietRefusals(logging.Filter):
+    """A refused channel is an answer (the port is closed), not an error worth a log line:
+    paramiko logs each one at ERROR, which would print on every poll of wait_for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "open FAILED" not in record.getMessage()
+
+
+_QUIET = _QuietRefusals()
 
 
 def transport(ctx: TaskContext) -> paramiko.Transport:
@@ -41,10 +58,16 @@ def transport(ctx: TaskContext) -> paramiko.Transport:
 def open_tcp(ctx: TaskContext, host: str, port: int, timeout: float) -> paramiko.Channel:
     """A channel connected, by the host, to host:port; ChannelError when it cannot connect."""
     ssh = transport(ctx)
+    if _QUIET not in ssh.logger.filters:
+        ssh.logger.addFilter(_QUIET)
     try:
         channel = ssh.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
     except paramiko.ChannelException as exc:
-        raise ChannelError(f"{host}:{port}: {exc.text or 'connect failed'}") from None
+        if exc.code == OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
+            raise ForwardingDenied(f"{ctx.host}'s sshd does not allow TCP forwarding "
+                                   "(AllowTcpForwarding), so ports and URLs cannot be reached "
+                                   "through it") from None
+        raise ChannelError(f"{host}:{port}: {(exc.text or 'connect failed').lower()}") from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
         if not ssh.is_active():
             raise UnreachableError(f"{ctx.host}: connection lost: {exc}") from None
@@ -57,6 +80,8 @@ def port_open(ctx: TaskContext, host: str, port: int, timeout: float) -> tuple[b
     """Can the host connect to host:port? (answer, what was seen)."""
     try:
         open_tcp(ctx, host, port, timeout).close()
+    except ForwardingDenied:
+        raise
     except ChannelError as exc:
         return False, f"closed ({exc})"
     return True, "open"

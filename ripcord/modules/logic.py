@@ -10,7 +10,7 @@ from ripcord.modules.base import ANY, Arg, Module, Result, TaskContext, register
 class Assert(Module):
     name = "assert"
     on_controller = True
-    args = {"that": Arg((str, list, bool), required=True), "fail_msg": Arg(str),
+    args = {"that": Arg((str, list, bool), required=True, expression=True), "fail_msg": Arg(str),
             "success_msg": Arg(str), "quiet": Arg(bool, default=False)}
 
     def run(self, ctx: TaskContext, args: dict) -> Result:
@@ -53,7 +53,7 @@ class SetFact(Module):
 class Debug(Module):
     name = "debug"
     on_controller = True
-    args = {"msg": Arg(ANY), "var": Arg(str)}
+    args = {"msg": Arg(ANY), "var": Arg(str, expression=True)}
 
     def run(self, ctx: TaskContext, args: dict) -> Result:
         if args.get("var"):
@@ -68,6 +68,7 @@ class Confirm(Module):
 
     name = "confirm"
     on_controller = True
+    once = True
     free_form = "prompt"
     args = {"prompt": Arg(str, required=True),
             "typed": Arg(str, help="a word the operator must type, e.g. FLATTEN")}

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import paramiko
 
-from ripcord.errors import InputError, RipcordError
+from ripcord.errors import InputError, RipcordError, UnreachableError
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
 from ripcord.services import (
     FAILED,
@@ -35,6 +35,7 @@ from ripcord.services import (
 from ripcord.topology import Topology, find_topology, load_cached
 
 DEFAULT_TIMEOUT_S = 30.0
+PAST = {"start": "started", "stop": "stopped"}
 PROBE_TIMEOUT_S = 2.0
 POLL_S = 0.25
 
@@ -104,7 +105,10 @@ def _control(ctx: TaskContext) -> ServiceControl:
 
 
 def _transport(ctx: TaskContext) -> paramiko.Transport:
-    return ctx.conn.fabric.client.get_transport()
+    transport = ctx.conn.fabric.client.get_transport() if ctx.conn else None
+    if transport is None or not transport.is_active():
+        raise UnreachableError(f"{ctx.host}: the ssh connection is gone; cannot check health")
+    return transport
 
 
 def _host_health_url(ctx: TaskContext, name: str) -> str | None:
@@ -287,6 +291,9 @@ class Services(Module):
     @staticmethod
     def _plan(ctx: TaskContext, topology: Topology, args: dict) -> _Plan:
         names = args.get("names") or _render(ctx, ctx.vars.get("services")) or []
+        if not names:
+            raise InputError(f"no services to manage on {ctx.host}",
+                             hint="give names:, or list the host's services in the inventory")
         unknown = [n for n in names if n not in topology]
         if unknown:
             raise InputError(f"not in {topology.source}: {', '.join(unknown)}",
@@ -319,34 +326,34 @@ class _Run:
         self.args, self.data = args, data
         self.timeout = float(args["timeout"])
 
-    def record(self, service: str, verb: str, status: ServiceStatus) -> None:
+    def act(self, verb: str, service: str) -> None:
+        """Send one action, recorded first: a failed one still shows as attempted."""
         self.data["actions"].append(f"{verb} {service}")
-        entry = self.data["services"][service]
-        entry["done"].append({"stop": "stopped", "start": "started"}[verb])
-        entry.update(after=status.state, raw_status=status.raw)
+        self.data["services"][service]["done"].append(PAST[verb])
+        self.control.act(verb, service)
+
+    def settled(self, service: str, running: bool) -> None:
+        deadline = time.monotonic() + self.timeout
+        status = _settle(self.control, service, running, deadline)
+        self.data["services"][service].update(after=status.state, raw_status=status.raw)
+        url = self.health_url(service) if running and self.args["wait_healthy"] else None
+        if url:
+            self.data["services"][service]["health"] = _become_healthy(self.ctx, service, url,
+                                                                       deadline)
+            self.data["services"][service]["healthy"] = True
 
     def apply(self, plan: _Plan, before: dict[str, ServiceStatus]) -> None:
         for service in plan.stop:
             if before[service].active:
-                self.control.act("stop", service)
-                self.record(service, "stop", _settle(self.control, service, False,
-                                                     time.monotonic() + self.timeout))
+                self.act("stop", service)
+                self.settled(service, running=False)
         restarting = self.args["state"] == "restarted"
         for tier in plan.start:
-            started = [s for s in tier if restarting or _needed("started", before[s])]
-            for service in started:
-                self.control.act("start", service)
-            for service in started:
-                self.settle_healthy(service)
-
-    def settle_healthy(self, service: str) -> None:
-        deadline = time.monotonic() + self.timeout
-        self.record(service, "start", _settle(self.control, service, True, deadline))
-        url = self.health_url(service)
-        if self.args["wait_healthy"] and url:
-            self.data["services"][service]["health"] = _become_healthy(self.ctx, service, url,
-                                                                       deadline)
-            self.data["services"][service]["healthy"] = True
+            starting = [s for s in tier if restarting or _needed("started", before[s])]
+            for service in starting:
+                self.act("start", service)
+            for service in starting:  # the whole tier up and healthy before the next
+                self.settled(service, running=True)
 
     def health_url(self, service: str) -> str | None:
         """The topology's check when it names one (rendered for this host), else the host's."""

@@ -24,6 +24,7 @@ from ripcord.modules.filesupport import IO_ERRORS, io_failure
 from ripcord.modules.httpchannel import (
     MISSING,
     ChannelError,
+    ForwardingDenied,
     dig,
     port_open,
     request,
@@ -98,11 +99,6 @@ class WaitFor(Module):
         return problems + _url_problem(args)
 
     def run(self, ctx: TaskContext, args: dict) -> Result:
-        problems = self.check_combination({k: v for k, v in args.items()
-                                           if v is not None and k in self.args and
-                                           k not in ("timeout", "sleep", "delay", "connect_timeout")})
-        if problems:
-            return Result(failed=True, msg="; ".join(problems))
         awaited, probe = self.condition(ctx, args)
         timeout, pause = float(args["timeout"]), max(0.01, float(args["sleep"]))
         started = time.monotonic()
@@ -112,13 +108,15 @@ class WaitFor(Module):
             remaining = deadline - time.monotonic()
             try:
                 holds, seen, data = probe(max(0.2, min(float(args["connect_timeout"]), remaining)))
+            except ForwardingDenied as exc:
+                return Result(failed=True, msg=f"cannot wait for {awaited}: {exc}")
             except IO_ERRORS as exc:
-                failure = io_failure(ctx, exc, f"wait_for {awaited}")  # raises when unreachable
+                failure = io_failure(ctx, exc, "error")  # raises when the host is unreachable
                 holds, seen, data = False, failure.msg, {}
             elapsed = round(time.monotonic() - started, 3)
             data = {**data, "elapsed": elapsed}
             if holds:
-                return Result(msg=f"{awaited}: after {elapsed:.2f}s", data=data)
+                return Result(msg=f"waited {elapsed:.2f}s for {awaited}", data=data)
             if time.monotonic() >= deadline:
                 return Result(failed=True, data={**data, "last_seen": seen},
                               msg=args.get("msg") or f"timed out after {timeout:g}s waiting for "
@@ -161,6 +159,8 @@ class WaitFor(Module):
         def url_probe(timeout: float):
             try:
                 answer = request(ctx, url, timeout=timeout)
+            except ForwardingDenied:
+                raise
             except ChannelError as exc:
                 return False, f"no answer ({exc})", {"url": url}
             data = {"url": url, **answer.data()}

@@ -206,8 +206,11 @@ def exchange_env(plan: Plan) -> str:
 
 
 def supervisorctl_wrapper(host: Host, runtime: Path) -> str:
-    """`supervisorctl` on the host's PATH, bound to the host's own supervisord."""
-    return f'#!/bin/sh\nexec {runtime}/bin/supervisorctl -c {host.supervisor_conf} "$@"\n'
+    """`supervisorctl` on the host's PATH, bound to the host's own supervisord unless the caller
+    names a config itself (as ripcord's adapter does with the inventory's supervisor_config)."""
+    return (f'#!/bin/sh\ncase "$1" in -c|--configuration|--configuration=*) '
+            f'exec {runtime}/bin/supervisorctl "$@";; esac\n'
+            f'exec {runtime}/bin/supervisorctl -c {host.supervisor_conf} "$@"\n')
 
 
 def inventory(plan: Plan, user: str) -> str:

@@ -1,0 +1,133 @@
+"""Side-by-side benchmarks: ripcord against ansible-playbook and pyinfra on one sandbox fleet.
+
+Whole-process wall time (what an operator waits for), each tool run in turn so load affects all
+alike, median of N runs. Every tool connects with key auth and host key checking on. Ansible gets
+pipelining, forks = hosts and no fact gathering; its SSH ControlPersist sockets are not reused
+across runs (a fresh control directory per run), as an incident's first run is always cold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from ripcord.sandbox import Fleet  # noqa: E402
+from ripcord.sandbox.plan import state_base  # noqa: E402
+
+BENCH_BASE_PORT = 31000  # below the ephemeral range; apart from the dev (24000) and test fleets
+
+
+def bin_path(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def ansible_inventory(fleet: Fleet, workdir: Path) -> Path:
+    """The generated inventory, plus what ansible needs to keep host key checking on."""
+    doc = yaml.safe_load(fleet.inventory.read_text())
+    sandbox_vars = doc["all"]["children"]["sandbox"]["vars"]
+    sandbox_vars["ansible_ssh_common_args"] = (
+        f"-o UserKnownHostsFile={fleet.plan.known_hosts} -o StrictHostKeyChecking=yes")
+    sandbox_vars["ansible_python_interpreter"] = "/usr/bin/python3"
+    path = workdir / "ansible_inventory.yml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def pyinfra_inventory(fleet: Fleet, workdir: Path) -> Path:
+    hosts = [("127.0.0.1", {"ssh_port": h.ssh_port, "ssh_user": fleet.user,
+                            "ssh_key": str(fleet.plan.client_key),
+                            "ssh_known_hosts_file": str(fleet.plan.known_hosts),
+                            "ssh_strict_host_key_checking": "yes",
+                            "titan_home": str(h.titan_home), "name_": h.name})
+             for h in fleet.plan.hosts]
+    path = workdir / "pyinfra_inventory.py"
+    path.write_text("sandbox = " + repr([(h, {k: v for k, v in d.items() if k != "name_"})
+                                         for h, d in hosts]) + "\n")
+    return path
+
+
+def commands(fleet: Fleet, workdir: Path) -> dict[str, list[str]]:
+    hosts = len(fleet.plan.hosts)
+    return {
+        "ripcord": [bin_path("invoke"), "play", str(HERE / "touch_and_read.yml"), "--host", "sandbox",
+                    "--inventory", str(fleet.inventory), "--forks", str(hosts)],
+        "ansible-playbook": [bin_path("ansible-playbook"), "-i", str(ansible_inventory(fleet, workdir)),
+                             "--forks", str(hosts), str(HERE / "ansible_touch_and_read.yml")],
+        "pyinfra": [bin_path("pyinfra"), "-y", "--parallel", str(hosts),
+                    str(pyinfra_inventory(fleet, workdir)), str(HERE / "pyinfra_touch_and_read.py")],
+    }
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{Path(argv[0]).name} failed ({result.returncode}):\n"
+                         f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hosts", type=int, default=10, help="sandbox size (default 10)")
+    parser.add_argument("--runs", type=int, default=5, help="runs per tool (median; default 5)")
+    parser.add_argument("--keep", action="store_true", help="leave the bench fleet up")
+    args = parser.parse_args()
+    root = state_base() / "bench-fleet"
+    fleet = Fleet(root, base_port=BENCH_BASE_PORT, hosts=args.hosts, inventory=root / "inventory.yml")
+    fleet.up()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            argv = commands(fleet, workdir)
+            times: dict[str, list[float]] = {name: [] for name in argv}
+            for run in range(args.runs + 1):  # run 0 warms caches (imports, page cache) for all
+                for name, command in argv.items():
+                    control = workdir / f"cp-{name}-{run}"
+                    control.mkdir()
+                    env = {**os.environ, "ANSIBLE_PIPELINING": "True",
+                           "ANSIBLE_HOST_KEY_CHECKING": "True",
+                           "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control),
+                           "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_NOCOLOR": "1",
+                           "RIPCORD_JOURNAL": str(workdir / "journal.jsonl")}
+                    elapsed = timed(command, env, workdir)
+                    if run:
+                        times[name].append(elapsed)
+        report(times, args)
+    finally:
+        if not args.keep:
+            fleet.down(purge=True)
+
+
+def report(times: dict[str, list[float]], args) -> None:
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    base = medians["ripcord"]
+    print(f"touch a file on every host and read it back: {args.hosts} hosts, "
+          f"median of {args.runs} runs, whole-process wall time\n")
+    print("| tool | median (s) | min (s) | max (s) | ripcord is faster by |")
+    print("|---|---|---|---|---|")
+    for name, values in times.items():
+        ratio = "-" if name == "ripcord" else f"{medians[name] / base:.1f}x"
+        print(f"| {name} | {medians[name]:.2f} | {min(values):.2f} | {max(values):.2f} | {ratio} |")
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "touch_and_read.json").write_text(json.dumps(
+        {"hosts": args.hosts, "runs": args.runs, "times": times, "medians": medians}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
