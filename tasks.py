@@ -21,7 +21,7 @@ from ripcord.errors import InputError
 
 
 def _fleet(dir: str | None, base_port: str | None = None, hosts: str | None = None, say=None):
-    from ripcord.sandbox import Fleet
+    from ripcord.sandbox.fleet import Fleet
 
     def number(value: str | None, name: str) -> int | None:
         if value in (None, ""):

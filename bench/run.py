@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from ripcord.sandbox import Fleet  # noqa: E402
+from ripcord.sandbox.fleet import Fleet  # noqa: E402
 from ripcord.sandbox.plan import state_base  # noqa: E402
 
 BENCH_BASE_PORT = 31000  # below the ephemeral range; apart from the dev (24000) and test fleets
@@ -62,7 +62,7 @@ def pyinfra_inventory(fleet: Fleet, workdir: Path) -> Path:
 def commands(fleet: Fleet, workdir: Path) -> dict[str, list[str]]:
     hosts = len(fleet.plan.hosts)
     return {
-        "ripcord": [bin_path("invoke"), "play", str(HERE / "touch_and_read.yml"), "--host", "sandbox",
+        "ripcord": [bin_path("invoke"), "--search-root", str(REPO), "play", str(HERE / "touch_and_read.yml"), "--host", "sandbox",
                     "--inventory", str(fleet.inventory), "--forks", str(hosts)],
         "ansible-playbook": [bin_path("ansible-playbook"), "-i", str(ansible_inventory(fleet, workdir)),
                              "--forks", str(hosts), str(HERE / "ansible_touch_and_read.yml")],

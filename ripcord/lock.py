@@ -40,7 +40,7 @@ class HostLock:
     def acquire(self, wait_s: float = 10.0) -> None:
         deadline = time.monotonic() + wait_s
         quoted = shlex.quote(self.path)
-        record = shlex.quote(json.dumps(self.owner))
+        record = shlex.quote(json.dumps(self.owner))  # json.dumps' spacing: release greps it
         while True:
             made = self.conn.run(f"mkdir {quoted} 2>/dev/null && printf %s {record} > {quoted}/owner.json")
             if made.ok:
@@ -56,10 +56,10 @@ class HostLock:
             time.sleep(0.2)
 
     def release(self) -> None:
-        """Remove the lock if it is still ours."""
-        holder = self._holder()
-        if holder and holder.get("run") == self.owner.get("run"):
-            self.conn.run(f"rm -rf {shlex.quote(self.path)}")
+        """Remove the lock if it is still ours (one round trip: the check runs on the host)."""
+        quoted = shlex.quote(self.path)
+        mine = shlex.quote(f'"run": {json.dumps(self.owner["run"])}')
+        self.conn.run(f"grep -qF {mine} {quoted}/owner.json 2>/dev/null && rm -rf {quoted}")
 
     def _holder(self) -> dict | None:
         out = self.conn.run(f"cat {shlex.quote(self.path)}/owner.json 2>/dev/null")

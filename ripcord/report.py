@@ -11,7 +11,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachable": "bold magenta",
          "skipped": "cyan", "rescued": "blue", "ignored": "dim"}
@@ -67,16 +66,19 @@ class Display:
                 self.status.update(self._waiting_text())
 
     def recap(self, summary: dict[str, dict[str, int]], checks: dict | None = None) -> None:
-        table = Table(title="PLAY RECAP", title_justify="left", box=None, pad_edge=False)
-        table.add_column("host")
-        for column in RECAP_COLUMNS:
-            table.add_column(column, justify="right")
+        """Ansible's PLAY RECAP: one line per host, a column per outcome (aligned by hand: a
+        rich Table costs ~30 ms, a twentieth of a small run)."""
+        width = max([len("host"), *map(len, summary)])
+        widths = {c: max([len(c), *(len(str(st[c])) for st in summary.values())]) for c in RECAP_COLUMNS}
+        lines = ["[bold]PLAY RECAP[/]",
+                 "host".ljust(width) + "".join(f"  {c:>{widths[c]}}" for c in RECAP_COLUMNS)]
         for host, stats in summary.items():
-            cells = [f"[{STYLE[c]}]{stats[c]}[/]" if stats[c] else "0" for c in RECAP_COLUMNS]
-            table.add_row(host, *cells)
-        self.console.print(table)
+            cells = "".join(f"  [{STYLE[c]}]{stats[c]:>{widths[c]}}[/]" if stats[c]
+                            else f"  {0:>{widths[c]}}" for c in RECAP_COLUMNS)
+            lines.append(escape(host.ljust(width)) + cells)
         if checks and (checks["passed"] or checks["failed"]):
-            self.console.print(f"checks: {checks['passed']} passed, {checks['failed']} failed")
+            lines.append(f"checks: {checks['passed']} passed, {checks['failed']} failed")
+        self.console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 def result_json(task: str, summary: dict[str, dict[str, int]], records: list, duration_s: float,

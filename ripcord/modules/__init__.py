@@ -1,16 +1,6 @@
-"""Modules: one file per module (or small family). Importing this package registers them all."""
+"""Modules: one file per module family, imported when a playbook first names one of them
+(see LOCATIONS in base.py). Add a module: write it with @register, and list it in LOCATIONS."""
 
-from ripcord.modules import (  # noqa: F401 - importing a module registers it
-    bus,
-    command,
-    data,
-    envfile,
-    files,
-    filestat,
-    logic,
-    service,
-    waiting,
-)
 from ripcord.modules.base import REGISTRY, Arg, Module, Result, TaskContext, register
 
 __all__ = ["REGISTRY", "Arg", "Module", "Result", "TaskContext", "register"]

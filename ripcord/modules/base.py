@@ -8,7 +8,8 @@ reports changed=False (idempotence, as Molecule tests it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -136,12 +137,55 @@ def _is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
-REGISTRY: dict[str, type[Module]] = {}
+# Where each built-in module lives. Module files are imported when a playbook first names one
+# of their modules, so a run pays only for what it uses (importing them all costs ~50 ms).
+LOCATIONS = {
+    "command": "command", "shell": "command",
+    "assert": "logic", "fail": "logic", "set_fact": "logic", "debug": "logic", "confirm": "logic",
+    "file": "files", "copy": "files", "template": "files", "env": "envfile",
+    "stat": "filestat", "fetch": "filestat", "wait_for": "waiting", "uri": "waiting",
+    "service": "service", "services": "service", "nats": "bus", "jetstream": "bus",
+    "postgres": "data", "redis": "data",
+}
+
+
+class _Registry(MutableMapping):
+    """Module name -> class; built-in modules are imported on first lookup."""
+
+    def __init__(self, locations: dict[str, str]):
+        self.classes: dict[str, type[Module]] = {}
+        self.locations = dict(locations)
+
+    def __getitem__(self, name: str) -> type[Module]:
+        if name not in self.classes and name in self.locations:
+            importlib.import_module(f"ripcord.modules.{self.locations[name]}")
+        return self.classes[name]
+
+    def __setitem__(self, name: str, cls: type[Module]) -> None:
+        self.classes[name] = cls
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self.classes.pop(name, None)
+        self.locations.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.classes or name in self.locations
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(set(self.classes) | set(self.locations)))
+
+    def __len__(self) -> int:
+        return len(set(self.classes) | set(self.locations))
+
+
+REGISTRY = _Registry(LOCATIONS)
 
 
 def register(cls: type[Module]) -> type[Module]:
     """Class decorator: make a module available to playbooks under its name."""
-    if cls.name in REGISTRY:
+    if cls.name in REGISTRY.classes:
         raise ValueError(f"module {cls.name!r} registered twice")
     REGISTRY[cls.name] = cls
     return cls

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ripcord.sandbox import Fleet
+from ripcord.sandbox.fleet import Fleet
 from ripcord.sandbox.plan import state_base
 
 # Parallel workers (or developers) can each have a fleet: RIPCORD_TEST_FLEET / _BASE_PORT.

@@ -14,7 +14,8 @@ import urllib.request
 import pytest
 
 from ripcord.errors import SandboxError
-from ripcord.sandbox import Fleet, procs, provision
+from ripcord.sandbox import procs, provision
+from ripcord.sandbox.fleet import Fleet
 from ripcord.sandbox.plan import state_base
 
 
