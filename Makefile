@@ -11,14 +11,14 @@ demo: deps
 	$(INVOKE) sandbox.up
 
 test: deps
-	$(VENV)/bin/ruff check ripcord sandbox tests tasks.py
+	$(VENV)/bin/ruff check ripcord sandbox tests bench tasks.py
 	$(PY) -m pytest -q tests
 
 bench: deps
-	@echo "no benchmarks yet: the engine and verification issues add them to bench/"
+	$(PY) bench/run.py
 
 lint: deps
-	$(VENV)/bin/ruff check ripcord sandbox tests tasks.py
+	$(VENV)/bin/ruff check ripcord sandbox tests bench tasks.py
 
 deps: system-deps $(VENV)/.installed
 

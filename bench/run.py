@@ -62,7 +62,8 @@ def pyinfra_inventory(fleet: Fleet, workdir: Path) -> Path:
 def commands(fleet: Fleet, workdir: Path) -> dict[str, list[str]]:
     hosts = len(fleet.plan.hosts)
     return {
-        "ripcord": [bin_path("invoke"), "--search-root", str(REPO), "play", str(HERE / "touch_and_read.yml"), "--host", "sandbox",
+        "ripcord": [bin_path("invoke"), "--search-root", str(REPO), "play",
+                    str(HERE / "touch_and_read.yml"), "--host", "sandbox",
                     "--inventory", str(fleet.inventory), "--forks", str(hosts)],
         "ansible-playbook": [bin_path("ansible-playbook"), "-i", str(ansible_inventory(fleet, workdir)),
                              "--forks", str(hosts), str(HERE / "ansible_touch_and_read.yml")],

@@ -15,6 +15,7 @@ from typing import Any
 
 from invoke import Exit
 from rich.console import Console
+from rich.markup import escape
 
 from ripcord.errors import EXIT_FAILED, RipcordError
 
@@ -34,13 +35,18 @@ def run_task(body: Callable[[Console], Any], *, json_mode: bool = False,
     except RipcordError as exc:
         if debug:
             traceback.print_exc()
-        err = Console(stderr=True, highlight=False)
-        err.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
-        if exc.hint:
-            err.print(f"[dim]hint:[/] {exc.hint}", markup=True, soft_wrap=True)
+        print_error(exc)
         raise Exit(code=exc.exit_code) from None
     except KeyboardInterrupt:
         raise Exit("interrupted", code=EXIT_FAILED) from None
+
+
+def print_error(exc: RipcordError) -> None:
+    """One line saying what is wrong, and one saying what to do about it, on stderr."""
+    err = Console(stderr=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+    if exc.hint:
+        err.print(f"[dim]hint:[/] {escape(exc.hint)}", soft_wrap=True)
 
 
 def emit_json(payload: dict) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.prompt import Prompt
 
+from ripcord.cli import print_error
 from ripcord.errors import EXIT_DECLINED, DeclinedError, InputError
 from ripcord.inventory import load_operator_inventory
 from ripcord.journal import Journal, operator
@@ -94,8 +95,15 @@ def run_playbook(path: str, *, pattern: str, inventory_paths: list[str] | None, 
         "hosts": summary, "tasks": [vars(r) for r in records], "exit_code": code,
         "declined": str(declined) if declined else None, "duration_s": round(duration, 3)}))
     Display(console).recap(summary)
-    payload = result_json("play", summary, records, duration, journal_id, playbook=str(path),
-                          check=options.check)
+    if declined:
+        print_error(declined)
+    not_run = [spec.select for play in playbook.plays for spec in play.verify]
+    if not_run:  # never silent: a play asked for checks that this version cannot run yet
+        console.print(f"[yellow]warning:[/] verify: {len(not_run)} check selector(s) not run: "
+                      "verification (checks/) is not available yet", highlight=False)
+    checks = {"passed": 0, "failed": 0, "results": [], "not_run": not_run}
+    payload = result_json("play", summary, records, duration, journal_id, checks=checks,
+                          playbook=str(path), check=options.check)
     if declined:
         payload["ok"] = False
         payload["declined"] = str(declined)
