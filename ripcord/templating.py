@@ -12,13 +12,13 @@ import json
 import os
 import re
 import shlex
-from pathlib import Path
 from typing import Any
 
 import jinja2
 import jinja2.meta
 import jinja2.nodes
 
+from ripcord import dotenv
 from ripcord.errors import InputError
 
 LONE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
@@ -46,20 +46,6 @@ class Secrets:
         if isinstance(data, (list, tuple)):
             return [self.redact(v) for v in data]
         return data
-
-
-def read_dotenv(path: str | Path) -> dict[str, str]:
-    """KEY=VALUE lines of a .env file (comments and blank lines skipped, quotes removed)."""
-    values = {}
-    for line in Path(path).expanduser().read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-                value = value[1:-1]
-            values[key.strip()] = value
-    return values
 
 
 def _bool(value: Any) -> bool:
@@ -117,7 +103,7 @@ class Templar:
             if not file:
                 raise jinja2.UndefinedError("lookup('dotenv', KEY, file=PATH) needs file=")
             try:
-                value = read_dotenv(file).get(terms[0], default)
+                value = dotenv.read(file).get(terms[0], default)
             except OSError as exc:
                 raise jinja2.UndefinedError(f"cannot read {file}: {exc.strerror}") from None
             if value is None:

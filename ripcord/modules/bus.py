@@ -20,7 +20,7 @@ from typing import Any
 import paramiko
 from invoke.exceptions import ThreadException
 
-from ripcord import bus
+from ripcord import bus, dotenv
 from ripcord.errors import RipcordError, UnreachableError
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
 
@@ -43,20 +43,6 @@ def host_var(ctx: TaskContext, name: str) -> Any:
     return ctx.templar.render(value, ctx.vars) if ctx.templar is not None else value
 
 
-def parse_env(text: str) -> dict[str, str]:
-    """KEY=VALUE lines of a .env file, as templating.read_dotenv reads them (and `export K=V`)."""
-    values = {}
-    for line in text.splitlines():
-        line = line.strip().removeprefix("export ").strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-                value = value[1:-1]
-            values[key.strip()] = value
-    return values
-
-
 def env_secret(ctx: TaskContext, key: str) -> str:
     """One secret from the host's env_file, read over SFTP and registered for redaction."""
     path = host_var(ctx, "env_file")
@@ -68,7 +54,7 @@ def env_secret(ctx: TaskContext, key: str) -> str:
         raise UnreachableError(f"{ctx.host}: connection lost: {exc}") from None
     except OSError as exc:
         raise EnvFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    value = parse_env(text).get(key)
+    value = dotenv.parse(text).get(key)
     if not value:
         raise EnvFileError(f"{key} is not set in {path}")
     if ctx.secrets is not None:
@@ -161,8 +147,6 @@ class Nats(Module):
     def run(self, ctx: TaskContext, args: dict) -> Result:
         if ctx.check:
             return Result(skipped=True, msg="skipped in check mode")
-        if problems := self.check_combination(args):  # rendered values, checked again
-            return Result(failed=True, msg="; ".join(problems))
         subject = args["subject"]
         data = bus.encode(args.get("body") or {})
         try:
@@ -215,8 +199,6 @@ class JetStream(Module):
         return problems
 
     def run(self, ctx: TaskContext, args: dict) -> Result:
-        if problems := self.check_combination(args):  # rendered values, checked again
-            return Result(failed=True, msg="; ".join(problems))
         action, stream, consumer = args["action"], args["stream"], args.get("consumer")
         if action == "consumer_delete" and ctx.check:
             return Result(skipped=True, msg="skipped in check mode")

@@ -42,10 +42,23 @@ def _execute(line: str, args: dict, ctx: TaskContext) -> Result:
 COMMON = {"chdir": Arg(str), "creates": Arg(str), "removes": Arg(str), "stdin": Arg(str)}
 
 
-@register
-class Command(Module):
-    name = "command"
+class _Run(Module):
+    """What command and shell share: skipped under --check, creates/removes guards, results."""
+
     free_form = "cmd"
+
+    def line(self, args: dict) -> str:
+        raise NotImplementedError
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        if ctx.check:
+            return Result(skipped=True, msg="skipped in check mode")
+        return _guarded(args, ctx) or _execute(self.line(args), args, ctx)
+
+
+@register
+class Command(_Run):
+    name = "command"
     args = {"cmd": Arg(str), "argv": Arg(list), **COMMON}
 
     @classmethod
@@ -54,26 +67,15 @@ class Command(Module):
             return ["exactly one of 'cmd' or 'argv' is required"]
         return []
 
-    def run(self, ctx: TaskContext, args: dict) -> Result:
-        if ctx.check:
-            return Result(skipped=True, msg="skipped in check mode")
-        done = _guarded(args, ctx)
-        if done:
-            return done
+    def line(self, args: dict) -> str:
         words = args["argv"] if args.get("argv") else shlex.split(args["cmd"])
-        return _execute(" ".join(shlex.quote(str(w)) for w in words), args, ctx)
+        return " ".join(shlex.quote(str(w)) for w in words)
 
 
 @register
-class Shell(Module):
+class Shell(_Run):
     name = "shell"
-    free_form = "cmd"
     args = {"cmd": Arg(str, required=True), **COMMON}
 
-    def run(self, ctx: TaskContext, args: dict) -> Result:
-        if ctx.check:
-            return Result(skipped=True, msg="skipped in check mode")
-        done = _guarded(args, ctx)
-        if done:
-            return done
-        return _execute(f"/bin/sh -c {shlex.quote(args['cmd'])}", args, ctx)
+    def line(self, args: dict) -> str:
+        return f"/bin/sh -c {shlex.quote(args['cmd'])}"

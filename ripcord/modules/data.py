@@ -93,8 +93,6 @@ class Postgres(Module):
         return problems
 
     def run(self, ctx: TaskContext, args: dict) -> Result:
-        if problems := self.check_combination(args):  # rendered values, checked again
-            return Result(failed=True, msg="; ".join(problems))
         action = args["action"]
         if ctx.check and (action != "query" or args["write"]):
             return Result(skipped=True, msg="skipped in check mode")
@@ -222,8 +220,6 @@ class Redis(Module):
         return []
 
     def run(self, ctx: TaskContext, args: dict) -> Result:
-        if problems := self.check_combination(args):  # rendered values, checked again
-            return Result(failed=True, msg="; ".join(problems))
         command = args["command"]
         verb, writes = redis_verb(command)
         if writes and ctx.check:

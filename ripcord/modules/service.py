@@ -12,16 +12,13 @@ direct-tcpip channel, as `curl` on the host would, so a port bound to the host's
 
 from __future__ import annotations
 
-import http.client
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import paramiko
-
-from ripcord.errors import InputError, RipcordError, UnreachableError
+from ripcord.errors import InputError, RipcordError
+from ripcord.modules import httpchannel
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
 from ripcord.services import (
     FAILED,
@@ -49,46 +46,27 @@ class _Health:
 
     url: str
 
-    def probe(self, transport: paramiko.Transport) -> tuple[bool, str]:
+    def probe(self, ctx: TaskContext) -> tuple[bool, str]:
         parts = urlsplit(self.url)
-        if parts.scheme == "https":
-            return False, "https health URLs are not supported over the ssh channel"
-        port = parts.port or (80 if parts.scheme == "http" else None)
-        if not parts.hostname or not port:
-            return False, f"health URL {self.url!r} names no host and port"
         try:
-            channel = transport.open_channel("direct-tcpip", (parts.hostname, port),
-                                             ("127.0.0.1", 0), timeout=PROBE_TIMEOUT_S)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            return False, f"{parts.hostname}:{port} refused ({exc or type(exc).__name__})"
-        if parts.scheme != "http":
-            channel.close()
-            return True, f"{parts.hostname}:{port} accepts connections"
-        return self._get(channel, parts)
-
-    def _get(self, channel: paramiko.Channel, parts) -> tuple[bool, str]:
-        channel.settimeout(PROBE_TIMEOUT_S)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=PROBE_TIMEOUT_S)
-        conn.sock = channel  # http.client then speaks over the channel instead of connecting
-        try:
-            conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
-            response = conn.getresponse()
-            body = response.read(1 << 16)
-        except (http.client.HTTPException, OSError, EOFError) as exc:
-            return False, f"{self.url}: {exc or type(exc).__name__}"
-        finally:
-            conn.close()
+            if parts.scheme != "http":
+                if not parts.hostname or not parts.port:
+                    return False, f"health URL {self.url!r} names no host and port"
+                ok, seen = httpchannel.port_open(ctx, parts.hostname, parts.port, PROBE_TIMEOUT_S)
+                return ok, f"{parts.hostname}:{parts.port} {'accepts connections' if ok else seen}"
+            response = httpchannel.request(ctx, self.url, timeout=PROBE_TIMEOUT_S)
+        except httpchannel.ChannelError as exc:
+            return False, str(exc)
         if response.status != 200:
             return False, f"{self.url} answered HTTP {response.status}"
-        try:
-            status = json.loads(body).get("status")
-        except (ValueError, AttributeError):
+        if not isinstance(response.json, dict):
             return False, f"{self.url} answered no JSON object"
+        status = response.json.get("status")
         return status == "ok", f"{self.url} status {status!r}"
 
-    def wait(self, transport: paramiko.Transport, deadline: float) -> tuple[bool, str]:
+    def wait(self, ctx: TaskContext, deadline: float) -> tuple[bool, str]:
         while True:
-            ok, why = self.probe(transport)
+            ok, why = self.probe(ctx)
             if ok or time.monotonic() >= deadline:
                 return ok, why
             time.sleep(POLL_S)
@@ -102,13 +80,6 @@ def _render(ctx: TaskContext, value: Any) -> Any:
 
 def _control(ctx: TaskContext) -> ServiceControl:
     return ServiceControl(adapter_for(ctx.vars, lambda value: _render(ctx, value)), ctx.run)
-
-
-def _transport(ctx: TaskContext) -> paramiko.Transport:
-    transport = ctx.conn.fabric.client.get_transport() if ctx.conn else None
-    if transport is None or not transport.is_active():
-        raise UnreachableError(f"{ctx.host}: the ssh connection is gone; cannot check health")
-    return transport
 
 
 def _host_health_url(ctx: TaskContext, name: str) -> str | None:
@@ -156,7 +127,7 @@ def _become_healthy(ctx: TaskContext, name: str, url: str | None, deadline: floa
     if not url:
         raise ServiceError(f"no health check for {name} on {ctx.host}",
                            hint="set the host's health_urls, or wait_healthy: false")
-    ok, why = _Health(url).wait(_transport(ctx), deadline)
+    ok, why = _Health(url).wait(ctx, deadline)
     if not ok:
         raise ServiceError(f"{name} did not become healthy: {why}")
     return why

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ripcord import dotenv
 from ripcord.errors import SandboxError
 from ripcord.sandbox import render
 from ripcord.sandbox.plan import Host, Plan
@@ -80,12 +81,11 @@ def mkdirs(owner: Owner | None, mode: int, *paths: Path) -> None:
 
 
 def read_env(path: Path) -> dict[str, str]:
+    """A host's .env, or nothing when it does not exist yet."""
     try:
-        lines = path.read_text().splitlines()
+        return dotenv.read(path)
     except OSError:
         return {}
-    pairs = (line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
-    return {k.strip(): v.strip() for k, v in pairs}
 
 
 def gather_secrets(plan: Plan) -> dict[str, str]:

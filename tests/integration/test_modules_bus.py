@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import shlex
 import socket
-import subprocess
-import threading
 import time
-from contextlib import contextmanager
 
 import pytest
+from helpers import watching_processes
 
 from ripcord import bus
 
@@ -50,27 +48,6 @@ def trading(access, engines):
     access.nats(resume)
     access.wait_for(lambda: not any(halted(access, engines).values()), timeout=10,
                     what="every engine trading again")
-
-
-@contextmanager
-def watching_processes():
-    """Samples every process's command line (`ps -eo args`) while the block runs."""
-    seen: list[str] = []
-    stop = threading.Event()
-
-    def sample():
-        while True:  # at least once, however short the block
-            seen.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
-            if stop.wait(0.01):
-                return
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        yield seen
-    finally:
-        stop.set()
-        sampler.join()
 
 
 def log_count(access, host: str, text: str) -> int:

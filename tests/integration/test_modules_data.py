@@ -13,10 +13,9 @@ import os
 import re
 import shlex
 import subprocess
-import threading
-from contextlib import contextmanager
 
 import pytest
+from helpers import watching_processes
 
 SCRATCH = "ripcord_scratch"
 
@@ -64,27 +63,6 @@ def backups(access):
     after = set(access.ssh("db-1", f"ls -1 {directory} 2>/dev/null", check=False).stdout.split())
     for name in after - before:
         access.ssh("db-1", f"rm -f {shlex.quote(f'{directory}/{name}')}")
-
-
-@contextmanager
-def watching_processes():
-    """Samples every process's command line (`ps -eo args`) while the block runs."""
-    seen: list[str] = []
-    stop = threading.Event()
-
-    def sample():
-        while True:  # at least once, however short the block
-            seen.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
-            if stop.wait(0.005):
-                return
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        yield seen
-    finally:
-        stop.set()
-        sampler.join()
 
 
 def remote_file(access, path: str) -> tuple[int, str]:

@@ -15,9 +15,10 @@ import pytest
 
 from ripcord import bus
 from ripcord.connection import CommandResult
+from ripcord.dotenv import parse as parse_env
 from ripcord.errors import UnreachableError
 from ripcord.modules import REGISTRY, TaskContext
-from ripcord.modules.bus import EnvFileError, env_secret, parse_env
+from ripcord.modules.bus import EnvFileError, env_secret
 from ripcord.modules.data import parse_psql, redis_verb
 from ripcord.templating import Secrets, Templar
 

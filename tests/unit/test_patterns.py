@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from ansible_oracle import ansible_executable
 
 from ripcord.errors import EXIT_INVALID, InputError
 from ripcord.inventory import Inventory
@@ -66,15 +66,6 @@ for job in json.load(sys.stdin):
     out.append(results)
 json.dump(out, sys.stdout)
 """
-
-
-def ansible_executable(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} not found next to {sys.executable} nor on PATH: install the test "
-                    "extra (pip install -e '.[test]', which pins ansible-core)", pytrace=False)
-    return found
 
 
 def ansible_python(ansible: str) -> str:
