@@ -86,8 +86,10 @@ class Connection:
                               known_hosts=self.spec.known_hosts)
 
     def _fabric(self, spec: ConnectionSpec, gateway: fabric.Connection | None = None):
-        kwargs = {"banner_timeout": BANNER_TIMEOUT_S, "auth_timeout": AUTH_TIMEOUT_S,
-                  "look_for_keys": spec.key_file is None}
+        # A host that accepts but never speaks must cost at most its own connect timeout.
+        limit = max(1.0, spec.connect_timeout)
+        kwargs = {"banner_timeout": min(limit, BANNER_TIMEOUT_S),
+                  "auth_timeout": min(limit, AUTH_TIMEOUT_S), "look_for_keys": spec.key_file is None}
         if spec.key_file:
             kwargs["key_filename"] = str(Path(spec.key_file).expanduser())
         conn = fabric.Connection(host=spec.host, port=spec.port, user=spec.user,

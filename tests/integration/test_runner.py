@@ -274,3 +274,61 @@ def test_the_journal_chains_records_and_redacts_lookup_secrets(tmp_path, monkeyp
     journal.path.write_text(tampered)
     assert any("altered" in p for p in journal.verify())
     assert first in text
+
+
+def test_a_host_that_never_answers_costs_only_its_timeout(fleet, access, tmp_path, scratch):
+    """A listener that accepts and stays silent (no SSH banner) must not hang the run."""
+    import threading
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", fleet.plan.base_port + 8))  # in the fleet's range, never used
+    silent.listen()
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
+    try:
+        inventory = unreachable_inventory(fleet, tmp_path, f"""
+all:
+  children:
+    exec:
+      hosts:
+        exec-silent:
+          ansible_host: 127.0.0.1
+          ansible_port: {fleet.plan.base_port + 8}
+          ansible_timeout: 1
+""")
+        started = time.monotonic()
+        runner = run(inventory, P([T("write", "shell", {"cmd": f"echo hi >> {scratch}"})]))
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert runner.summary()["exec-silent"]["unreachable"] == 1
+    assert access.ssh("exec-2", f"cat {scratch}").stdout.split() == ["hi"]
+    assert elapsed < 8, f"a silent host held the run for {elapsed:.1f}s"
+
+
+def test_a_task_timeout_stops_a_hung_command(inventory, scratch):
+    runner = run(inventory, P([T("hangs", "shell", {"cmd": "sleep 30"}, timeout=1)], hosts="exec-1"))
+    record = next(r for r in runner.records if r.task == "hangs")
+    assert record.outcome == "failed" and "timed out" in record.msg
+    assert record.duration_s < 5
+
+
+def test_a_jump_host_carries_the_connection(fleet, access, tmp_path, scratch):
+    """exec-1 reached through core-1 (ProxyJump): core-1's sshd sees the login."""
+    core = fleet.plan.host("core-1")
+    log = fleet.plan.control_dir / "logs" / "sshd-core-1.log"
+    logins_before = log.read_text().count("Accepted publickey")
+    inventory = unreachable_inventory(fleet, tmp_path, f"""
+all:
+  children:
+    exec:
+      hosts:
+        exec-1:
+          ansible_ssh_common_args: "-o ProxyJump={fleet.user}@127.0.0.1:{core.ssh_port}"
+""")
+    assert inventory.connection_for("exec-1").jump == f"{fleet.user}@127.0.0.1:{core.ssh_port}"
+    runner = run(inventory, P([T("write", "shell", {"cmd": f"echo jumped >> {scratch}"})],
+                              hosts="exec-1"))
+    assert runner.summary()["exec-1"]["changed"] == 1
+    assert access.ssh("exec-1", f"cat {scratch}").stdout.split() == ["jumped"]
+    assert log.read_text().count("Accepted publickey") > logins_before
