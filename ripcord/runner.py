@@ -128,7 +128,7 @@ class Runner:
         for batch in serial_batches(hosts, play.serial):
             self.batch = batch
             active = self._connect([h for h in batch if not self._gone(h)])
-            aborted = self._run_tasks(play, play.tasks, active, batch, in_block=False)
+            aborted = self._run_tasks(play, play.tasks, active, batch)
             self._run_handlers(play, [h for h in active if not self._gone(h)])
             if aborted or all(self._gone(h) for h in batch):  # a batch lost entirely stops the play
                 break
@@ -158,8 +158,7 @@ class Runner:
         try:
             conn.open()
             if not self.options.check:
-                home = self.inventory.host_vars(host).get("titan_home") or "/tmp"
-                lock = HostLock(conn, str(home), self.owner)
+                lock = HostLock(conn, self._lock_dir(host), self.owner)
                 lock.acquire(self.options.lock_wait_s)
                 self.locks[host] = lock
         except UnreachableError as exc:
@@ -169,6 +168,12 @@ class Runner:
             conn.close()
             return UnreachableError(str(exc))
         return conn
+
+    def _lock_dir(self, host: str) -> str:
+        """The host's titan_home (rendered), else the login's home directory (".")."""
+        variables = self.inventory.host_vars(host)
+        home = variables.get("titan_home")
+        return str(self.templar.render(home, variables)) if home else "."
 
     def _mark_unreachable(self, host: str, task: Task | None, msg: str) -> None:
         state = self.hosts[host]
@@ -192,7 +197,7 @@ class Runner:
         return True
 
     def _run_tasks(self, play: Play, tasks: list[Task], hosts: list[str], batch: list[str],
-                   in_block: bool, force: bool = False) -> bool:
+                   force: bool = False) -> bool:
         """Run tasks in lockstep; returns True when the play must stop (fatal or max fail %)."""
         for task in tasks:
             active = [h for h in hosts if not self._gone(h)]
@@ -213,7 +218,7 @@ class Runner:
                    force: bool) -> bool:
         inner = _inherit(block)
         before = {h for h in hosts if self._gone(h)}
-        aborted = self._run_tasks(play, inner.block or [], hosts, batch, True, force)
+        aborted = self._run_tasks(play, inner.block or [], hosts, batch, force)
         failed = [h for h in hosts if self.hosts[h].failed and h not in before]
         if inner.rescue and failed:
             for host in failed:  # rescued hosts rejoin the play, knowing what failed
@@ -222,13 +227,13 @@ class Runner:
                 state.stats["failed"] -= 1  # as Ansible's recap: rescued, not failed
                 state.stats["rescued"] += 1
                 state.facts.update(state.last_failure or {})
-            aborted = self._run_tasks(play, inner.rescue, failed, batch, True, force=True) or aborted
+            aborted = self._run_tasks(play, inner.rescue, failed, batch, force=True) or aborted
         if inner.always:
             survivors = [h for h in hosts if not self.hosts[h].unreachable]
             failed_before_always = {h for h in survivors if self.hosts[h].failed}
             for host in failed_before_always:  # always runs on failed hosts too
                 self.hosts[host].failed = False
-            self._run_tasks(play, inner.always, survivors, batch, True, force=True)
+            self._run_tasks(play, inner.always, survivors, batch, force=True)
             for host in failed_before_always:
                 self.hosts[host].failed = True
         return aborted or self._must_abort(play, batch)

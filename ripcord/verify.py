@@ -1,0 +1,195 @@
+"""Run checks/ (testinfra tests) against hosts, over the run's own SSH connections.
+
+pytest runs in-process with a plugin that parametrizes the `host` fixture over the hosts to
+verify, each a testinfra Host whose backend sends commands through ripcord's Connection: the
+connection (and its host key checking) is the one the play used, so verifying ten hosts opens no
+new SSH session. testinfra's own plugin is disabled for these runs, so nothing can fall back to
+its paramiko backend, which only warns on unknown host keys.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra.host
+from testinfra.backend.base import BaseBackend, CommandResult
+
+from ripcord.connection import Connection
+from ripcord.errors import InputError, RipcordError
+
+CHECKS = Path(__file__).resolve().parent.parent / "checks"
+WAIVERS = CHECKS / "waivers.yml"
+
+
+class RipcordBackend(BaseBackend):
+    """testinfra commands over an open ripcord Connection; carries the host's variables."""
+
+    NAME = "ripcord"
+
+    def __init__(self, conn: Connection, hostvars: dict[str, Any], *args: Any, **kwargs: Any):
+        super().__init__(conn.name, *args, **kwargs)
+        self.conn = conn
+        self.hostvars = hostvars
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
+        line = self.get_command(command, *args)
+        try:
+            out = self.conn.run(line)
+        except RipcordError as exc:  # a lost host fails the check with the reason, not a crash
+            return self.result(255, self.encode(line), b"", str(exc).encode())
+        return self.result(out.rc, self.encode(line), out.stdout.encode(), out.stderr.encode())
+
+
+@dataclass
+class CheckResult:
+    host: str
+    id: str  # the test's node id without the host parameter
+    outcome: str  # passed | failed | waived | skipped
+    message: str = ""
+    duration: float = 0.0
+
+
+@dataclass
+class CheckReport:
+    results: list[CheckResult] = field(default_factory=list)
+    attempts: int = 1
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [r for r in self.results if r.outcome == "failed"]
+
+    def summary(self) -> dict[str, Any]:
+        count = {o: sum(r.outcome == o for r in self.results) for o in ("passed", "failed", "waived")}
+        return {**count, "results": [vars(r) for r in self.results]}
+
+
+class _Plugin:
+    """Gives checks their hosts (over our connections) and their variables; records results."""
+
+    def __init__(self, connections: dict[str, Connection], hostvars: dict[str, dict[str, Any]]):
+        self.connections = connections
+        self.hostvars = hostvars
+        self.hosts = {name: testinfra.host.Host(RipcordBackend(conn, hostvars[name]))
+                      for name, conn in connections.items()}
+        self.results: list[CheckResult] = []
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "ripcord_host_name" in metafunc.fixturenames:
+            names = sorted(self.hosts)
+            metafunc.parametrize("ripcord_host_name", names, ids=names, scope="module")
+
+    @pytest.fixture(scope="module")
+    def host(self, ripcord_host_name: str) -> testinfra.host.Host:
+        return self.hosts[ripcord_host_name]
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        outcome = yield
+        report = outcome.get_result()
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            host = item.callspec.params.get("ripcord_host_name", "") if hasattr(item, "callspec") \
+                else ""
+            message = ""
+            if call.excinfo is not None and not report.skipped:
+                message = _first_line(call.excinfo.exconly())
+            elif report.skipped:
+                message = str(call.excinfo.value) if call.excinfo else ""
+            self.results.append(CheckResult(host, item.nodeid.split("[")[0].removeprefix("checks/"),
+                                            report.outcome, message, round(report.duration, 3)))
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line.removeprefix("AssertionError: ").strip()
+
+
+def run_checks(select: str, connections: dict[str, Connection],
+               hostvars: dict[str, dict[str, Any]], *, retry_s: float | None = None,
+               junit: str | None = None, waivers: Path = WAIVERS) -> CheckReport:
+    """Run the checks selected (a marker expression, or node ids separated by spaces) on hosts.
+
+    With retry_s, failing checks are run again until they pass or the time is up (as Goss's
+    --retry-timeout), so "restart, then wait until healthy" is one step.
+    """
+    active_waivers = load_waivers(waivers)
+    deadline = time.monotonic() + (retry_s or 0)
+    attempt = 0
+    while True:
+        attempt += 1
+        plugin = _Plugin(connections, hostvars)
+        args = [str(CHECKS), "-p", "no:pytest11.testinfra", "-p", "no:cacheprovider", "-p", "no:terminal",
+                "--import-mode=importlib",
+                *_selection(select)]
+        if junit:
+            args += ["--junitxml", junit]
+        code = pytest.main(args, plugins=[plugin])
+        if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED,
+                        pytest.ExitCode.NO_TESTS_COLLECTED):
+            raise InputError(f"checks could not run (pytest exit {int(code)}) for {select!r}",
+                             hint="run `pytest checks/ --collect-only` to see why")
+        report = CheckReport(apply_waivers(plugin.results, active_waivers), attempt)
+        if not report.failed or time.monotonic() >= deadline:
+            return report
+        time.sleep(1.0)
+
+
+def _selection(select: str) -> list[str]:
+    """Node ids ("test_halt.py::test_engine_halted") or a marker expression ("halt and not slow")."""
+    words = select.split()
+    if words and all("::" in w or w.endswith(".py") for w in words):
+        return [str(CHECKS / w.removeprefix("checks/")) for w in words]
+    return ["-m", select] if select.strip() else []
+
+
+@dataclass(frozen=True)
+class Waiver:
+    check: str  # a glob over "file.py::test_name"
+    hosts: str  # a glob over host names
+    reason: str
+    expires: datetime.date
+
+
+def load_waivers(path: Path) -> list[Waiver]:
+    """checks/waivers.yml: known failures, each with a reason and an expiry date."""
+    if not path.exists():
+        return []
+    import yaml
+
+    try:
+        entries = yaml.safe_load(path.read_text()) or []
+    except yaml.YAMLError as exc:
+        raise InputError(f"not valid YAML: {exc}", file=str(path)) from None
+    waivers = []
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict) or not {"check", "reason", "expires"} <= set(entry):
+            raise InputError(f"waiver {number} needs check, reason and expires", file=str(path))
+        expires = entry["expires"]
+        if not isinstance(expires, datetime.date):
+            raise InputError(f"waiver {number}: expires must be a date (YYYY-MM-DD)", file=str(path))
+        waivers.append(Waiver(str(entry["check"]), str(entry.get("hosts", "*")),
+                              str(entry["reason"]), expires))
+    return waivers
+
+
+def apply_waivers(results: list[CheckResult], waivers: list[Waiver],
+                  today: datetime.date | None = None) -> list[CheckResult]:
+    """A waived failure is reported as waived until its waiver expires; then it fails again."""
+    today = today or datetime.date.today()
+    for result in results:
+        if result.outcome != "failed":
+            continue
+        for waiver in waivers:
+            if fnmatch.fnmatch(result.id, waiver.check) and fnmatch.fnmatch(result.host, waiver.hosts):
+                if today <= waiver.expires:
+                    result.outcome = "waived"
+                    result.message += f" (waived until {waiver.expires}: {waiver.reason})"
+                else:
+                    result.message += f" (waiver expired {waiver.expires})"
+                break
+    return results
