@@ -5,6 +5,7 @@
     invoke sandbox.down [--purge]                    stop everything; --purge deletes its files
     invoke play PLAYBOOK --host PATTERN [...]         run a playbook (--check, --diff, --tags, -e)
     invoke inventory --list | --host NAME | --graph   what ripcord resolved, as ansible-inventory
+    invoke verify --host PATTERN [--checks EXPR]      run checks/ on hosts (--junit FILE, --json)
 
 Exit codes (docs/exit-codes.md): 0 ok, 1 failed, 2 invalid input, 3 unreachable, 4 declined.
 """
@@ -145,5 +146,30 @@ def inventory_(c, list_=False, host=None, graph=False, group="all", vars_=False,
     run_task(body)
 
 
+@task(iterable=["inventory"],
+      help={"host": "host pattern to verify (required)",
+            "checks": "a marker expression (`halt and not resume`) or node ids; default: all",
+            "junit": "also write JUnit XML here, for a CI server",
+            "inventory": "inventory file or directory (repeatable; default: inventory/)",
+            "json": "one JSON object on stdout", "debug": "show tracebacks"})
+def verify(c, host=None, checks="", junit=None, inventory=None, json_=False, debug=False):
+    """Run the checks (checks/) on the hosts a pattern selects; changes nothing."""
+    from invoke import Exit
+
+    from ripcord.execute import run_verify
+
+    def body(out):
+        if not host:
+            raise InputError("--host PATTERN is required", hint="e.g. --host sandbox")
+        outcome = run_verify(pattern=host, select=checks, inventory_paths=inventory, junit=junit,
+                             console=out)
+        if json_:
+            emit_json(outcome.payload)
+        if outcome.code:
+            raise Exit(code=outcome.code)
+
+    run_task(body, json_mode=json_, debug=debug)
+
+
 sandbox = Collection("sandbox", up, down, status)
-ns = Collection(sandbox, play, inventory_)
+ns = Collection(sandbox, play, inventory_, verify)

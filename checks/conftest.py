@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,8 @@ SCENARIOS = tuple(f"scenario{n:02d}" for n in range(1, 21))
 def pytest_configure(config: pytest.Config) -> None:
     for name in (*CONCERNS, *PROCEDURES, *SCENARIOS):
         config.addinivalue_line("markers", f"{name}: checks for {name}")
+    config.addinivalue_line("markers", "situational: asserts a state a procedure brings about "
+                            "(the fleet halted, say); left out unless selected")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ def _engine(hostvars, health):
     return health(ENGINE)
 
 
+@pytest.mark.situational
 def test_engine_is_halted(host, hostvars, health):
     """After a halt: the halt file is in place, and the engine says it is halted."""
     halt_file = host.file(f"{hostvars['titan_home']}/system.halt")

@@ -22,8 +22,8 @@ from ripcord.errors import EXIT_DECLINED, DeclinedError, InputError
 from ripcord.inventory import load_operator_inventory
 from ripcord.journal import Journal, operator
 from ripcord.playbook import load_playbook
-from ripcord.report import Display, exit_code, result_json
-from ripcord.runner import Options, Runner
+from ripcord.report import CHECK_COLUMNS, Display, exit_code, result_json
+from ripcord.runner import Options, Runner, TaskRecord
 
 
 @dataclass
@@ -86,25 +86,61 @@ def run_playbook(path: str, *, pattern: str, inventory_paths: list[str] | None, 
         records = runner.run(playbook)
     except DeclinedError as exc:
         declined, records = exc, runner.records
-    summary = runner.summary()
-    code = EXIT_DECLINED if declined else exit_code(summary)
+    summary, checks = runner.summary(), runner.check_summary()
+    code = EXIT_DECLINED if declined else exit_code(summary, checks)
     duration = time.monotonic() - started
     journal_id = journal.append(runner.secrets.redact({
         "kind": "play", "playbook": str(path), "pattern": pattern, "check": options.check,
         "reason": reason, "command": command, "extra_vars": options.extra_vars,
-        "hosts": summary, "tasks": [vars(r) for r in records], "exit_code": code,
-        "declined": str(declined) if declined else None, "duration_s": round(duration, 3)}))
-    Display(console).recap(summary)
+        "hosts": summary, "tasks": [vars(r) for r in records], "checks": checks,
+        "exit_code": code, "declined": str(declined) if declined else None,
+        "duration_s": round(duration, 3)}))
+    Display(console).recap(summary, checks)
     if declined:
         print_error(declined)
-    not_run = [spec.select for play in playbook.plays for spec in play.verify]
-    if not_run:  # never silent: a play asked for checks that this version cannot run yet
-        console.print(f"[yellow]warning:[/] verify: {len(not_run)} check selector(s) not run: "
-                      "verification (checks/) is not available yet", highlight=False)
-    checks = {"passed": 0, "failed": 0, "results": [], "not_run": not_run}
     payload = result_json("play", summary, records, duration, journal_id, checks=checks,
                           playbook=str(path), check=options.check)
     if declined:
         payload["ok"] = False
         payload["declined"] = str(declined)
     return Outcome(code, runner.secrets.redact(payload))
+
+
+def run_verify(*, pattern: str, select: str, inventory_paths: list[str] | None,
+               junit: str | None, console: Console, forks: int = 20) -> Outcome:
+    """`invoke verify`: the checks selected, on the hosts a pattern selects, read-only."""
+    from ripcord.templating import Templar, resolve_vars
+    from ripcord.verify import DEFAULT_SELECTION, WAIVERS, connect, load_waivers, run_checks
+
+    started = time.monotonic()
+    select = select or DEFAULT_SELECTION
+    inventory = load_operator_inventory(inventory_paths)
+    hosts = inventory.select(pattern)
+    load_waivers(WAIVERS)  # a malformed waivers file is an input error, before any connection
+    connections, unreachable = connect(inventory, hosts, forks)
+    display = Display(console)
+    try:
+        templar = Templar()
+        hostvars = {h: resolve_vars(templar, dict(inventory.host_vars(h))) for h in connections}
+        display.verify_start(select, list(connections))
+        report = run_checks(select, connections, hostvars, junit=junit) if connections else None
+    finally:
+        for conn in connections.values():
+            conn.close()
+    results = report.results if report else []
+    for host, why in unreachable.items():
+        display.host_result(TaskRecord("verify", "connect", host, "unreachable", why))
+    for result in results:
+        display.check_result(result)
+    checks = report.summary() if report else {"passed": 0, "failed": 0, "waived": 0, "results": []}
+    summary = {h: {**dict.fromkeys(("ok", "changed", "rescued", "ignored"), 0),
+                   **{o: sum(r.host == h and r.outcome == o for r in results)
+                      for o in ("passed", "failed", "waived", "skipped")},
+                   "unreachable": int(h in unreachable)} for h in hosts}
+    duration = time.monotonic() - started
+    code = exit_code(summary, checks)
+    journal_id = Journal().append({"kind": "verify", "pattern": pattern, "select": select,
+                                   "hosts": summary, "checks": checks, "exit_code": code,
+                                   "duration_s": round(duration, 3)})
+    display.recap(summary, checks, title="VERIFY RECAP", columns=CHECK_COLUMNS)
+    return Outcome(code, result_json("verify", summary, [], duration, journal_id, checks=checks))

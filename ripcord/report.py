@@ -13,8 +13,10 @@ from rich.console import Console
 from rich.markup import escape
 
 STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachable": "bold magenta",
-         "skipped": "cyan", "rescued": "blue", "ignored": "dim"}
+         "skipped": "cyan", "rescued": "blue", "ignored": "dim", "passed": "green",
+         "waived": "yellow"}
 RECAP_COLUMNS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
+CHECK_COLUMNS = ("passed", "failed", "waived", "skipped", "unreachable")
 
 
 class Display:
@@ -65,19 +67,40 @@ class Display:
                 self.waiting.remove(record.host)
                 self.status.update(self._waiting_text())
 
-    def recap(self, summary: dict[str, dict[str, int]], checks: dict | None = None) -> None:
+    def note(self, message: str) -> None:
+        with self.lock:
+            self.console.print(f"[dim]{escape(message)}[/]")
+
+    def verify_start(self, select: str, hosts: list[str]) -> None:
+        with self.lock:
+            self.console.print(f"[bold]VERIFY[/] {escape(select)}  [dim]({len(hosts)} hosts)[/]")
+
+    def check_result(self, result) -> None:
+        style = {"passed": "green", "failed": "bold red", "waived": "yellow", "skipped": "cyan"}
+        if result.outcome in ("passed", "skipped") and not self.verbose:
+            return
+        with self.lock:
+            line = (f"  [{style.get(result.outcome, 'white')}]{result.outcome}[/]: "
+                    f"{escape(f'[{result.host}]')} {escape(result.id)}")
+            if result.message and result.outcome != "passed":
+                line += f": {escape(result.message)}"
+            self.console.print(line, soft_wrap=True)
+
+    def recap(self, summary: dict[str, dict[str, int]], checks: dict | None = None,
+              title: str = "PLAY RECAP", columns: tuple[str, ...] = RECAP_COLUMNS) -> None:
         """Ansible's PLAY RECAP: one line per host, a column per outcome (aligned by hand: a
         rich Table costs ~30 ms, a twentieth of a small run)."""
         width = max([len("host"), *map(len, summary)])
-        widths = {c: max([len(c), *(len(str(st[c])) for st in summary.values())]) for c in RECAP_COLUMNS}
-        lines = ["[bold]PLAY RECAP[/]",
-                 "host".ljust(width) + "".join(f"  {c:>{widths[c]}}" for c in RECAP_COLUMNS)]
+        widths = {c: max([len(c), *(len(str(st[c])) for st in summary.values())]) for c in columns}
+        lines = [f"[bold]{title}[/]",
+                 "host".ljust(width) + "".join(f"  {c:>{widths[c]}}" for c in columns)]
         for host, stats in summary.items():
             cells = "".join(f"  [{STYLE[c]}]{stats[c]:>{widths[c]}}[/]" if stats[c]
-                            else f"  {0:>{widths[c]}}" for c in RECAP_COLUMNS)
+                            else f"  {0:>{widths[c]}}" for c in columns)
             lines.append(escape(host.ljust(width)) + cells)
-        if checks and (checks["passed"] or checks["failed"]):
-            lines.append(f"checks: {checks['passed']} passed, {checks['failed']} failed")
+        if checks and checks["results"]:
+            lines.append(f"checks: {checks['passed']} passed, {checks['failed']} failed, "
+                         f"{checks.get('waived', 0)} waived")
         self.console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 

@@ -23,7 +23,8 @@ from ripcord.inventory import Inventory
 from ripcord.lock import HostLock, owner_record
 from ripcord.modules import REGISTRY, Result, TaskContext
 from ripcord.playbook import Play, Playbook, Task
-from ripcord.templating import Secrets, Templar
+from ripcord.templating import Secrets, Templar, resolve_vars
+from ripcord.verify import CheckReport, CheckResult, run_checks
 
 OUTCOMES = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
 
@@ -84,6 +85,7 @@ class Runner:
         self.connections: dict[str, Connection | UnreachableError] = {}
         self.locks: dict[str, HostLock] = {}
         self.records: list[TaskRecord] = []
+        self.checks: list[CheckResult] = []
         self.owner = owner_record(run_id, operator, command)
         self.operator = operator
         self.batch: list[str] = []
@@ -132,6 +134,38 @@ class Runner:
             self._run_handlers(play, [h for h in active if not self._gone(h)])
             if aborted or all(self._gone(h) for h in batch):  # a batch lost entirely stops the play
                 break
+        if play.verify:
+            self._verify(play, hosts)
+
+    def _verify(self, play: Play, hosts: list[str]) -> None:
+        """The play's checks, on exactly the hosts it touched, over the same connections.
+
+        A failed check fails its host (and so the run). Under --check nothing changed, so there
+        is nothing to verify.
+        """
+        targets = [h for h in hosts if self.hosts[h].touched and not self.hosts[h].unreachable
+                   and isinstance(self.connections.get(h), Connection)]
+        if self.options.check or not targets:
+            if self.display:
+                why = "under --check" if self.options.check else "on no touched host"
+                self.display.note(f"verify: not run {why}")
+            return
+        connections = {h: self.connections[h] for h in targets}
+        hostvars = {h: self._vars(play, None, h) for h in targets}
+        for spec in play.verify:
+            if self.display:
+                self.display.verify_start(spec.select, targets)
+            report = run_checks(spec.select, connections, hostvars, retry_s=spec.retry_s)
+            self.checks.extend(report.results)
+            for result in report.results:
+                if self.display and result.outcome != "failed":  # failures print as records
+                    self.display.check_result(result)
+                if result.outcome == "failed":
+                    state = self.hosts[result.host]
+                    state.failed = True
+                    state.stats["failed"] += 1
+                    self._record(None, result.host, "failed", f"check {result.id}: {result.message}",
+                                 result.duration, None, play=play, name=f"verify {result.id}")
 
     def _gone(self, host: str) -> bool:
         state = self.hosts[host]
@@ -265,13 +299,13 @@ class Runner:
             for host in hosts[1:]:
                 self._apply(play, task, host, *results[0])
 
-    def _vars(self, play: Play, task: Task, host: str) -> dict[str, Any]:
+    def _vars(self, play: Play, task: Task | None, host: str) -> dict[str, Any]:
         """Variables for one task on one host, by Ansible's precedence (later wins)."""
         state = self.hosts[host]
         values: dict[str, Any] = {}
         values.update(self.inventory.host_vars(host))
         values.update(play.vars)
-        values.update(task.vars)
+        values.update(task.vars if task else {})
         values.update(state.facts)
         values.update(self.options.extra_vars)
         values.update({
@@ -284,26 +318,7 @@ class Runner:
             "ansible_play_batch": list(self.batch), "playbook_dir": self.options.playbook_dir,
             "omit": _OMIT, "ripcord_operator": self.operator, "ripcord_reason": self.options.reason,
         })
-        return self._resolve(values)
-
-    def _resolve(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Render variables that refer to other variables (env_file: "{{ titan_home }}/.env").
-
-        Ansible templates variables lazily, when used; here each templated value is rendered up
-        front, and one that cannot be (it needs an undefined name) becomes an Undefined that
-        raises only if a task actually uses it: the same outcome, without laziness.
-        """
-        for _ in range(5):  # chains of references resolve in a few passes; cycles stay undefined
-            pending = {k: v for k, v in values.items() if _templated(v)}
-            if not pending:
-                break
-            for key, value in pending.items():
-                try:
-                    values[key] = self.templar.render(value, values)
-                except jinja2.UndefinedError as exc:
-                    values[key] = self.templar.env.undefined(
-                        hint=f"variable {key!r} could not be rendered: {exc.message}")
-        return values
+        return resolve_vars(self.templar, values)
 
     def _execute(self, play: Play, task: Task, host: str) -> tuple[str, Result]:
         """Run one task on one host: when, render, module, until/retries, *_when overrides."""
@@ -401,8 +416,9 @@ class Runner:
         return outcome, result
 
     def _record(self, task: Task | None, host: str, outcome: str, msg: str, duration: float,
-                diff: str | None, play: Play | None = None) -> None:
-        record = TaskRecord(play.name if play else "", task.name if task else "connect", host,
+                diff: str | None, play: Play | None = None, name: str | None = None) -> None:
+        label = name or (task.name if task else "connect")
+        record = TaskRecord(play.name if play else "", label, host,
                             outcome, self.secrets.redact(msg), round(duration, 3),
                             self.secrets.redact(diff) if diff else None,
                             task.module if task else None)
@@ -421,6 +437,9 @@ class Runner:
             self.hosts[host].notified.clear()
 
     # --- results ------------------------------------------------------------------------
+
+    def check_summary(self) -> dict[str, Any]:
+        return CheckReport(self.checks).summary()
 
     def summary(self) -> dict[str, dict[str, int]]:
         return {name: dict(state.stats) for name, state in self.hosts.items()}
@@ -446,16 +465,6 @@ class _HostVars(dict):
 
 
 _OMIT = "__ripcord_omit__"
-
-
-def _templated(value: Any) -> bool:
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, dict):
-        return any(_templated(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_templated(v) for v in value)
-    return False
 
 
 def _drop_omitted(args: Any) -> Any:

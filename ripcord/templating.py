@@ -19,7 +19,6 @@ import jinja2.meta
 import jinja2.nodes
 
 from ripcord import dotenv
-from ripcord.errors import InputError
 
 LONE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
 REDACTED = "********"
@@ -159,7 +158,31 @@ class Templar:
         return jinja2.meta.find_undeclared_variables(self.env.parse(source)) - set(self.env.globals)
 
 
-def template_error(exc: Exception, file: str | None = None, line: int | None = None) -> InputError:
-    """A Jinja2 error as an operator-facing InputError."""
-    message = getattr(exc, "message", None) or str(exc)
-    return InputError(f"template error: {message}", file=file, line=line)
+def _templated(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(_templated(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_templated(v) for v in value)
+    return False
+
+
+def resolve_vars(templar: Templar, values: dict[str, Any]) -> dict[str, Any]:
+    """Render variables that refer to other variables (env_file: "{{ titan_home }}/.env").
+
+    Ansible templates variables lazily, when used; here each templated value is rendered up
+    front, and one that cannot be (it needs an undefined name) becomes an Undefined that raises
+    only if something actually uses it: the same outcome, without laziness.
+    """
+    for _ in range(5):  # chains of references resolve in a few passes; cycles stay undefined
+        pending = {k: v for k, v in values.items() if _templated(v)}
+        if not pending:
+            break
+        for key, value in pending.items():
+            try:
+                values[key] = templar.render(value, values)
+            except jinja2.UndefinedError as exc:
+                values[key] = templar.env.undefined(
+                    hint=f"variable {key!r} could not be rendered: {exc.message}")
+    return values

@@ -24,6 +24,7 @@ from ripcord.connection import Connection
 from ripcord.errors import InputError, RipcordError
 
 CHECKS = Path(__file__).resolve().parent.parent / "checks"
+DEFAULT_SELECTION = "not situational"  # what a healthy fleet must pass: `invoke verify` default
 WAIVERS = CHECKS / "waivers.yml"
 
 
@@ -102,6 +103,28 @@ class _Plugin:
                 message = str(call.excinfo.value) if call.excinfo else ""
             self.results.append(CheckResult(host, item.nodeid.split("[")[0].removeprefix("checks/"),
                                             report.outcome, message, round(report.duration, 3)))
+
+
+def connect(inventory, hosts: list[str], forks: int = 20
+            ) -> tuple[dict[str, Connection], dict[str, str]]:
+    """Open a connection to each host in parallel: (connections, unreachable host -> why)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ripcord.errors import UnreachableError
+
+    def attempt(host: str) -> Connection | str:
+        conn = Connection(host, inventory.connection_for(host))
+        try:
+            conn.open()
+            return conn
+        except UnreachableError as exc:
+            conn.close()
+            return str(exc)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts) or 1))) as pool:
+        outcomes = dict(zip(hosts, pool.map(attempt, hosts), strict=True))
+    connections = {h: c for h, c in outcomes.items() if isinstance(c, Connection)}
+    return connections, {h: c for h, c in outcomes.items() if isinstance(c, str)}
 
 
 def _first_line(text: str) -> str:

@@ -93,6 +93,7 @@ class Fleet:
         secrets = provision.provision(self.plan, self.user, self.runtime)
         self._start_control()
         self._seed_database(secrets, timeout=60)
+        self._backup_database()
         self._ensure_stream(timeout=30)
         self._write_inventory()
         self._save()
@@ -184,6 +185,19 @@ class Fleet:
             return
         self.say("creating and seeding the titan database")
         self._psql("SET ROLE titan;\n" + schema + "\n" + seed, "titan", single_transaction=True)
+
+    def _backup_database(self, max_age_s: float = 3600) -> None:
+        """A fresh dump in db-1's titan_home/backups (as the nightly job leaves one on a real db
+        host), so a healthy fleet passes the backups check; none when one is younger than an hour."""
+        backups = self.plan.db.titan_home / "backups"
+        dumps = sorted(backups.glob("titan-*.sql"), key=lambda p: p.stat().st_mtime)
+        if dumps and time.time() - dumps[-1].stat().st_mtime < max_age_s:
+            return
+        target = backups / time.strftime("titan-%Y%m%dT%H%M%SZ.sql", time.gmtime())
+        pg_dump = render.postgres_bin() / "pg_dump"
+        argv = [str(pg_dump) if pg_dump.exists() else "pg_dump", "-h", str(self.plan.db.run),
+                "-p", str(self.plan.postgres_port), "-d", "titan", "-f", str(target)]
+        provision.run(provision.Owner(self.user).as_user(argv))
 
     def _ensure_stream(self, timeout: float) -> None:
         """The execution stream and its durable consumer, as the engine expects them."""

@@ -1,0 +1,35 @@
+"""Market data: the cached order books are fresh (runbook scenario 3: price timestamps < 2 s)."""
+
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.health, pytest.mark.restart, pytest.mark.scenario03,
+              pytest.mark.scenario13]
+FEED = "titan-market-data"
+
+
+def test_order_books_are_fresh(host, hostvars, setting):
+    """orderbook:<SYMBOL> in Redis, for each of TITAN_SYMBOLS, has a ts under check_price_max_age_s."""
+    if FEED not in (hostvars.get("services") or []):
+        pytest.skip("no market data feed on this host")
+    limit = setting("price_max_age_s", 2.0)
+    from urllib.parse import urlsplit
+
+    redis = urlsplit(hostvars["redis_url"])
+    symbols = host.check_output("set -a; . %s; set +a; printf %%s \"$TITAN_SYMBOLS\"",
+                                hostvars["env_file"]).replace(",", " ").split()
+    assert symbols, f"TITAN_SYMBOLS is empty in {hostvars['env_file']}"
+    stale = {}
+    for symbol in symbols:
+        out = host.run("date +%%s%%3N; redis-cli -h %s -p %s --raw GET %s", redis.hostname,
+                       str(redis.port or 6379), f"orderbook:{symbol}")
+        lines = out.stdout.splitlines()
+        if out.rc != 0 or len(lines) < 2 or not lines[1].startswith("{"):
+            stale[symbol] = "no order book in Redis"
+            continue
+        age = int(lines[0]) / 1000 - float(json.loads(lines[1])["ts"])
+        if age >= limit:
+            stale[symbol] = f"{age:.1f}s old"
+    assert not stale, (f"stale market data on {host.backend.hostname} (limit {limit:g}s): "
+                       + ", ".join(f"{s} {why}" for s, why in sorted(stale.items())))

@@ -1,0 +1,36 @@
+"""Ports: each service's health port, and the data services' own ports, are listening."""
+
+from urllib.parse import urlsplit
+
+import pytest
+
+pytestmark = [pytest.mark.ports, pytest.mark.restart, pytest.mark.restore, pytest.mark.deploy,
+              pytest.mark.scenario01, pytest.mark.scenario04]
+
+
+def _port(url: str | None) -> int | None:
+    return urlsplit(url).port if url else None
+
+
+def expected_ports(hostvars) -> dict[str, int]:
+    """What should listen on this host: service -> port (data services where they run)."""
+    services = set(hostvars.get("services") or [])
+    ports = {name: _port(url) for name, url in (hostvars.get("health_urls") or {}).items()}
+    if "postgresql" in services and hostvars.get("postgres_port"):
+        ports["postgresql"] = int(hostvars["postgres_port"])
+    if "redis" in services:
+        ports["redis"] = _port(hostvars.get("redis_url"))
+    if "nats" in services:
+        ports["nats"] = _port(hostvars.get("nats_url"))
+        ports["nats monitoring"] = _port(hostvars.get("nats_monitor_url"))
+    return {name: port for name, port in ports.items() if port}
+
+
+def test_service_ports_are_listening(host, hostvars):
+    ports = expected_ports(hostvars)
+    if not ports:
+        pytest.skip("no ports expected on this host")
+    closed = {name: port for name, port in ports.items()
+              if not host.socket(f"tcp://127.0.0.1:{port}").is_listening}
+    assert not closed, f"not listening on {host.backend.hostname}: " + ", ".join(
+        f"{name} (port {port})" for name, port in sorted(closed.items()))

@@ -1,0 +1,110 @@
+"""Verification on real hosts: over the run's own connections, after plays, and `invoke verify`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ripcord.templating import Templar, resolve_vars
+from ripcord.verify import RipcordBackend, run_checks
+
+REPO = Path(__file__).resolve().parents[2]
+EXECS = ("exec-1", "exec-2")
+
+
+@pytest.fixture
+def hostvars(inventory):
+    return {h: resolve_vars(Templar(), dict(inventory.host_vars(h))) for h in inventory.hosts}
+
+
+@pytest.fixture(autouse=True)
+def trading_afterwards(access):
+    yield
+    for host in EXECS:
+        access.ssh(host, 'rm -f "$TITAN_HOME/system.halt"')
+
+
+def invoke(fleet, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *args,
+                           "--inventory", str(fleet.inventory)],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "journal.jsonl")})
+
+
+def test_checks_reuse_the_open_connections(fleet, connect, hostvars):
+    """No new SSH login while checks run: they go over the connections the run already has."""
+    connections = {h.name: connect(h.name) for h in fleet.plan.hosts}
+    logs = [fleet.plan.control_dir / "logs" / f"sshd-{h}.log" for h in connections]
+    before = sum(log.read_text().count("Accepted publickey") for log in logs)
+    report = run_checks("health", connections, hostvars)
+    after = sum(log.read_text().count("Accepted publickey") for log in logs)
+    assert report.summary()["passed"] == len(connections) and not report.failed
+    assert after == before
+    plugin_backend = RipcordBackend(connections["exec-1"], hostvars["exec-1"])
+    assert plugin_backend.run("echo $RIPCORD_HOST").stdout.strip() == "exec-1"
+
+
+def test_retry_waits_until_the_check_passes(access, connect, hostvars):
+    """`retry: 30s` as Goss's --retry-timeout: the halt file appears after 1.5 s, the check waits."""
+    threading.Timer(1.5, lambda: access.ssh("exec-1", 'touch "$TITAN_HOME/system.halt"')).start()
+    started = time.monotonic()
+    report = run_checks("halt and situational", {"exec-1": connect("exec-1")},
+                        {"exec-1": hostvars["exec-1"]}, retry_s=10)
+    assert not report.failed and report.attempts > 1
+    assert 1.0 < time.monotonic() - started < 10
+    without = run_checks("halt and situational", {"exec-2": connect("exec-2")},
+                         {"exec-2": hostvars["exec-2"]}, retry_s=1)
+    assert [r.outcome for r in without.results] == ["failed"]
+    assert "no halt file" in without.results[0].message
+
+
+def test_invoke_verify_passes_on_a_healthy_fleet_and_writes_junit(fleet, tmp_path):
+    junit = tmp_path / "checks.xml"
+    result = invoke(fleet, "verify", "--host", "sandbox", "--junit", str(junit), "--json",
+                    tmp_path=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["checks"]["failed"] == 0
+    assert report["checks"]["passed"] > 0
+    for check in report["checks"]["results"]:
+        assert {"host", "id", "outcome", "message", "duration"} <= set(check)
+    assert 'failures="0"' in junit.read_text()
+
+
+def test_invoke_verify_fails_with_the_operators_message(fleet, access, tmp_path):
+    access.ssh("core-1", "supervisorctl stop titan-console")
+    try:
+        result = invoke(fleet, "verify", "--host", "core-1", "--checks", "health", tmp_path=tmp_path)
+    finally:
+        access.ssh("core-1", "supervisorctl start titan-console")
+    assert result.returncode == 1
+    assert "unhealthy on core-1: titan-console (no answer)" in result.stdout
+
+
+def test_a_play_fails_when_its_verify_fails(fleet, tmp_path):
+    playbook = tmp_path / "halt-one.yml"
+    playbook.write_text("""
+- hosts: exec
+  tasks:
+    - name: halt exec-1 only
+      file: {path: "{{ titan_home }}/system.halt", state: touch}
+      when: inventory_hostname == 'exec-1'
+    - name: look at the engine
+      command: "true"
+  verify:
+    - {checks: "halt and situational", retry: 2s}
+""")
+    result = invoke(fleet, "play", str(playbook), "--host", "exec", "--json", tmp_path=tmp_path)
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["hosts"]["exec-1"]["ok"] is True
+    assert report["hosts"]["exec-2"]["ok"] is False
+    failed = [c for c in report["checks"]["results"] if c["outcome"] == "failed"]
+    assert [(c["host"], c["id"]) for c in failed] == [("exec-2", "test_halt.py::test_engine_is_halted")]
