@@ -13,10 +13,13 @@ TAIL_LINES = 20000  # enough for a minute of any service's log
 def _stamp(line: str) -> float | None:
     """The ISO-8601 timestamp a Titan log line starts with (2026-11-21T08:33:07.766Z), as epoch."""
     word = line.split(" ", 1)[0]
+    if "T" not in word:  # a date alone ("2026-11-21 08:33:05,954 ...") is not a Titan stamp
+        return None
     try:
-        return datetime.datetime.fromisoformat(word.replace("Z", "+00:00")).timestamp()
+        stamp = datetime.datetime.fromisoformat(word.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return stamp.replace(tzinfo=stamp.tzinfo or datetime.UTC).timestamp()
 
 
 def test_few_errors_in_the_last_minute(host, hostvars, services, setting):

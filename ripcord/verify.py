@@ -9,8 +9,10 @@ its paramiko backend, which only warns on unknown host keys.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fnmatch
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,12 +148,12 @@ def run_checks(select: str, connections: dict[str, Connection],
     while True:
         attempt += 1
         plugin = _Plugin(connections, hostvars)
-        args = [str(CHECKS), "-p", "no:pytest11.testinfra", "-p", "no:cacheprovider", "-p", "no:terminal",
-                "--import-mode=importlib",
-                *_selection(select)]
+        args = ["-p", "no:pytest11.testinfra", "-p", "no:cacheprovider", "-q", "--tb=no",
+                "--import-mode=importlib", *_selection(select)]
         if junit:
             args += ["--junitxml", junit]
-        code = pytest.main(args, plugins=[plugin])
+        with contextlib.redirect_stdout(io.StringIO()):  # our report is the output, not pytest's
+            code = pytest.main(args, plugins=[plugin])
         if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED,
                         pytest.ExitCode.NO_TESTS_COLLECTED):
             raise InputError(f"checks could not run (pytest exit {int(code)}) for {select!r}",
@@ -163,11 +165,12 @@ def run_checks(select: str, connections: dict[str, Connection],
 
 
 def _selection(select: str) -> list[str]:
-    """Node ids ("test_halt.py::test_engine_halted") or a marker expression ("halt and not slow")."""
+    """pytest arguments for node ids ("test_halt.py::test_engine_is_trading") or a marker
+    expression ("halt and not resume"); nothing selected means every check."""
     words = select.split()
     if words and all("::" in w or w.endswith(".py") for w in words):
         return [str(CHECKS / w.removeprefix("checks/")) for w in words]
-    return ["-m", select] if select.strip() else []
+    return [str(CHECKS), "-m", select] if select.strip() else [str(CHECKS)]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,64 @@
+"""Exchange: reachable from the host, the host's API key accepted, few open orders.
+
+The API key is read from env_file inside the remote shell and given to curl as a header on
+stdin (-H @-): it is never in a command line, in output, or in a message.
+"""
+
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.exchange, pytest.mark.restart, pytest.mark.resume,
+              pytest.mark.rotate, pytest.mark.scenario02, pytest.mark.scenario07,
+              pytest.mark.scenario09, pytest.mark.scenario14]
+TRADERS = {"titan-execution", "titan-brain", "titan-market-data"}
+
+
+@pytest.fixture(scope="module")
+def exchange(host, hostvars):
+    """exchange(path) -> (HTTP status, body), authenticated with the host's EXCHANGE_API_KEY."""
+    if not TRADERS & set(hostvars.get("services") or []):
+        pytest.skip("no service on this host talks to the exchange")
+
+    def get(path: str, auth: bool = True):
+        url = hostvars["exchange_url"].rstrip("/") + path
+        if not auth:
+            out = host.run("curl -sS --max-time 3 -w '\\n%%{http_code}' %s", url)
+        else:
+            out = host.run(
+                'set -a; . %s; set +a; printf "X-API-KEY: %%s\\n" "$EXCHANGE_API_KEY" | '
+                "curl -sS --max-time 3 -H @- -w '\\n%%{http_code}' %s", hostvars["env_file"], url)
+        body, _, code = out.stdout.rpartition("\n")
+        return (int(code) if code.strip().isdigit() else 0), body, out.stderr.strip()
+    return get
+
+
+def test_exchange_is_reachable(host, hostvars, exchange):
+    code, body, error = exchange("/api/v1/time", auth=False)
+    ok = code == 200 and "serverTime" in body
+    assert ok, (
+        f"exchange {hostvars['exchange_url']} not reachable from {host.backend.hostname}: "
+        + (f"HTTP {code}" if code else error or "no answer"))
+
+
+def test_api_key_is_accepted(host, hostvars, exchange):
+    code, _, error = exchange("/api/v1/openOrders")
+    ok = code != 0
+    assert ok, f"exchange not reachable from {host.backend.hostname}: {error}"
+    ok = code == 200
+    assert ok, (f"the exchange refuses {host.backend.hostname}'s EXCHANGE_API_KEY "
+                         f"(from {hostvars['env_file']}): HTTP {code}")
+
+
+def test_open_orders_below_limit(host, hostvars, exchange, setting):
+    """This engine's open orders (clientOrderId prefix "<host>-") under check_open_orders_max."""
+    if "titan-execution" not in (hostvars.get("services") or []):
+        pytest.skip("no execution engine on this host")
+    limit = setting("open_orders_max", 100)
+    code, body, _ = exchange(f"/api/v1/openOrders?clientPrefix={host.backend.hostname}-")
+    ok = code == 200
+    assert ok, f"cannot list open orders of {host.backend.hostname}: HTTP {code}"
+    count = len(json.loads(body))
+    ok = count < limit
+    assert ok, (f"{count} open orders at the exchange for {host.backend.hostname}'s "
+                           f"engine: the limit is {limit}")

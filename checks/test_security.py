@@ -1,0 +1,54 @@
+"""Security: the .env is private, private keys are private, and no secret leaked into a log.
+
+Secret values are read from env_file inside the remote shell and handed to grep on stdin
+(-f -): they never appear in a command line, in output, or in a message; only key names do.
+"""
+
+import pytest
+
+pytestmark = [pytest.mark.security, pytest.mark.audit, pytest.mark.rotate,
+              pytest.mark.scenario14, pytest.mark.scenario18]
+SECRET_KEYS = ("TITAN_HMAC_SECRET", "TITAN_HMAC_SECRET_PREVIOUS", "TITAN_DB_PASSWORD",
+               "EXCHANGE_API_KEY", "EXCHANGE_OPS_API_KEY")
+
+
+def test_env_is_private(host, hostvars):
+    """env_file: mode 600, owned by the login user."""
+    env = host.file(hostvars["env_file"])
+    assert env.exists, f"{env.path} is missing on {host.backend.hostname}"
+    user = hostvars.get("ansible_user") or host.check_output("id -un")
+    problems = []
+    if env.mode != 0o600:
+        problems.append(f"mode {env.mode:o}, not 600")
+    if env.user != user:
+        problems.append(f"owned by {env.user}, not {user}")
+    assert not problems, f"{env.path} on {host.backend.hostname}: " + ", ".join(problems)
+
+
+def test_private_keys_are_private(host, hostvars):
+    """No SSH or TLS private key under titan_home readable by group or others."""
+    home = hostvars["titan_home"]
+    found = host.run(r"find %s -type f \( -name 'id_*' ! -name '*.pub' -o -name '*.key' "
+                     r"-o -name '*_key' \) -perm /077 -printf '%%m %%p\n'", home)
+    exposed = found.stdout.split("\n")
+    exposed = [line for line in exposed if line.strip()]
+    assert not exposed, (f"private keys readable by group/others on {host.backend.hostname}: "
+                         + ", ".join(f"{p} (mode {m})" for m, p in
+                                     (line.split(" ", 1) for line in exposed)))
+
+
+def test_no_secret_in_logs(host, hostvars):
+    """No value of SECRET_KEYS from env_file appears in any log under titan_home/logs."""
+    logs = f"{hostvars['titan_home']}/logs"
+    script = (
+        "set -a; . %s; set +a; "
+        "for k in " + " ".join(SECRET_KEYS) + "; do "
+        'v=$(printenv "$k") || continue; [ ${#v} -ge 8 ] || continue; '
+        'printf "%%s\\n" "$v" | grep -rlF -f - %s | sed "s|^|$k |"; '
+        "done; true")
+    out = host.run(script, hostvars["env_file"], logs)
+    ok = out.rc == 0
+    assert ok, f"cannot search the logs on {host.backend.hostname}: {out.stderr.strip()}"
+    leaks = [line.split(" ", 1) for line in out.stdout.splitlines() if " " in line]
+    assert not leaks, (f"secrets in logs on {host.backend.hostname}: " + ", ".join(
+        f"{key} in {path}" for key, path in leaks))
