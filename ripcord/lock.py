@@ -46,6 +46,8 @@ class HostLock:
             if made.ok:
                 return
             holder = self._holder()
+            if holder and holder.get("run") == self.owner.get("run"):
+                return  # this run holds it already (a host reached twice, e.g. by delegation)
             if holder is not None and self._stale(holder):
                 self.conn.run(f"rm -rf {quoted}")
                 continue

@@ -9,11 +9,12 @@ and `always` run whatever --tags selects: cleanup must not depend on a tag filte
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
@@ -24,7 +25,9 @@ from ripcord.lock import HostLock, owner_record
 from ripcord.modules import REGISTRY, Result, TaskContext
 from ripcord.playbook import Play, Playbook, Task
 from ripcord.templating import Secrets, Templar, resolve_vars
-from ripcord.verify import CheckReport, CheckResult, run_checks
+
+if TYPE_CHECKING:
+    from ripcord.verify import CheckResult
 
 OUTCOMES = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
 
@@ -83,6 +86,7 @@ class Runner:
         self.templar = Templar(self.secrets)
         self.hosts: dict[str, HostState] = {}
         self.connections: dict[str, Connection | UnreachableError] = {}
+        self.connect_lock = threading.Lock()
         self.locks: dict[str, HostLock] = {}
         self.records: list[TaskRecord] = []
         self.checks: list[CheckResult] = []
@@ -150,6 +154,8 @@ class Runner:
                 why = "under --check" if self.options.check else "on no touched host"
                 self.display.note(f"verify: not run {why}")
             return
+        from ripcord.verify import run_checks  # pytest and testinfra: only when a play verifies
+
         connections = {h: self.connections[h] for h in targets}
         hostvars = {h: self._vars(play, None, h) for h in targets}
         for spec in play.verify:
@@ -174,10 +180,17 @@ class Runner:
     # --- connections and locks ----------------------------------------------------------
 
     def _connect(self, hosts: list[str]) -> list[str]:
-        """Open (once per run) and lock each host, in parallel; returns those that made it."""
-        todo = [h for h in hosts if h not in self.connections]
-        for host, outcome in zip(todo, self.pool.map(self._open, todo), strict=True):
-            self.connections[host] = outcome
+        """Open (once per run) and lock each host, in parallel; returns those that made it.
+
+        Serialized: tasks delegating to the same host from several workers must share one
+        connection (and one lock), not race to open two.
+        """
+        with self.connect_lock:
+            todo = [h for h in hosts if h not in self.connections]
+            opened = list(self.pool.map(self._open, todo)) if len(todo) > 1 else \
+                [self._open(h) for h in todo]  # from a worker: no waiting on the pool it is in
+            for host, outcome in zip(todo, opened, strict=True):
+                self.connections[host] = outcome
         reachable = []
         for host in hosts:
             conn = self.connections[host]
@@ -439,7 +452,11 @@ class Runner:
     # --- results ------------------------------------------------------------------------
 
     def check_summary(self) -> dict[str, Any]:
-        return CheckReport(self.checks).summary()
+        if not self.checks:  # no play verified: spare every other run the import of pytest
+            return {"passed": 0, "failed": 0, "waived": 0, "results": []}
+        from ripcord.verify import summarize
+
+        return summarize(self.checks)
 
     def summary(self) -> dict[str, dict[str, int]]:
         return {name: dict(state.stats) for name, state in self.hosts.items()}

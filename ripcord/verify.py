@@ -68,8 +68,13 @@ class CheckReport:
         return [r for r in self.results if r.outcome == "failed"]
 
     def summary(self) -> dict[str, Any]:
-        count = {o: sum(r.outcome == o for r in self.results) for o in ("passed", "failed", "waived")}
-        return {**count, "results": [vars(r) for r in self.results]}
+        return summarize(self.results)
+
+
+def summarize(results: list[CheckResult]) -> dict[str, Any]:
+    """Counts by outcome and every result: the `checks` object of --json and the journal."""
+    count = {o: sum(r.outcome == o for r in results) for o in ("passed", "failed", "waived")}
+    return {**count, "results": [vars(r) for r in results]}
 
 
 class _Plugin:
