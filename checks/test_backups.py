@@ -15,15 +15,11 @@ def test_newest_backup_is_recent(host, hostvars, setting):
     out = host.run("date +%%s; find %s -maxdepth 1 -type f -printf '%%T@ %%s %%f\\n' | sort -n | "
                    "tail -n 1", folder)
     lines = out.stdout.splitlines()
-    ok = out.rc == 0 and lines
-    assert ok, (f"cannot list {folder} on {host.backend.hostname}: "
+    assert out.rc == 0 and lines, (f"cannot list {folder} on {host.backend.hostname}: "
                                    f"{out.stderr.strip()}")
-    ok = len(lines) > 1
-    assert ok, f"no backup in {folder} on {host.backend.hostname}"
+    assert len(lines) > 1, f"no backup in {folder} on {host.backend.hostname}"
     mtime, size, name = lines[1].split(" ", 2)
     age_h = (float(lines[0]) - float(mtime)) / 3600
-    ok = age_h < max_age_h
-    assert ok, (f"newest backup {folder}/{name} on {host.backend.hostname} is "
+    assert age_h < max_age_h, (f"newest backup {folder}/{name} on {host.backend.hostname} is "
                                f"{age_h:.1f} h old: the limit is {max_age_h:g} h")
-    ok = int(size) > 0
-    assert ok, f"newest backup {folder}/{name} on {host.backend.hostname} is empty"
+    assert int(size) > 0, f"newest backup {folder}/{name} on {host.backend.hostname} is empty"

@@ -24,12 +24,10 @@ def monitor(host, hostvars):
 
 def test_nats_is_healthy(host, monitor):
     out = monitor("/healthz")
-    ok = out.rc == 0
-    assert ok, f"NATS monitoring does not answer on {host.backend.hostname}: " + (
+    assert out.rc == 0, f"NATS monitoring does not answer on {host.backend.hostname}: " + (
         out.stderr.strip() or "no answer")
     status = (json.loads(out.stdout or "{}") if out.stdout.strip().startswith("{") else {})
-    ok = status.get("status") == "ok"
-    assert ok, (f"NATS is not healthy on {host.backend.hostname}: "
+    assert status.get("status") == "ok", (f"NATS is not healthy on {host.backend.hostname}: "
                                           f"{status.get('error') or out.stdout.strip()[:120]}")
 
 
@@ -37,16 +35,13 @@ def test_execution_stream_and_consumer(host, monitor, setting):
     stream = setting("nats_stream", "TITAN_EXECUTION")
     consumer = setting("nats_consumer", "execution_group")
     out = monitor("/jsz?consumers=true")
-    ok = out.rc == 0
-    assert ok, f"NATS monitoring does not answer on {host.backend.hostname}"
+    assert out.rc == 0, f"NATS monitoring does not answer on {host.backend.hostname}"
     jsz = json.loads(out.stdout)
     streams = {s["name"]: s for account in jsz.get("account_details") or []
                for s in account.get("stream_detail") or []}
-    ok = stream in streams
-    assert ok, (f"JetStream stream {stream} missing on {host.backend.hostname} "
+    assert stream in streams, (f"JetStream stream {stream} missing on {host.backend.hostname} "
                                f"(streams: {', '.join(sorted(streams)) or 'none'})")
     consumers = {c["name"] for c in streams[stream].get("consumer_detail") or []}
-    ok = consumer in consumers
-    assert ok, (
+    assert consumer in consumers, (
         f"durable consumer {consumer} missing on stream {stream} on {host.backend.hostname} "
         f"(consumers: {', '.join(sorted(consumers)) or 'none'})")

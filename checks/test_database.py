@@ -44,8 +44,7 @@ def psql(host, hostvars):
 def test_database_is_reachable(host, hostvars, psql):
     out = psql("select 1")
     where = f"{hostvars.get('postgres_host')}:{hostvars['postgres_port']}"
-    ok = out.rc == 0 and out.stdout.strip() == "1"
-    assert ok, (
+    assert out.rc == 0 and out.stdout.strip() == "1", (
         f"PostgreSQL at {where} not reachable from {host.backend.hostname}: "
         + (out.stderr.strip().splitlines() or ["no answer"])[-1])
 
@@ -59,8 +58,7 @@ def test_row_invariants(host, hostvars, psql):
         table_host = "o.host" if " o " in sql else "host"
         counts.append("(" + sql % {"host": "" if on_db else f" AND {table_host} = '{name}'"} + ")")
     out = psql("SELECT " + ", ".join(counts))
-    ok = out.rc == 0
-    assert ok, f"cannot check the invariants on {name}: " + (
+    assert out.rc == 0, f"cannot check the invariants on {name}: " + (
         out.stderr.strip().splitlines() or ["no answer"])[-1]
     found = [int(n or 0) for n in out.stdout.strip().split("|")]
     broken = {what: n for what, n in zip(INVARIANTS, found, strict=True) if n}

@@ -38,8 +38,7 @@ def test_env_has_required_keys(host, hostvars):
 def test_env_mode_is_600(host, hostvars):
     env = host.file(hostvars["env_file"])
     assert env.exists, f"{env.path} is missing on {host.backend.hostname}"
-    ok = env.mode == 0o600
-    assert ok, (f"{env.path} on {host.backend.hostname} has mode {env.mode:o}, "
+    assert env.mode == 0o600, (f"{env.path} on {host.backend.hostname} has mode {env.mode:o}, "
                                "not 600")
 
 
@@ -53,7 +52,6 @@ def test_current_release_is_the_inventory_version(host, hostvars):
     target = host.check_output("readlink %s", current.path)
     actual = host.check_output("readlink -f %s", current.path)
     wanted = host.check_output("readlink -f %s", f"{home}/releases/{version}")
-    ok = actual == wanted
-    assert ok, (f"{current.path} on {host.backend.hostname} points at {target}, "
+    assert actual == wanted, (f"{current.path} on {host.backend.hostname} points at {target}, "
                               f"not releases/{version}")
     assert host.file(wanted).is_directory, f"release {wanted} is missing on {host.backend.hostname}"

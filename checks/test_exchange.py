@@ -35,18 +35,15 @@ def exchange(host, hostvars):
 
 def test_exchange_is_reachable(host, hostvars, exchange):
     code, body, error = exchange("/api/v1/time", auth=False)
-    ok = code == 200 and "serverTime" in body
-    assert ok, (
+    assert code == 200 and "serverTime" in body, (
         f"exchange {hostvars['exchange_url']} not reachable from {host.backend.hostname}: "
         + (f"HTTP {code}" if code else error or "no answer"))
 
 
 def test_api_key_is_accepted(host, hostvars, exchange):
     code, _, error = exchange("/api/v1/openOrders")
-    ok = code != 0
-    assert ok, f"exchange not reachable from {host.backend.hostname}: {error}"
-    ok = code == 200
-    assert ok, (f"the exchange refuses {host.backend.hostname}'s EXCHANGE_API_KEY "
+    assert code != 0, f"exchange not reachable from {host.backend.hostname}: {error}"
+    assert code == 200, (f"the exchange refuses {host.backend.hostname}'s EXCHANGE_API_KEY "
                          f"(from {hostvars['env_file']}): HTTP {code}")
 
 
@@ -56,9 +53,7 @@ def test_open_orders_below_limit(host, hostvars, exchange, setting):
         pytest.skip("no execution engine on this host")
     limit = setting("open_orders_max", 100)
     code, body, _ = exchange(f"/api/v1/openOrders?clientPrefix={host.backend.hostname}-")
-    ok = code == 200
-    assert ok, f"cannot list open orders of {host.backend.hostname}: HTTP {code}"
+    assert code == 200, f"cannot list open orders of {host.backend.hostname}: HTTP {code}"
     count = len(json.loads(body))
-    ok = count < limit
-    assert ok, (f"{count} open orders at the exchange for {host.backend.hostname}'s "
+    assert count < limit, (f"{count} open orders at the exchange for {host.backend.hostname}'s "
                            f"engine: the limit is {limit}")

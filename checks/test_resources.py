@@ -11,8 +11,7 @@ def test_disk_use_of_titan_home(host, hostvars, setting):
     limit = setting("disk_max_percent", 80.0)
     out = host.check_output("df -P %s", hostvars["titan_home"]).splitlines()[-1].split()
     used, mount = float(out[4].rstrip("%")), out[5]
-    ok = used < limit
-    assert ok, (f"disk {used:.0f}% full on {host.backend.hostname} ({mount}, holding "
+    assert used < limit, (f"disk {used:.0f}% full on {host.backend.hostname} ({mount}, holding "
                           f"titan_home): the limit is {limit:.0f}%")
 
 
@@ -25,8 +24,7 @@ def test_memory_use(host, setting):
         key, _, rest = line.partition(":")
         info[key] = int(rest.split()[0]) if rest.split() else 0
     used = 100.0 * (info["MemTotal"] - info["MemAvailable"]) / info["MemTotal"]
-    ok = used < limit
-    assert ok, (f"memory {used:.0f}% used on {host.backend.hostname}: "
+    assert used < limit, (f"memory {used:.0f}% used on {host.backend.hostname}: "
                           f"the limit is {limit:.0f}%")
 
 
@@ -37,6 +35,5 @@ def test_load_per_core(host, setting):
     load5 = float(host.check_output("cat /proc/loadavg").split()[1])
     cores = int(host.check_output("nproc") or 1)
     per_core = load5 / max(cores, 1)
-    ok = per_core < limit
-    assert ok, (f"load {per_core:.2f} per core on {host.backend.hostname} "
+    assert per_core < limit, (f"load {per_core:.2f} per core on {host.backend.hostname} "
                               f"(5-min load {load5:.2f}, {cores} cores): the limit is {limit:.2f}")

@@ -47,8 +47,7 @@ def test_no_secret_in_logs(host, hostvars):
         'printf "%%s\\n" "$v" | grep -rlF -f - %s | sed "s|^|$k |"; '
         "done; true")
     out = host.run(script, hostvars["env_file"], logs)
-    ok = out.rc == 0
-    assert ok, f"cannot search the logs on {host.backend.hostname}: {out.stderr.strip()}"
+    assert out.rc == 0, f"cannot search the logs on {host.backend.hostname}: {out.stderr.strip()}"
     leaks = [line.split(" ", 1) for line in out.stdout.splitlines() if " " in line]
     assert not leaks, (f"secrets in logs on {host.backend.hostname}: " + ", ".join(
         f"{key} in {path}" for key, path in leaks))
