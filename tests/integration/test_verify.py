@@ -108,3 +108,21 @@ def test_a_play_fails_when_its_verify_fails(fleet, tmp_path):
     assert report["hosts"]["exec-2"]["ok"] is False
     failed = [c for c in report["checks"]["results"] if c["outcome"] == "failed"]
     assert [(c["host"], c["id"]) for c in failed] == [("exec-2", "test_halt.py::test_engine_is_halted")]
+
+
+def test_invoke_verify_reports_an_unreachable_host_and_checks_the_others(fleet, tmp_path):
+    ghost = tmp_path / "ghost.yml"
+    ghost.write_text(f"all:\n  children:\n    exec:\n      hosts:\n        exec-ghost:\n"
+                     f"          ansible_host: 127.0.0.1\n"
+                     f"          ansible_port: {fleet.plan.base_port + 9}\n"
+                     f"          ansible_timeout: 2\n")
+    result = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), "verify",
+                             "--host", "exec", "--checks", "health", "--json",
+                             "--inventory", str(fleet.inventory), "--inventory", str(ghost)],
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "j.jsonl")})
+    assert result.returncode == 3, result.stderr
+    report = json.loads(result.stdout)
+    assert report["hosts"]["exec-ghost"]["unreachable"] is True
+    assert report["hosts"]["exec-1"]["ok"] is True
+    assert {c["host"] for c in report["checks"]["results"]} == {"exec-1", "exec-2"}
