@@ -461,9 +461,6 @@ class Runner:
     def summary(self) -> dict[str, dict[str, int]]:
         return {name: dict(state.stats) for name, state in self.hosts.items()}
 
-    def touched_hosts(self) -> list[str]:
-        return [name for name, state in self.hosts.items() if state.touched and not state.unreachable]
-
 
 class _HostVars(dict):
     """hostvars[name]: another host's inventory vars and facts, looked up lazily."""

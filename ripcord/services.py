@@ -20,7 +20,6 @@ from typing import Any, ClassVar, Protocol
 from ripcord.errors import InputError, RipcordError
 
 RUNNING, STOPPED, STARTING, FAILED = "RUNNING", "STOPPED", "STARTING", "FAILED"
-STATES = (RUNNING, STOPPED, STARTING, FAILED)
 VERBS = ("start", "stop", "restart")
 
 

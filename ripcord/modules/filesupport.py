@@ -167,11 +167,6 @@ def read_file(ctx: TaskContext, path: str) -> bytes:
     return ctx.conn.read(path)
 
 
-def _sftp(ctx: TaskContext) -> paramiko.SFTPClient:
-    assert ctx.conn is not None, "this module needs a host connection"
-    return ctx.conn.fabric.sftp()
-
-
 def transport_alive(ctx: TaskContext) -> bool:
     client = getattr(getattr(ctx.conn, "fabric", None), "client", None)
     transport = client.get_transport() if client is not None else None
