@@ -37,15 +37,9 @@ class EnvFileError(RipcordError):
     """A value could not be read from the host's env_file."""
 
 
-def host_var(ctx: TaskContext, name: str) -> Any:
-    """An inventory variable, rendered: inventories keep `{{ titan_home }}/.env` unrendered."""
-    value = ctx.vars.get(name)
-    return ctx.templar.render(value, ctx.vars) if ctx.templar is not None else value
-
-
 def env_secret(ctx: TaskContext, key: str) -> str:
     """One secret from the host's env_file, read over SFTP and registered for redaction."""
-    path = host_var(ctx, "env_file")
+    path = ctx.vars.get("env_file")
     if not path:
         raise EnvFileError("inventory variable env_file is not set: it names the host's .env")
     try:
@@ -92,7 +86,7 @@ def _tunnel(ctx: TaskContext, url: str) -> Iterator[str]:
 
 def on_bus(ctx: TaskContext, args: dict, work: Callable[[Any], Awaitable[Result]]) -> Result:
     """Connect (bounded), run `work(nc)` and close; an unreachable bus is a failed task."""
-    url = args.get("url") or host_var(ctx, "nats_url")
+    url = args.get("url") or ctx.vars.get("nats_url")
     if not url:
         return Result(failed=True, msg="no NATS URL: give url or set inventory variable nats_url")
     timeout = float(args["timeout"])

@@ -25,12 +25,6 @@ NULL = r"\N"  # how psql prints NULL here (-P null=\N), as COPY does: '' stays a
 ROW_COUNT = r"\echo :ROW_COUNT"  # psql's count of the last statement's rows, printed last
 
 
-def host_var(ctx: TaskContext, name: str) -> Any:
-    """An inventory variable, rendered: inventories keep `{{ titan_home }}/.env` unrendered."""
-    value = ctx.vars.get(name)
-    return ctx.templar.render(value, ctx.vars) if ctx.templar is not None else value
-
-
 def quote(words: list[Any]) -> str:
     return " ".join(shlex.quote(str(w)) for w in words)
 
@@ -96,17 +90,17 @@ class Postgres(Module):
         action = args["action"]
         if ctx.check and (action != "query" or args["write"]):
             return Result(skipped=True, msg="skipped in check mode")
-        env_file = host_var(ctx, "env_file")
+        env_file = ctx.vars.get("env_file")
         if not env_file:
             return Result(failed=True, msg="inventory variable env_file is not set: it holds "
                                            f"{args['password_key']}")
-        db = args.get("db") or host_var(ctx, "postgres_db")
-        user = args.get("user") or host_var(ctx, "postgres_user")
+        db = args.get("db") or ctx.vars.get("postgres_db")
+        user = args.get("user") or ctx.vars.get("postgres_user")
         if not db or not user:
             return Result(failed=True, msg="no database or user: give db/user or set inventory "
                                            "variables postgres_db and postgres_user")
-        target = ["-h", args.get("host") or host_var(ctx, "postgres_host") or "127.0.0.1",
-                  "-p", args.get("port") or host_var(ctx, "postgres_port") or 5432,
+        target = ["-h", args.get("host") or ctx.vars.get("postgres_host") or "127.0.0.1",
+                  "-p", args.get("port") or ctx.vars.get("postgres_port") or 5432,
                   "-U", user, "-d", db]
         login = secret_from_env_file(env_file, args["password_key"], "PGPASSWORD")
         return getattr(self, action)(ctx, args, login, target, db)
@@ -132,7 +126,7 @@ class Postgres(Module):
         custom = args["format"] == "custom"
         dest = args.get("dest")
         if not dest:
-            home = host_var(ctx, "titan_home")
+            home = ctx.vars.get("titan_home")
             if not home:
                 return Result(failed=True, msg="no dest and no inventory variable titan_home")
             stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -224,14 +218,14 @@ class Redis(Module):
         verb, writes = redis_verb(command)
         if writes and ctx.check:
             return Result(skipped=True, msg="skipped in check mode")
-        url = urllib.parse.urlsplit(args.get("url") or host_var(ctx, "redis_url")
+        url = urllib.parse.urlsplit(args.get("url") or ctx.vars.get("redis_url")
                                     or "redis://127.0.0.1:6379/0")
         if url.password:
             return Result(failed=True, msg="the Redis URL carries a password, which would show in "
                                            "a command line: keep it in env_file (password_key)")
         login = ""
         if args.get("password_key"):
-            env_file = host_var(ctx, "env_file")
+            env_file = ctx.vars.get("env_file")
             if not env_file:
                 return Result(failed=True, msg="inventory variable env_file is not set")
             login = secret_from_env_file(env_file, args["password_key"], "REDISCLI_AUTH")

@@ -83,7 +83,7 @@ def _control(ctx: TaskContext) -> ServiceControl:
 
 
 def _host_health_url(ctx: TaskContext, name: str) -> str | None:
-    urls = _render(ctx, ctx.vars.get("health_urls") or {})
+    urls = ctx.vars.get("health_urls") or {}
     return urls.get(name) if isinstance(urls, dict) else None
 
 
@@ -261,7 +261,7 @@ class Services(Module):
 
     @staticmethod
     def _plan(ctx: TaskContext, topology: Topology, args: dict) -> _Plan:
-        names = args.get("names") or _render(ctx, ctx.vars.get("services")) or []
+        names = args.get("names") or ctx.vars.get("services") or []
         if not names:
             raise InputError(f"no services to manage on {ctx.host}",
                              hint="give names:, or list the host's services in the inventory")

@@ -144,7 +144,7 @@ def connect(inventory):
 def run_module(inventory, connect):
     """run_module(name, args, host, check=False, diff=False) -> Result, as the runner calls it."""
     from ripcord.modules import REGISTRY, TaskContext
-    from ripcord.templating import Secrets, Templar
+    from ripcord.templating import Secrets, Templar, resolve_vars
 
     def run(name: str, args: dict, host: str = "exec-1", check: bool = False, diff: bool = False,
             answer: bool = True):
@@ -152,7 +152,7 @@ def run_module(inventory, connect):
         problems = module.check_args(args)
         assert not problems, problems
         secrets = Secrets()
-        ctx = TaskContext(host=host, vars=inventory.host_vars(host),
+        ctx = TaskContext(host=host, vars=resolve_vars(Templar(), dict(inventory.host_vars(host))),
                           conn=None if module.on_controller else connect(host), check=check,
                           diff=diff, timeout=30, templar=Templar(secrets), secrets=secrets,
                           confirm=lambda prompt, typed=None: answer)

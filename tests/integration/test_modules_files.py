@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ripcord.modules import REGISTRY, TaskContext
-from ripcord.templating import Secrets, Templar
+from ripcord.templating import Secrets, Templar, resolve_vars
 
 HOST = "exec-1"
 
@@ -34,7 +34,8 @@ def call(inventory, connect, tmp_path):
         problems = module.check_args(args)
         assert not problems, problems
         secrets = Secrets()
-        ctx = TaskContext(host=HOST, vars={**inventory.host_vars(HOST), **(extra_vars or {})},
+        variables = resolve_vars(Templar(), {**inventory.host_vars(HOST), **(extra_vars or {})})
+        ctx = TaskContext(host=HOST, vars=variables,
                           conn=connect(HOST), check=check, diff=diff, timeout=30,
                           templar=Templar(secrets), secrets=secrets,
                           playbook_dir=str(playbook_dir or tmp_path))

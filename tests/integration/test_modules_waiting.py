@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from ripcord.modules import REGISTRY, TaskContext
-from ripcord.templating import Secrets, Templar
+from ripcord.templating import Secrets, Templar, resolve_vars
 
 FREE_PORT_OFFSET = 98  # base+98: inside this fleet's range, never used by it
 
@@ -33,7 +33,8 @@ def call(inventory, connect):
         problems = module.check_args(args)
         assert not problems, problems
         secrets = Secrets()
-        ctx = TaskContext(host=host, vars=inventory.host_vars(host), conn=connect(host),
+        variables = resolve_vars(Templar(), dict(inventory.host_vars(host)))
+        ctx = TaskContext(host=host, vars=variables, conn=connect(host),
                           check=check, timeout=30, templar=Templar(secrets), secrets=secrets)
         return module().run(ctx, module.with_defaults(args)), ctx
 

@@ -24,7 +24,8 @@ from ripcord.templating import Secrets, Templar
 
 SECRET = "5e5ame-hmac-secret-value"
 HOME = "/srv/titan home"  # a space: every path must be quoted
-VARS = {"titan_home": HOME, "env_file": "{{ titan_home }}/.env", "nats_url": "nats://127.0.0.1:1",
+VARS = {"titan_home": HOME, "env_file": f"{HOME}/.env",  # resolved, as the runner hands vars over
+        "nats_url": "nats://127.0.0.1:1",
         "postgres_host": "127.0.0.1", "postgres_port": 5432, "postgres_db": "titan",
         "postgres_user": "titan", "redis_url": "redis://127.0.0.1:6379/2"}
 
