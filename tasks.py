@@ -7,6 +7,14 @@
     invoke inventory --list | --host NAME | --graph   what ripcord resolved, as ansible-inventory
     invoke verify --host PATTERN [--checks EXPR]      run checks/ on hosts (--junit FILE, --json)
 
+The runbooks' procedures (docs/runbook.md), each a playbook in playbooks/, verified by checks:
+    invoke halt --host PATTERN [--reason TEXT]        the kill switch ladder; never prompts
+    invoke resume | flatten [--symbol S] | cancel-all | isolate --host PATTERN
+    invoke master-arm --enable|--disable | breaker --reset --host PATTERN
+    invoke restart --host PATTERN [--service NAME] [--force] | recover-crash --service NAME
+    invoke status --host PATTERN                      one screen: the fleet's trading state
+    invoke approve REQUEST_ID                         the second operator of the two-person rule
+
 Exit codes (docs/exit-codes.md): 0 ok, 1 failed, 2 invalid input, 3 unreachable, 4 declined.
 """
 
@@ -171,5 +179,154 @@ def verify(c, host=None, checks="", junit=None, inventory=None, json_=False, deb
     run_task(body, json_mode=json_, debug=debug)
 
 
+# --- the runbooks' procedures ----------------------------------------------------------------
+
+COMMON_HELP = {
+    "host": "host pattern (required)",
+    "inventory": "inventory file or directory (repeatable; default: inventory/)",
+    "check": "dry run: say what would change, change nothing",
+    "reason": "why: given to the engines where they take one, and journaled",
+    "json": "one JSON object on stdout", "debug": "show tracebacks",
+}
+
+
+def _help(**more: str) -> dict[str, str]:
+    """Help for a procedure that may ask for confirmation and approval."""
+    return {**COMMON_HELP, "yes": "answer yes to every confirmation (typed ones too)",
+            "approval": "the id of an approval another operator granted (two-person rule)", **more}
+
+
+def _procedure(name: str, *, host, inventory, check, yes, reason, approval, json_, debug,
+               extra: dict | None = None, problem: str | None = None) -> None:
+    from invoke import Exit
+
+    from ripcord.approvals import ApprovalRequired
+    from ripcord.procedures import run_procedure
+    from ripcord.runner import Options
+
+    def body(out):
+        if problem:
+            raise InputError(problem)
+        if not host:
+            raise InputError("--host PATTERN is required", hint="e.g. --host sandbox or --host exec-1")
+        options = Options(check=check, extra_vars=dict(extra or {}), reason=reason or "")
+        try:
+            outcome = run_procedure(name, pattern=host, inventory_paths=inventory, options=options,
+                                    yes=yes, console=out, approval=approval)
+        except ApprovalRequired as exc:
+            if json_:
+                emit_json({"ok": False, "task": name, "approval_required": exc.request_id})
+            raise
+        if json_:
+            emit_json(outcome.payload)
+        if outcome.code:
+            raise Exit(code=outcome.code)
+
+    run_task(body, json_mode=json_, debug=debug)
+
+
+@task(iterable=["inventory"], help={
+      **COMMON_HELP, "deadline": "seconds for every engine to be halted before its service is stopped (5)"})
+def halt(c, host=None, reason="", deadline=None, inventory=None, check=False, json_=False,
+         debug=False):
+    """Halt trading: signed NATS halt + halt file at once, verified, exchange, last resort."""
+    try:
+        extra = {"halt_deadline_s": float(deadline)} if deadline else {}
+        problem = None
+    except ValueError:
+        extra, problem = {}, f"--deadline must be a number of seconds, not {deadline!r}"
+    _procedure("halt", host=host, inventory=inventory, check=check, yes=True, reason=reason,
+               approval=None, json_=json_, debug=debug, extra=extra, problem=problem)
+
+
+@task(iterable=["inventory"], help=_help())
+def resume(c, host=None, reason="", yes=False, approval=None, inventory=None, check=False,
+           json_=False, debug=False):
+    """Resume trading after pre-checks: clear halt files, signed NORMAL, verify it trades."""
+    _procedure("resume", host=host, inventory=inventory, check=check, yes=yes, reason=reason,
+               approval=approval, json_=json_, debug=debug)
+
+
+@task(iterable=["inventory"], help=_help(symbol="a symbol, or ALL (default)"))
+def flatten(c, host=None, symbol="ALL", reason="", yes=False, approval=None, inventory=None,
+            check=False, json_=False, debug=False):
+    """Close positions at market (typed confirmation FLATTEN); verify they reach 0."""
+    _procedure("flatten", host=host, inventory=inventory, check=check, yes=yes, reason=reason,
+               approval=approval, json_=json_, debug=debug,
+               extra={"flatten_symbol": str(symbol).upper()})
+
+
+@task(name="cancel-all", iterable=["inventory"], help=_help())
+def cancel_all(c, host=None, reason="", yes=False, approval=None, inventory=None, check=False,
+               json_=False, debug=False):
+    """Cancel every open order (signed command to every engine); verify none is left."""
+    _procedure("cancel-all", host=host, inventory=inventory, check=check, yes=yes, reason=reason,
+               approval=approval, json_=json_, debug=debug)
+
+
+@task(name="master-arm", iterable=["inventory"],
+      help=_help(enable="let the brain send signals", disable="stop it"))
+def master_arm(c, host=None, enable=False, disable=False, reason="", yes=False, approval=None,
+               inventory=None, check=False, json_=False, debug=False):
+    """Master arm on or off, through the brain's API with the operator's id."""
+    _procedure("master-arm", host=host, inventory=inventory, check=check, yes=yes, reason=reason,
+               approval=approval, json_=json_, debug=debug, extra={"master_arm_enabled": enable},
+               problem="say --enable or --disable (exactly one)" if enable == disable else None)
+
+
+@task(iterable=["inventory"], help=_help(reset="reset the breaker to CLOSED"))
+def breaker(c, host=None, reset=False, reason="", yes=False, approval=None, inventory=None,
+            check=False, json_=False, debug=False):
+    """Reset the brain's circuit breaker, with the operator's id."""
+    _procedure("breaker", host=host, inventory=inventory, check=check, yes=yes, reason=reason,
+               approval=approval, json_=json_, debug=debug,
+               problem=None if reset else "say --reset (`invoke status` shows the breaker)")
+
+
+@task(iterable=["inventory"], help=_help())
+def isolate(c, host=None, reason="", yes=False, approval=None, inventory=None, check=False,
+            json_=False, debug=False):
+    """Stop the strategy services; verify the engines see no new signal."""
+    _procedure("isolate", host=host, inventory=inventory, check=check, yes=yes, reason=reason,
+               approval=approval, json_=json_, debug=debug)
+
+
+@task(iterable=["inventory"],
+      help=_help(service="this service and whatever depends on it (default: all)",
+                 force="restart engines even though they are trading (not halted)"))
+def restart(c, host=None, service="", force=False, reason="", yes=False, approval=None,
+            inventory=None, check=False, json_=False, debug=False):
+    """Restart services in dependency order (inventory/topology.yml), healthy between tiers."""
+    _procedure("restart", host=host, inventory=inventory, check=check, yes=yes, reason=reason,
+               approval=approval, json_=json_, debug=debug,
+               extra={"restart_service": service or "", "restart_force": bool(force)})
+
+
+@task(name="recover-crash", iterable=["inventory"],
+      help=_help(service="the crashed service (required)"))
+def recover_crash(c, service=None, host=None, reason="", yes=False, approval=None,
+                  inventory=None, check=False, json_=False, debug=False):
+    """The crash runbook: show its last 200 log lines, restart it, check its health."""
+    _procedure("recover-crash", host=host, inventory=inventory, check=check, yes=yes,
+               reason=reason, approval=approval, json_=json_, debug=debug,
+               extra={"crash_service": service},
+               problem=None if service else "--service NAME is required")
+
+
+@task(help={"request-id": "the id the requester's run printed", "debug": "show tracebacks"})
+def approve(c, request_id, debug=False):
+    """Approve another operator's request (two-person rule): you cannot approve your own."""
+    from ripcord.approvals import Approvals, ttl_s
+    from ripcord.journal import operator
+
+    def body(out):
+        req = Approvals().approve(request_id, operator())
+        out.print(f"approved {req.id}: {req.procedure} --host {req.pattern} requested by "
+                  f"{req.requested_by}; valid for {ttl_s() / 60:g} minutes, once")
+
+    run_task(body, debug=debug)
+
+
 sandbox = Collection("sandbox", up, down, status)
-ns = Collection(sandbox, play, inventory_, verify)
+ns = Collection(sandbox, play, inventory_, verify, halt, resume, flatten, cancel_all, master_arm,
+                breaker, isolate, restart, recover_crash, approve)

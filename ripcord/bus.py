@@ -169,6 +169,45 @@ async def send(nc, subject: str, data: bytes, headers: dict[str, str] | None = N
                 await sub.unsubscribe()
 
 
+async def scatter(nc, subject: str, data: bytes, headers: dict[str, str] | None, *,
+                  expect: set[str], timeout: float) -> dict[str, tuple[float, dict]]:
+    """Publish with a reply inbox and gather one answer per responder, keyed by the answer's
+    "host", until every expected responder answered or `timeout` seconds passed.
+
+    Returns host -> (seconds from the publish to the answer, the answer). Request/reply with
+    many responders: core NATS may drop a message, so whoever did not answer did not act.
+    """
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue = asyncio.Queue()
+
+    async def arrived(msg) -> None:
+        await inbox.put((loop.time(), msg))
+
+    reply_to = nc.new_inbox()
+    sub = await nc.subscribe(reply_to, cb=arrived)  # the server sees SUB before our PUB
+    answers: dict[str, tuple[float, dict]] = {}
+    try:
+        sent = loop.time()
+        await nc.publish(subject, data, reply=reply_to, headers=headers)
+        await nc.flush(timeout)
+        while expect - answers.keys() and (left := sent + timeout - loop.time()) > 0:
+            try:
+                at, msg = await asyncio.wait_for(inbox.get(), left)
+            except TimeoutError:
+                break
+            with contextlib.suppress(ValueError):
+                answer = json.loads(msg.data)
+                if isinstance(answer, dict) and isinstance(answer.get("host"), str):
+                    answers.setdefault(answer["host"], (at - sent, answer))
+    except Exception as exc:  # nats-py's own errors: the server went away mid-way
+        if not answers:
+            raise BusError(f"publish to {subject} failed: {exc or type(exc).__name__}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return answers
+
+
 async def jetstream_api(nc, endpoint: str, timeout: float = 2.0) -> dict[str, Any]:
     """One JetStream API call (`$JS.API.<endpoint>`): the server's JSON, as `nats --json` shows it."""
     import nats.errors

@@ -19,7 +19,7 @@ from rich.prompt import Prompt
 
 from ripcord.cli import print_error
 from ripcord.errors import EXIT_DECLINED, DeclinedError, InputError
-from ripcord.inventory import load_operator_inventory
+from ripcord.inventory import Inventory, load_operator_inventory
 from ripcord.journal import Journal, operator
 from ripcord.playbook import load_playbook
 from ripcord.report import CHECK_COLUMNS, Display, exit_code, result_json
@@ -68,10 +68,11 @@ def confirmer(yes: bool, console: Console):
     return confirm
 
 
-def run_playbook(path: str, *, pattern: str, inventory_paths: list[str] | None, options: Options,
-                 yes: bool, console: Console, reason: str = "") -> Outcome:
+def run_playbook(path: str, *, pattern: str, options: Options, yes: bool, console: Console,
+                 reason: str = "", inventory_paths: list[str] | None = None,
+                 inventory: Inventory | None = None) -> Outcome:
     started = time.monotonic()
-    inventory = load_operator_inventory(inventory_paths)
+    inventory = inventory or load_operator_inventory(inventory_paths)
     inventory.select(pattern)  # a pattern that matches nothing is an error before anything else
     options.limit = pattern
     options.reason = reason

@@ -559,6 +559,11 @@ class _Reader:
                               scope.file)
         task_vars = self._vars(data, scope.file)
         args = self._args(module, data, scope.file) if module else {}
+        if module and REGISTRY[module].fleet:
+            for key in ("until", "delegate_to", "run_once"):
+                if key in data:
+                    self.problem(scope.file, data.key_line(key), f"module {module!r} acts on the "
+                                 f"whole batch at once: {key} does not apply to it")
         task = Task(**{"name": _summary(module, args), **found}, file=scope.file, line=data.line,
                     module=module, args=args, vars=task_vars)
         task.tags |= scope.tags

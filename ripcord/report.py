@@ -19,6 +19,10 @@ RECAP_COLUMNS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued",
 CHECK_COLUMNS = ("passed", "failed", "waived", "skipped", "unreachable")
 
 
+# Modules whose message is their result: shown on every outcome, not only on failure.
+TELLING = {"debug", "halt", "titan_command", "exchange", "restart", "checks"}
+
+
 class Display:
     def __init__(self, console: Console, verbose: bool = False):
         self.console = console
@@ -57,7 +61,7 @@ class Display:
         with self.lock:
             style = STYLE.get(record.outcome, "white")
             line = f"  [{style}]{record.outcome}[/]: {escape(f'[{record.host}]')}"
-            shown = record.outcome in ("failed", "unreachable", "ignored") or record.module == "debug"
+            shown = record.outcome in ("failed", "unreachable", "ignored") or record.module in TELLING
             if record.msg and (shown or self.verbose):
                 line += f" {escape(record.msg)}"
             self.console.print(line, soft_wrap=True)

@@ -44,6 +44,7 @@ class Options:
     lock_wait_s: float = 10.0
     playbook_dir: str = "."
     reason: str = ""  # why the operator runs this: ripcord_reason, and the journal
+    take_locks: bool = True  # the kill switch takes none: a halt must never wait for a lock
 
 
 @dataclass
@@ -204,7 +205,7 @@ class Runner:
         conn = Connection(host, self.inventory.connection_for(host))
         try:
             conn.open()
-            if not self.options.check:
+            if not self.options.check and self.options.take_locks:
                 lock = HostLock(conn, self._lock_dir(host), self.owner)
                 lock.acquire(self.options.lock_wait_s)
                 self.locks[host] = lock
@@ -299,6 +300,9 @@ class Runner:
 
     def _run_task(self, play: Play, task: Task, hosts: list[str]) -> None:
         module = REGISTRY[task.module]
+        if module.fleet:
+            self._run_fleet_task(play, task, module, hosts)
+            return
         once = task.run_once or module.once
         targets = hosts[:1] if once else hosts
         if self.display:
@@ -311,6 +315,48 @@ class Runner:
         if once:  # run_once: the result stands for every host, as in Ansible
             for host in hosts[1:]:
                 self._apply(play, task, host, *results[0])
+
+    def _run_fleet_task(self, play: Play, task: Task, module_cls, hosts: list[str]) -> None:
+        """A fleet module acts on every host of the batch at once (the kill switch publishes one
+        NATS command and writes every halt file in parallel) and answers for each host."""
+        started = time.monotonic()
+        if self.display:
+            self.display.task_start(task, hosts)
+        try:
+            contexts: dict[str, TaskContext] = {}
+            args: dict[str, Any] = {}
+            for host in hosts:
+                variables = self._vars(play, task, host)
+                if not all(self.templar.truth(c, variables) for c in task.when):
+                    self._apply(play, task, host, "skipped", Result(skipped=True, msg="condition false"),
+                                started=started)
+                    continue
+                if not contexts:  # fleet-wide arguments: rendered once, with the first host's vars
+                    args = _drop_omitted(self.templar.render(task.args, variables))
+                contexts[host] = TaskContext(
+                    host=host, vars=variables, conn=self.connections[host], check=self.options.check,
+                    diff=self.options.diff, timeout=task.timeout, templar=self.templar,
+                    secrets=self.secrets, confirm=self.confirm, playbook_dir=self.options.playbook_dir)
+            if not contexts:
+                return
+            problems = module_cls.check_args(args)
+            if problems:
+                failed = Result(failed=True, msg=f"{task.where}: " + "; ".join(problems))
+                results: dict[str, Result | UnreachableError] = dict.fromkeys(contexts, failed)
+            else:
+                results = module_cls().run_fleet(contexts, module_cls.with_defaults(args))
+        except (jinja2.TemplateError, RipcordError) as exc:
+            results = dict.fromkeys(contexts, Result(failed=True, msg=_short(exc)))
+        finally:
+            if self.display:
+                self.display.task_end()
+        for host, result in results.items():
+            if isinstance(result, UnreachableError):
+                self._mark_unreachable(host, task, str(result))
+                continue
+            outcome = "failed" if result.failed else "skipped" if result.skipped else \
+                "changed" if result.changed else "ok"
+            self._apply(play, task, host, outcome, result, started=started)
 
     def _vars(self, play: Play, task: Task | None, host: str) -> dict[str, Any]:
         """Variables for one task on one host, by Ansible's precedence (later wins)."""

@@ -60,6 +60,15 @@ def _regex_search(value: str, pattern: str, *groups: str) -> Any:
     return [match.group(g.lstrip("\\")) for g in groups] if groups else match.group(0)
 
 
+def _extract(key: Any, container: Any, morekeys: Any = None) -> Any:
+    """Ansible's extract: container[key], then down morekeys (one key or a list of keys)."""
+    value = container[key]
+    for more in (morekeys if isinstance(morekeys, list) else [morekeys] if morekeys is not None
+                 else []):
+        value = value[more]
+    return value
+
+
 def _result_test(key: str, expected: bool = True):
     def test(result: Any) -> bool:
         return isinstance(result, dict) and bool(result.get(key)) is expected
@@ -81,6 +90,7 @@ class Templar:
             "b64decode": lambda v: base64.b64decode(str(v)).decode(),
             "basename": os.path.basename, "dirname": os.path.dirname,
             "ternary": lambda v, a, b: a if v else b,
+            "extract": _extract, "zip": lambda a, *more: list(zip(a, *more, strict=False)),
         })
         env.tests.update({
             "failed": _result_test("failed"), "succeeded": _result_test("failed", False),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from ripcord.connection import Connection
+    from ripcord.errors import UnreachableError
     from ripcord.templating import Secrets, Templar
 
 ANY = object()  # an Arg type that accepts any value
@@ -101,6 +102,7 @@ class Module:
     on_controller: ClassVar[bool] = False  # needs no connection to the host
     open_args: ClassVar[bool] = False  # takes any argument names (set_fact)
     once: ClassVar[bool] = False  # runs once per batch, for every host (confirm asks once)
+    fleet: ClassVar[bool] = False  # run_fleet() acts on every host of the batch at once
 
     @classmethod
     def check_args(cls, args: dict[str, Any]) -> list[str]:
@@ -132,6 +134,11 @@ class Module:
     def run(self, ctx: TaskContext, args: dict[str, Any]) -> Result:
         raise NotImplementedError
 
+    def run_fleet(self, contexts: dict[str, TaskContext], args: dict[str, Any]
+                  ) -> dict[str, Result | UnreachableError]:
+        """Fleet modules: one call for the whole batch, a result (or UnreachableError) per host."""
+        raise NotImplementedError
+
 
 def _is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
@@ -144,8 +151,9 @@ LOCATIONS = {
     "assert": "logic", "fail": "logic", "set_fact": "logic", "debug": "logic", "confirm": "logic",
     "file": "files", "copy": "files", "template": "files", "env": "envfile",
     "stat": "filestat", "fetch": "filestat", "wait_for": "waiting", "uri": "waiting",
-    "service": "service", "services": "service", "nats": "bus", "jetstream": "bus",
-    "postgres": "data", "redis": "data",
+    "service": "service", "services": "service", "restart": "service", "nats": "bus", "jetstream": "bus",
+    "postgres": "data", "redis": "data", "halt": "killswitch",
+    "titan_command": "trading", "exchange": "trading", "checks": "trading",
 }
 
 

@@ -67,7 +67,7 @@ def parse_payload(data: bytes | None) -> Any:
 
 
 @contextlib.contextmanager
-def _tunnel(ctx: TaskContext, url: str) -> Iterator[str]:
+def nats_tunnel(ctx: TaskContext, url: str) -> Iterator[str]:
     """The URL to use from here: `url` as the host sees it, forwarded over its SSH connection."""
     parts = urllib.parse.urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 4222
@@ -102,7 +102,7 @@ def on_bus(ctx: TaskContext, args: dict, work: Callable[[Any], Awaitable[Result]
     try:
         if not args.get("tunnel"):
             return asyncio.run(session(url, False))
-        with _tunnel(ctx, url) as local_url:
+        with nats_tunnel(ctx, url) as local_url:
             return asyncio.run(session(local_url, True))
     except bus.BusError as exc:
         return Result(failed=True, msg=ctx.secrets.redact(str(exc)) if ctx.secrets else str(exc))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ripcord.errors import InputError, RipcordError
+from ripcord.errors import InputError, RipcordError, UnreachableError
 from ripcord.modules import httpchannel
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
 from ripcord.services import (
@@ -78,7 +78,7 @@ def _render(ctx: TaskContext, value: Any) -> Any:
     return ctx.templar.render(value, ctx.vars) if ctx.templar else value
 
 
-def _control(ctx: TaskContext) -> ServiceControl:
+def control_for(ctx: TaskContext) -> ServiceControl:
     return ServiceControl(adapter_for(ctx.vars, lambda value: _render(ctx, value)), ctx.run)
 
 
@@ -151,7 +151,7 @@ class Service(Module):
 
     def run(self, ctx: TaskContext, args: dict) -> Result:
         name, state = args["name"], args.get("state")
-        control = _control(ctx)
+        control = control_for(ctx)
         data: dict[str, Any] = {"name": name, "manager": control.adapter.manager,
                                 "commands": control.commands}
         try:
@@ -240,7 +240,7 @@ class Services(Module):
             topology = load_cached(find_topology(args.get("topology_file")))
             plan = self._plan(ctx, topology, args)
             data.update(stop_order=plan.stop, start_tiers=plan.start, not_on_host=plan.not_on_host)
-            control = _control(ctx)
+            control = control_for(ctx)
             data["manager"] = control.adapter.manager
             wanted = plan.stop + [s for tier in plan.start for s in tier]
             before = {s: control.status(s) for s in dict.fromkeys(wanted)}
@@ -332,3 +332,104 @@ class _Run:
         if named is not None:
             return str(_render(self.ctx, named)).strip() or None
         return _host_health_url(self.ctx, service)
+
+
+# --- restart ------------------------------------------------------------------------------------
+
+@register
+class Restart(Module):
+    """Restart services across the batch in dependency order: one tier on every host at once,
+    healthy everywhere, then the next tier (the runbooks' recovery order, fleet-wide)."""
+
+    name = "restart"
+    fleet = True
+    args = {
+        "service": Arg(str, help="this service and whatever depends on it; default: all"),
+        "force": Arg(bool, default=False, help="restart engines that are trading (not halted)"),
+        "engine": Arg(str, default="titan-execution", help="the service that trades"),
+        "topology_file": Arg(str, help="default: inventory/topology.yml"),
+        "timeout": Arg((int, float), default=DEFAULT_TIMEOUT_S,
+                       help="seconds for each service to be running and healthy"),
+    }
+
+    @classmethod
+    def check_combination(cls, args: dict) -> list[str]:
+        service = args.get("service")
+        if not isinstance(service, str) or "{{" in service or not service:
+            return []
+        return Services.topology_problems(args.get("topology_file"), [service])
+
+    def run_fleet(self, contexts: dict[str, TaskContext], args: dict[str, Any]
+                  ) -> dict[str, Result | UnreachableError]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        topology = load_cached(find_topology(args.get("topology_file")))
+        wanted = self._selection(topology, contexts, args.get("service") or None)
+        if not any(wanted.values()):
+            return {h: Result(msg=f"{args.get('service')} does not run here") for h in contexts}
+        trading = [] if args["force"] else self._trading_engines(contexts, wanted, args["engine"])
+        if trading:
+            why = (f"{', '.join(trading)}: the engine is trading; halt first (invoke halt) "
+                   "or pass --force")
+            return {h: Result(failed=True, msg=why) for h in contexts}
+        if any(ctx.check for ctx in contexts.values()):
+            return {h: Result(changed=bool(s), msg="would restart " + (", ".join(s) or "nothing"))
+                    for h, s in wanted.items()}
+        done: dict[str, list[str]] = {h: [] for h in contexts}
+        failures: dict[str, str] = {}
+        results: dict[str, Result | UnreachableError] = {}
+        with ThreadPoolExecutor(max_workers=len(contexts)) as pool:
+            for tier in topology.tiers(set().union(*wanted.values())):
+                work = {h: [s for s in tier if s in wanted[h]] for h in contexts if h not in results}
+                futures = {h: pool.submit(Services().run, contexts[h],
+                                          Services.with_defaults({"state": "restarted", "names": names,
+                                                                  "timeout": args["timeout"]}))
+                           for h, names in work.items() if names}
+                for host, future in futures.items():
+                    try:
+                        outcome = future.result()
+                    except UnreachableError as exc:
+                        results[host] = exc
+                        continue
+                    done[host] += work[host]
+                    if outcome.failed:
+                        failures[host] = outcome.msg
+                if failures or results:  # a tier not healthy everywhere: the next would not work
+                    break
+        for host in contexts:
+            if host in results:
+                continue
+            msg = ("restarted " + ", ".join(done[host])) if done[host] else "nothing to restart"
+            if failures.get(host):
+                msg += f"; FAILED: {failures[host]}"
+            elif failures or results:
+                msg += "; stopped: a tier failed elsewhere"
+            results[host] = Result(changed=bool(done[host]), failed=bool(failures.get(host)),
+                                   msg=msg, data={"restarted": done[host]})
+        return results
+
+    @staticmethod
+    def _selection(topology: Topology, contexts: dict[str, TaskContext],
+                   root: str | None) -> dict[str, list[str]]:
+        """Per host: the services to restart (the root's family, or all the host runs)."""
+        family = ({root} | topology.dependents(root)) if root else None
+        return {h: [s for s in (ctx.vars.get("services") or [])
+                    if s in topology and (family is None or s in family)]
+                for h, ctx in contexts.items()}
+
+    @staticmethod
+    def _trading_engines(contexts: dict[str, TaskContext], wanted: dict[str, list[str]],
+                         engine: str) -> list[str]:
+        """Hosts whose engine would be restarted while it trades (its health says not halted)."""
+        trading = []
+        for host, ctx in contexts.items():
+            url = _host_health_url(ctx, engine)
+            if engine not in wanted[host] or not url:
+                continue
+            try:
+                answer = httpchannel.request(ctx, url, timeout=PROBE_TIMEOUT_S).json
+            except httpchannel.ChannelError:
+                continue  # not answering: not trading
+            if isinstance(answer, dict) and answer.get("halted") is False:
+                trading.append(host)
+        return trading

@@ -79,6 +79,7 @@ class Fleet:
         """Bring every host and service up and healthy; a no-op on a healthy running fleet."""
         started = time.monotonic()
         if self.running() and self._saved() == self._wanted_state() and not self.unhealthy():
+            self._write_inventory()  # a newer ripcord may generate more variables
             self.say("sandbox already up and healthy")
             return self.status()
         if not self.running():

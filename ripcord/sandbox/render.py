@@ -233,6 +233,7 @@ def inventory(plan: Plan, user: str) -> str:
         "service_manager": "supervisor",
         "nats_url": plan.nats_url,
         "exchange_url": plan.exchange_url,
+        "brain_url": f"http://127.0.0.1:{plan.by_role('core')[0].service('titan-brain').port}",
         "redis_url": plan.redis_url,
         "postgres_host": "127.0.0.1",
         "postgres_port": plan.postgres_port,

@@ -1,0 +1,269 @@
+"""halt: the runbooks' kill switch, as one verified transaction over the whole batch.
+
+The escalation ladder, fastest first, where no broken rung stops the others:
+  1. a signed HARD_HALT on titan.cmd.sys.halt.v1, with a reply inbox: every engine answers,
+     and core NATS being at-most-once, a missing answer counts as a failure, not a success;
+  2. at the same time, the halt file on every host (it survives restarts);
+  3. each host's /health polled until it says halted, up to `deadline` seconds;
+  4. any host still not halted gets its execution service stopped (the last resort);
+  5. the exchange: the account's open orders confirmed 0, cancelled if not.
+The result says, per host, which rung halted it. Nothing asks for confirmation: halting is the
+safe direction.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ripcord import bus
+from ripcord.errors import RipcordError, UnreachableError
+from ripcord.modules import httpchannel
+from ripcord.modules.base import Arg, Module, Result, TaskContext, register
+from ripcord.modules.bus import EnvFileError, env_secret
+from ripcord.modules.service import control_for
+from ripcord.modules.trading import ExchangeAccount, publish_to_engines
+
+POLL_S = 0.05
+
+
+@dataclass
+class HostHalt:
+    """What the ladder did and saw on one host."""
+
+    acked_ms: float | None = None  # the engine's answer to the NATS command, after the publish
+    halt_file: str = ""  # "written" or why not
+    halted: bool = False  # its /health said so
+    halt_source: str | None = None
+    stopped: bool = False  # the last resort was needed and worked
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def rung(self) -> str | None:
+        """Which rung halted the host: nats, file, stop, or None when none did."""
+        if self.halted and self.acked_ms is not None:
+            return "nats"
+        if self.halted:
+            return "file"
+        return "stop" if self.stopped else None
+
+
+@register
+class Halt(Module):
+    """Halt every execution engine of the batch, verified, by whichever rung works first."""
+
+    name = "halt"
+    fleet = True
+    args = {
+        "reason": Arg(str, required=True, help="recorded by each engine and in its halt file"),
+        "operator": Arg(str, default="ripcord"),
+        "deadline": Arg((int, float), default=5.0,
+                        help="seconds for every engine to be halted before its service is stopped"),
+        "ack_timeout": Arg((int, float), default=1.0, help="seconds to wait for NATS answers"),
+        "nats_timeout": Arg((int, float), default=1.0, help="seconds to connect to NATS"),
+        "tunnel": Arg(bool, default=False, help="reach NATS through an SSH forward via a host"),
+        "service": Arg(str, default="titan-execution"),
+        "last_resort": Arg(bool, default=True, help="stop the service of an engine not halted"),
+        "exchange": Arg(bool, default=True, help="confirm 0 open orders at the exchange"),
+    }
+
+    def run_fleet(self, contexts: dict[str, TaskContext], args: dict[str, Any]
+                  ) -> dict[str, Result | UnreachableError]:
+        if any(ctx.check for ctx in contexts.values()):
+            return dict.fromkeys(contexts, Result(skipped=True, msg="skipped in check mode"))
+        started = time.monotonic()
+        state = {host: HostHalt() for host in contexts}
+        lost: dict[str, UnreachableError] = {}
+        secret = self._secret(contexts)  # before the writes: one SFTP session is not shared
+        with ThreadPoolExecutor(max_workers=len(contexts) + 1) as pool:
+            signalled = pool.submit(self._signal, contexts, args, state, secret)
+            files = {h: pool.submit(self._write_halt_file, ctx, args, state[h])
+                     for h, ctx in contexts.items()}
+            polls = {h: pool.submit(self._wait_halted, ctx, args, state[h],
+                                    started + float(args["deadline"]))
+                     for h, ctx in contexts.items()}
+            bus_note = signalled.result()
+            for host, future in [*files.items(), *polls.items()]:
+                try:
+                    future.result()
+                except UnreachableError as exc:
+                    lost[host] = exc
+            stuck = [h for h in contexts if not state[h].halted and h not in lost]
+            if args["last_resort"]:
+                for host, future in [(h, pool.submit(self._stop, contexts[h], args, state[h]))
+                                     for h in stuck]:
+                    try:
+                        future.result()
+                    except UnreachableError as exc:
+                        lost[host] = exc
+        exchange_host, exchange_note = None, ""
+        if args["exchange"]:
+            exchange_host, exchange_note = self._exchange(contexts, lost, state)
+        results: dict[str, Result | UnreachableError] = dict(lost)
+        for host in contexts:
+            if host in lost:
+                continue
+            results[host] = self._result(host, state[host], bus_note,
+                                         exchange_note if host == exchange_host else "")
+        return results
+
+    # --- rung 1: the signed command, and every engine's answer ---------------------------------
+
+    def _signal(self, contexts: dict[str, TaskContext], args: dict, state: dict[str, HostHalt],
+                secret: str | Exception) -> str:
+        """Publish HARD_HALT and record each engine's answer; returns a note on the bus rung."""
+        first = next(iter(contexts.values()))
+        body = bus.encode({"state": "HARD_HALT", "reason": args["reason"],
+                           "operator": args["operator"], "source": "ripcord"})
+        url = first.vars.get("nats_url")
+        try:
+            if isinstance(secret, Exception):
+                raise secret
+            if not url:
+                raise bus.BusError("no NATS URL: set inventory variable nats_url")
+            headers = bus.sign(bus.HALT_SUBJECT, body, secret)
+            answers = publish_to_engines(first, url, bus.HALT_SUBJECT, body, headers,
+                                         expect=set(contexts), timeout=float(args["ack_timeout"]),
+                                         nats_timeout=float(args["nats_timeout"]),
+                                         tunnel=args["tunnel"])
+        except (bus.BusError, EnvFileError) as exc:
+            return f"NATS rung failed: {exc}"
+        for host, (seconds, answer) in answers.items():
+            if host in state and answer.get("halted"):
+                state[host].acked_ms = round(seconds * 1000, 1)
+        missing = sorted(set(contexts) - set(answers))
+        return f"no NATS answer from {', '.join(missing)}" if missing else ""
+
+    @staticmethod
+    def _secret(contexts: dict[str, TaskContext]) -> str | EnvFileError:
+        """The HMAC secret from the first host whose env_file has it, or why there is none."""
+        problems = []
+        for ctx in contexts.values():
+            try:
+                return env_secret(ctx, "TITAN_HMAC_SECRET")
+            except (EnvFileError, UnreachableError) as exc:
+                problems.append(f"{ctx.host}: {exc}")
+        return EnvFileError("cannot sign: " + "; ".join(problems))
+
+    # --- rung 2: the halt file -------------------------------------------------------------------
+
+    @staticmethod
+    def _write_halt_file(ctx: TaskContext, args: dict, state: HostHalt) -> None:
+        path = halt_file(ctx)
+        text = f"HARD_HALT {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} " \
+               f"operator={args['operator']} reason={args['reason']}\n"
+        try:
+            ctx.conn.write(path, text.encode(), mode=0o644)
+            state.halt_file = "written"
+        except OSError as exc:
+            state.halt_file = f"not written: {exc.strerror or exc}"
+            state.errors.append(f"halt file {path}: {exc.strerror or exc}")
+        except EOFError as exc:
+            raise UnreachableError(f"{ctx.host}: connection lost: {exc}") from None
+
+    # --- rung 3: verified halted, from the engine's own health endpoint -------------------------
+
+    @staticmethod
+    def _wait_halted(ctx: TaskContext, args: dict, state: HostHalt, deadline: float) -> None:
+        url = (ctx.vars.get("health_urls") or {}).get(args["service"])
+        if not url:
+            state.errors.append(f"no health URL for {args['service']}: cannot verify the halt")
+            return
+        seen = ""
+        while True:
+            try:
+                answer = httpchannel.request(ctx, url, timeout=1.0).json
+                if isinstance(answer, dict) and answer.get("halted") is True:
+                    state.halted, state.halt_source = True, answer.get("halt_source")
+                    return
+                seen = f"it reports {answer.get('state')!r}" if isinstance(answer, dict) \
+                    else "it answered no JSON"
+            except httpchannel.ChannelError as exc:
+                seen = str(exc)
+            if time.monotonic() >= deadline:
+                state.errors.append(f"not halted after {float(args['deadline']):g}s: {seen}")
+                return
+            time.sleep(POLL_S)
+
+    # --- rung 4: the last resort -----------------------------------------------------------------
+
+    @staticmethod
+    def _stop(ctx: TaskContext, args: dict, state: HostHalt) -> None:
+        try:
+            control = control_for(ctx)
+            control.act("stop", args["service"])
+            status = control.status(args["service"])
+        except UnreachableError:
+            raise
+        except RipcordError as exc:
+            state.errors.append(f"last resort failed: {exc}")
+            return
+        state.stopped = not status.active
+        if not state.stopped:
+            state.errors.append(f"last resort failed: {args['service']} is {status.raw}")
+
+    # --- rung 5: the exchange --------------------------------------------------------------------
+
+    @staticmethod
+    def _exchange(contexts: dict[str, TaskContext], lost: dict,
+                  state: dict[str, HostHalt]) -> tuple[str | None, str]:
+        """Through the first reachable host: open orders of the account, cancel-all if any."""
+        for host, ctx in contexts.items():
+            if host in lost:
+                continue
+            try:
+                exchange = ExchangeAccount(ctx)
+                before = exchange.open_orders()
+                if not before:
+                    return host, "exchange: 0 open orders"
+                cancelled = exchange.cancel_all()
+                after = exchange.open_orders()
+            except UnreachableError as exc:
+                lost[host] = exc
+                continue
+            except RipcordError as exc:
+                state[host].errors.append(f"exchange: cannot confirm 0 open orders: {exc}")
+                return host, ""
+            if after:
+                state[host].errors.append(f"exchange: {len(after)} open orders remain after "
+                                          f"cancel-all")
+                return host, ""
+            return host, f"exchange: cancelled {cancelled} open orders, now 0"
+        return None, ""
+
+    # --- the answer ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _result(host: str, state: HostHalt, bus_note: str, exchange_note: str) -> Result:
+        rung = state.rung
+        if rung == "nats":
+            said = f"halted by NATS (answered in {state.acked_ms:g} ms)"
+        elif rung == "file":
+            said = "halted by the halt file"
+        elif rung == "stop":
+            said = "halted by stopping its service (last resort)"
+        else:
+            said = "NOT HALTED"
+        notes = [said, *state.errors]
+        if bus_note and rung != "nats":
+            notes.append(bus_note)
+        if exchange_note:
+            notes.append(exchange_note)
+        data = {"rung": rung, "acked_ms": state.acked_ms, "halt_file": state.halt_file,
+                "halted": state.halted, "halt_source": state.halt_source,
+                "stopped": state.stopped, "errors": state.errors}
+        failed = rung is None or any(e.startswith("exchange") for e in state.errors)
+        return Result(changed=True, failed=failed, msg="; ".join(notes), data=data)
+
+
+def halt_file(ctx: TaskContext) -> str:
+    """The host's halt file: inventory titan_halt_file, default {{ titan_home }}/system.halt."""
+    path = ctx.vars.get("titan_halt_file")
+    if path:
+        return str(path)
+    home = ctx.vars.get("titan_home")
+    if not home:
+        raise RipcordError(f"{ctx.host}: neither titan_halt_file nor titan_home is set")
+    return f"{home}/system.halt"

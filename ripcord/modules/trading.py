@@ -1,0 +1,212 @@
+"""titan_command, exchange and checks: the building blocks of the trading procedures.
+
+- titan_command publishes one signed command to every engine of the batch and counts their
+  answers: core NATS is at-most-once, so an engine that did not answer did not act.
+- exchange reads (or cancels) the fleet's account at the exchange, from the host.
+- checks runs checks/ in the middle of a play (a pre-check), on every host of the batch at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import time
+from typing import Any
+
+from ripcord import bus
+from ripcord.errors import RipcordError, UnreachableError
+from ripcord.modules.base import Arg, Module, Result, TaskContext, register
+from ripcord.modules.bus import EnvFileError, env_secret, nats_tunnel
+
+EXCHANGE_TIMEOUT_S = 3.0
+SUBJECTS = {"halt": bus.HALT_SUBJECT, "flatten": bus.FLATTEN_SUBJECT,
+            "cancel_all": bus.CANCEL_ALL_SUBJECT}
+
+
+def publish_to_engines(ctx: TaskContext, url: str, subject: str, body: bytes, headers: dict, *,
+                       expect: set[str], timeout: float, nats_timeout: float, tunnel: bool
+                       ) -> dict[str, tuple[float, dict]]:
+    """Publish a signed command and gather the engines' answers (bus.scatter), the connection
+    bounded by nats_timeout; with tunnel, NATS is reached through an SSH forward via ctx's host."""
+    async def session(target: str, tunnelled: bool) -> dict[str, tuple[float, dict]]:
+        nc = await bus.connect(target, nats_timeout, retry_refused=tunnelled,
+                               shown_as=bus.public_url(url))
+        try:
+            return await bus.scatter(nc, subject, body, headers, expect=expect, timeout=timeout)
+        finally:
+            await bus.close(nc, 0.5)
+
+    if not tunnel:
+        return asyncio.run(session(url, False))
+    with nats_tunnel(ctx, url) as local_url:
+        return asyncio.run(session(local_url, True))
+
+
+class ExchangeAccount:
+    """The fleet's exchange account, reached from a host with that host's API key.
+
+    Requests leave from the host (exchange keys are usually bound to the servers' addresses);
+    curl reads the key header from stdin, so it is never on a command line. The paths are those
+    of the sandbox's exchange (Binance-like); another venue needs its own class.
+    """
+
+    def __init__(self, ctx: TaskContext, key_name: str = "EXCHANGE_API_KEY"):
+        self.ctx = ctx
+        self.url = str(ctx.vars.get("exchange_url") or "").rstrip("/")
+        if not self.url:
+            raise RipcordError("inventory variable exchange_url is not set")
+        try:
+            self.key = env_secret(ctx, key_name)
+        except EnvFileError as exc:
+            raise RipcordError(str(exc)) from None
+
+    def call(self, method: str, path: str, body: dict | None = None) -> Any:
+        command = ["curl", "-sS", "--max-time", f"{EXCHANGE_TIMEOUT_S:g}", "-H", "@-",
+                   "-X", method, "-w", r"\n%{http_code}"]
+        if body is not None:
+            command += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+        command.append(self.url + path)
+        out = self.ctx.conn.run(" ".join(shlex.quote(w) for w in command),
+                                timeout=EXCHANGE_TIMEOUT_S + 2, stdin=f"X-API-KEY: {self.key}\n")
+        text, _, code = out.stdout.rpartition("\n")
+        if out.rc != 0 or not code.strip().isdigit():
+            raise RipcordError(f"{method} {self.url}{path}: {out.stderr.strip() or 'no answer'}")
+        if int(code) >= 300:
+            raise RipcordError(f"{method} {self.url}{path}: HTTP {code.strip()}")
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise RipcordError(f"{method} {self.url}{path}: the answer is not JSON") from None
+
+    def open_orders(self) -> list[dict]:
+        return list(self.call("GET", "/api/v1/openOrders") or [])
+
+    def cancel_all(self) -> int:
+        return int((self.call("POST", "/api/v1/cancelAll", {}) or {}).get("cancelled", 0))
+
+    def positions(self) -> dict[str, float]:
+        return {p["symbol"]: float(p["qty"]) for p in self.call("GET", "/api/v1/positions") or []}
+
+    def dead_man_switch(self) -> dict:
+        return dict(self.call("GET", "/api/v1/countdownCancelAll") or {})
+
+
+@register
+class TitanCommand(Module):
+    """One signed command to every engine of the batch; each host's result is its engine's answer."""
+
+    name = "titan_command"
+    fleet = True
+    args = {
+        "command": Arg(str, required=True, choices=tuple(SUBJECTS)),
+        "body": Arg(dict, default={}, help="the command's fields (state, symbol, reason, ...)"),
+        "timeout": Arg((int, float), default=2.0, help="seconds to wait for every answer"),
+        "nats_timeout": Arg((int, float), default=1.0, help="seconds to connect to NATS"),
+        "tunnel": Arg(bool, default=False, help="reach NATS through an SSH forward via a host"),
+    }
+
+    def run_fleet(self, contexts: dict[str, TaskContext], args: dict[str, Any]
+                  ) -> dict[str, Result | UnreachableError]:
+        if any(ctx.check for ctx in contexts.values()):
+            return dict.fromkeys(contexts, Result(skipped=True, msg="skipped in check mode"))
+        first = next(iter(contexts.values()))
+        subject = SUBJECTS[args["command"]]
+        body = bus.encode({"operator": first.vars.get("ripcord_operator", "ripcord"),
+                           **(args.get("body") or {})})
+        url = first.vars.get("nats_url")
+        published_at = time.time()
+        try:
+            if not url:
+                raise bus.BusError("no NATS URL: set inventory variable nats_url")
+            headers = bus.sign(subject, body, env_secret(first, "TITAN_HMAC_SECRET"))
+            answers = publish_to_engines(first, url, subject, body, headers, expect=set(contexts),
+                                         timeout=float(args["timeout"]),
+                                         nats_timeout=float(args["nats_timeout"]),
+                                         tunnel=args["tunnel"])
+        except (bus.BusError, EnvFileError) as exc:
+            return dict.fromkeys(contexts, Result(failed=True, msg=f"{subject}: {exc}"))
+        results: dict[str, Result | UnreachableError] = {}
+        for host in contexts:
+            if host not in answers:
+                results[host] = Result(failed=True, msg=f"{subject}: no answer from the engine "
+                                       f"within {float(args['timeout']):g}s",
+                                       data={"published_at": published_at})
+                continue
+            seconds, answer = answers[host]
+            errors = answer.get("errors") or []
+            data = {"answer": answer, "answered_ms": round(seconds * 1000, 1),
+                    "published_at": published_at}
+            said = f"{subject}: answered in {seconds * 1000:.0f} ms"
+            results[host] = Result(changed=True, failed=bool(errors) or answer.get("ok") is False,
+                                   msg=said + (f"; errors: {'; '.join(map(str, errors))}"
+                                               if errors else ""), data=data)
+        return results
+
+
+
+@register
+class Exchange(Module):
+    """The fleet's account at the exchange, seen from the host with its API key (read-only
+    unless action is cancel_all)."""
+
+    name = "exchange"
+    args = {
+        "action": Arg(str, required=True,
+                      choices=("open_orders", "positions", "dead_man_switch", "cancel_all")),
+        "key": Arg(str, default="EXCHANGE_API_KEY", help="the env_file variable with the key"),
+    }
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        action = args["action"]
+        if action == "cancel_all" and ctx.check:
+            return Result(skipped=True, msg="skipped in check mode")
+        try:
+            account = ExchangeAccount(ctx, args["key"])
+            if action == "open_orders":
+                orders = account.open_orders()
+                return Result(msg=f"{len(orders)} open orders",
+                              data={"open_orders": orders, "count": len(orders)})
+            if action == "positions":
+                positions = account.positions()
+                open_ = {s: q for s, q in positions.items() if q}
+                return Result(msg="flat" if not open_ else f"positions: {open_}",
+                              data={"positions": positions, "open": open_})
+            if action == "dead_man_switch":
+                switch = account.dead_man_switch()
+                return Result(msg="armed" if switch.get("armed") else "not armed", data=switch)
+            cancelled = account.cancel_all()
+        except UnreachableError:
+            raise
+        except RipcordError as exc:
+            return Result(failed=True, msg=f"exchange: {exc}")
+        return Result(changed=bool(cancelled), msg=f"cancelled {cancelled} open orders",
+                      data={"cancelled": cancelled})
+
+
+@register
+class Checks(Module):
+    """Checks (checks/) on every host of the batch, as a task: a pre-check that fails the
+    hosts whose checks fail (with any_errors_fatal, the whole procedure stops)."""
+
+    name = "checks"
+    fleet = True
+    args = {"select": Arg(str, required=True, help="marker expression or node ids"),
+            "retry": Arg((int, float), default=0, help="seconds to retry failing checks")}
+
+    def run_fleet(self, contexts: dict[str, TaskContext], args: dict[str, Any]
+                  ) -> dict[str, Result | UnreachableError]:
+        from ripcord.verify import run_checks
+
+        report = run_checks(args["select"], {h: c.conn for h, c in contexts.items()},
+                            {h: c.vars for h, c in contexts.items()},
+                            retry_s=float(args["retry"]) or None)
+        results: dict[str, Result | UnreachableError] = {}
+        for host in contexts:
+            mine = [r for r in report.results if r.host == host]
+            failed = [r for r in mine if r.outcome == "failed"]
+            passed = sum(r.outcome == "passed" for r in mine)
+            msg = "; ".join(f"{r.id}: {r.message}" for r in failed) or f"{passed} checks passed"
+            results[host] = Result(failed=bool(failed), msg=msg,
+                                   data={"checks": [vars(r) for r in mine]})
+        return results
