@@ -303,14 +303,37 @@ def restart(c, host=None, service="", force=False, reason="", yes=False, approva
 
 
 @task(name="recover-crash", iterable=["inventory"],
-      help=_help(service="the crashed service (required)"))
-def recover_crash(c, service=None, host=None, reason="", yes=False, approval=None,
+      help=_help(service="the crashed service (required)",
+                 force="restart an engine that is up and trading (not halted)"))
+def recover_crash(c, service=None, host=None, force=False, reason="", yes=False, approval=None,
                   inventory=None, check=False, json_=False, debug=False):
     """The crash runbook: show its last 200 log lines, restart it, check its health."""
     _procedure("recover-crash", host=host, inventory=inventory, check=check, yes=yes,
                reason=reason, approval=approval, json_=json_, debug=debug,
-               extra={"crash_service": service},
+               extra={"crash_service": service, "crash_force": bool(force)},
                problem=None if service else "--service NAME is required")
+
+
+@task(name="status", iterable=["inventory"],
+      help={"host": "host pattern to look at (required)",
+            "inventory": "inventory file or directory (repeatable; default: inventory/)",
+            "json": "one JSON object on stdout", "debug": "show tracebacks"})
+def status_(c, host=None, inventory=None, json_=False, debug=False):
+    """One screen of the fleet's trading state (hosts, services, halts, brain, orders); read-only."""
+    from invoke import Exit
+
+    from ripcord.errors import EXIT_UNREACHABLE
+    from ripcord.status import fleet_status, render
+
+    def body(out):
+        if not host:
+            raise InputError("--host PATTERN is required", hint="e.g. --host sandbox")
+        report = fleet_status(host, inventory)
+        emit_json(report) if json_ else render(report, out)
+        if not report["ok"]:
+            raise Exit(code=EXIT_UNREACHABLE)
+
+    run_task(body, json_mode=json_, debug=debug)
 
 
 @task(help={"request-id": "the id the requester's run printed", "debug": "show tracebacks"})
@@ -329,4 +352,4 @@ def approve(c, request_id, debug=False):
 
 sandbox = Collection("sandbox", up, down, status)
 ns = Collection(sandbox, play, inventory_, verify, halt, resume, flatten, cancel_all, master_arm,
-                breaker, isolate, restart, recover_crash, approve)
+                breaker, isolate, restart, recover_crash, status_, approve)

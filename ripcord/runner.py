@@ -143,12 +143,13 @@ class Runner:
             self._verify(play, hosts)
 
     def _verify(self, play: Play, hosts: list[str]) -> None:
-        """The play's checks, on exactly the hosts it touched, over the same connections.
+        """The play's checks, on exactly the hosts it touched and left standing (a failed host
+        has failed already), over the same connections.
 
         A failed check fails its host (and so the run). Under --check nothing changed, so there
         is nothing to verify.
         """
-        targets = [h for h in hosts if self.hosts[h].touched and not self.hosts[h].unreachable
+        targets = [h for h in hosts if self.hosts[h].touched and not self._gone(h)
                    and isinstance(self.connections.get(h), Connection)]
         if self.options.check or not targets:
             if self.display:

@@ -229,7 +229,8 @@ class Services(Module):
         path = args.get("topology_file")
         if isinstance(path, str) and "{{" in path:
             return []  # known only per host, at run time
-        names = [n for n in [*(args.get("names") or []), args.get("with_dependents")]
+        listed = args.get("names") if isinstance(args.get("names"), list) else []  # or a template
+        names = [n for n in [*listed, args.get("with_dependents")]
                  if isinstance(n, str) and "{{" not in n]
         return cls.topology_problems(path, names)
 
@@ -377,33 +378,33 @@ class Restart(Module):
                     for h, s in wanted.items()}
         done: dict[str, list[str]] = {h: [] for h in contexts}
         failures: dict[str, str] = {}
-        results: dict[str, Result | UnreachableError] = {}
+        lost: dict[str, UnreachableError] = {}
         with ThreadPoolExecutor(max_workers=len(contexts)) as pool:
             for tier in topology.tiers(set().union(*wanted.values())):
-                work = {h: [s for s in tier if s in wanted[h]] for h in contexts if h not in results}
-                futures = {h: pool.submit(Services().run, contexts[h],
-                                          Services.with_defaults({"state": "restarted", "names": names,
-                                                                  "timeout": args["timeout"]}))
+                work = {h: [s for s in tier if s in wanted[h]] for h in contexts}
+                futures = {h: pool.submit(Services().run, contexts[h], Services.with_defaults(
+                               {"state": "restarted", "names": names, "timeout": args["timeout"]}))
                            for h, names in work.items() if names}
                 for host, future in futures.items():
                     try:
                         outcome = future.result()
                     except UnreachableError as exc:
-                        results[host] = exc
+                        lost[host] = exc
                         continue
                     done[host] += work[host]
                     if outcome.failed:
                         failures[host] = outcome.msg
-                if failures or results:  # a tier not healthy everywhere: the next would not work
+                if failures or lost:  # a tier not healthy everywhere: the next would not work
                     break
+        results: dict[str, Result | UnreachableError] = dict(lost)
         for host in contexts:
-            if host in results:
+            if host in lost:
                 continue
             msg = ("restarted " + ", ".join(done[host])) if done[host] else "nothing to restart"
             if failures.get(host):
                 msg += f"; FAILED: {failures[host]}"
-            elif failures or results:
-                msg += "; stopped: a tier failed elsewhere"
+            elif failures or lost:
+                msg += "; later tiers not restarted: a tier failed elsewhere"
             results[host] = Result(changed=bool(done[host]), failed=bool(failures.get(host)),
                                    msg=msg, data={"restarted": done[host]})
         return results

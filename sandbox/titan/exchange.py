@@ -378,6 +378,19 @@ async def main() -> None:
     log.info("stopping")
     ticks.cancel()
     server.close()
+    save_positions(exchange, config, log)
+
+
+def save_positions(exchange: Exchange, config: Config, log: Log) -> None:
+    """Keep the account's positions across a restart, as a real exchange does: the ledger in
+    PostgreSQL survives `sandbox down`/`up`, so the account must too, or they disagree."""
+    path = config.home / "positions.json"
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(exchange.positions, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        log.error(f"cannot save positions to {path}: {exc.strerror}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 
 
@@ -27,3 +30,16 @@ def watching_processes(interval_s: float = 0.005):
     finally:
         stop.set()
         sampler.join()
+
+
+def exchange(access, method: str, path: str, key: str | None, body: dict | None = None):
+    """(HTTP status, JSON body) of one call to the sandbox exchange, straight from here."""
+    request = urllib.request.Request(access.plan.exchange_url + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json",
+                                              **({"X-API-KEY": key} if key else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")

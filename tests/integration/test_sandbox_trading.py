@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 
 import pytest
+from helpers import exchange
 
 from ripcord import bus
 
@@ -140,18 +139,6 @@ def test_a_halted_engine_rejects_signals_and_cancels_its_working_orders(access):
     status, orders = exchange(access, "GET", "/api/v1/openOrders?clientPrefix=exec-2-", ops_key)
     assert status == 200 and orders == []
     assert engine_state(access, "exec-2")["open_orders"] == 0
-
-
-def exchange(access, method: str, path: str, key: str | None, body: dict | None = None):
-    request = urllib.request.Request(access.plan.exchange_url + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json",
-                                              **({"X-API-KEY": key} if key else {})})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
 
 
 def test_the_exchange_refuses_bad_keys_and_rate_limits(access):

@@ -1,0 +1,195 @@
+"""The runbooks' procedures end to end (`invoke halt`, `resume`, ...), as an operator runs them.
+
+Every outcome is read back through an independent path: the engines' health endpoints (curl),
+files over the system ssh client, the ledger with psql, the exchange's API with a key from the
+host's .env, supervisorctl over ssh, a plain NATS client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import exchange
+
+from ripcord import bus
+
+REPO = Path(__file__).resolve().parents[2]
+ENGINES = ("exec-1", "exec-2")
+STRATEGIES = ("titan-scavenger", "titan-hunter", "titan-sentinel")
+
+
+@pytest.fixture
+def ripcord(fleet, tmp_path):
+    """ripcord(task, *args, operator=...) -> CompletedProcess of `invoke TASK` on the test fleet."""
+    def run(task: str, *args: str, operator: str = "alice", extra_env: dict | None = None,
+            inventories: tuple = ()) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), task,
+                "--inventory", str(fleet.inventory),
+                *[a for path in inventories for a in ("--inventory", str(path))], *args]
+        env = {**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "journal.jsonl"),
+               "RIPCORD_APPROVALS": str(tmp_path / "approvals"), "RIPCORD_OPERATOR": operator,
+               **(extra_env or {})}
+        return subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env,
+                              stdin=subprocess.DEVNULL)
+    return run
+
+
+@pytest.fixture
+def secret(access) -> str:
+    return access.env("exec-1")["TITAN_HMAC_SECRET"]
+
+
+def engine(access, host: str) -> dict:
+    return access.health(host, "titan-execution")
+
+
+def supervisor_state(access, host: str, service: str) -> str:
+    out = access.ssh(host, f"supervisorctl status {service}", check=False).stdout.split()
+    return out[1] if len(out) > 1 else "?"
+
+
+@pytest.fixture(autouse=True)
+def trading_afterwards(access, secret):
+    """Every test leaves the fleet trading: no fault, no halt file, services up, signed NORMAL."""
+    yield
+    access.ssh("db-1", "supervisorctl start nats", check=False)
+    for host in ENGINES:
+        access.ssh(host, 'rm -f "$TITAN_HOME/system.halt" "$TITAN_HOME"/state/faults/*')
+        access.ssh(host, "supervisorctl start titan-execution " + " ".join(STRATEGIES), check=False)
+    data = bus.encode({"state": "NORMAL", "reason": "test cleanup", "operator": "pytest",
+                       "source": "test"})
+
+    async def send(nc):
+        await nc.publish(bus.HALT_SUBJECT, data, headers=bus.sign(bus.HALT_SUBJECT, data, secret))
+        await nc.flush()
+
+    for host in ENGINES:
+        access.wait_for(lambda h=host: engine(access, h)["nats_connected"], timeout=20,
+                        interval=0.2, what=f"{host} connected to NATS")
+    access.nats(send)
+    for host in ENGINES:
+        access.wait_for(lambda h=host: not engine(access, h)["halted"], timeout=10,
+                        what=f"{host} trading again")
+
+
+def halt_json(result: subprocess.CompletedProcess) -> dict[str, dict]:
+    """Per host: the halt task's result record (msg names the rung)."""
+    payload = json.loads(result.stdout)
+    return {r["host"]: r for r in payload["results"] if r["module"] == "halt"}
+
+
+# --- halt: each rung of the ladder --------------------------------------------------------------
+
+def test_halt_on_a_healthy_fleet_is_acknowledged_on_nats_by_every_engine(access, ripcord):
+    result = ripcord("halt", "--host", "sandbox", "--reason", "drill", "--json")
+    assert result.returncode == 0, result.stderr
+    rungs = halt_json(result)
+    assert set(rungs) == set(ENGINES)
+    for host in ENGINES:
+        assert "halted by NATS" in rungs[host]["msg"], rungs[host]
+        state = engine(access, host)
+        assert state["halted"] and "nats" in state["halt_source"]
+        halt_file = access.ssh(host, 'cat "$TITAN_HOME/system.halt"').stdout
+        assert "reason=drill" in halt_file and "operator=alice" in halt_file
+        assert access.log_has(host, "titan-execution", "System HALTED")
+    payload = json.loads(result.stdout)
+    assert payload["checks"]["failed"] == 0 and payload["checks"]["passed"] >= 2
+
+
+def test_with_nats_stopped_the_halt_file_halts_every_engine(access, ripcord):
+    access.ssh("db-1", "supervisorctl stop nats")
+    result = ripcord("halt", "--host", "sandbox", "--json")
+    assert result.returncode == 0, result.stderr
+    for host, record in halt_json(result).items():
+        assert "halted by the halt file" in record["msg"], record
+        assert "NATS rung failed" in record["msg"] and "connection refused" in record["msg"]
+        state = engine(access, host)
+        assert state["halted"] and state["halt_source"] == "file"
+
+
+def test_an_engine_deaf_to_nats_is_halted_by_the_file(access, ripcord):
+    access.ssh("exec-1", 'touch "$TITAN_HOME/state/faults/deaf_nats"')
+    result = ripcord("halt", "--host", "sandbox", "--json")
+    assert result.returncode == 0, result.stderr
+    rungs = halt_json(result)
+    assert "halted by the halt file" in rungs["exec-1"]["msg"]
+    assert "no NATS answer from exec-1" in rungs["exec-1"]["msg"]
+    assert "halted by NATS" in rungs["exec-2"]["msg"]
+    assert engine(access, "exec-1")["halt_source"] == "file"
+
+
+def test_with_nats_and_the_file_both_ignored_the_service_is_stopped(access, ripcord):
+    access.ssh("exec-1", 'touch "$TITAN_HOME/state/faults/deaf_nats" '
+                         '"$TITAN_HOME/state/faults/ignore_halt_file"')
+    result = ripcord("halt", "--host", "sandbox", "--deadline", "1.5", "--json")
+    assert result.returncode == 0, result.stderr + result.stdout
+    rungs = halt_json(result)
+    assert "stopping its service (last resort)" in rungs["exec-1"]["msg"], rungs["exec-1"]
+    assert supervisor_state(access, "exec-1", "titan-execution") == "STOPPED"
+    assert "halted by NATS" in rungs["exec-2"]["msg"]
+    assert supervisor_state(access, "exec-2", "titan-execution") == "RUNNING"
+
+
+def test_halt_under_check_changes_nothing(access, ripcord):
+    result = ripcord("halt", "--host", "sandbox", "--check")
+    assert result.returncode == 0, result.stderr
+    for host in ENGINES:
+        assert engine(access, host)["halted"] is False
+        assert access.ssh(host, 'test -e "$TITAN_HOME/system.halt"', check=False).returncode == 1
+
+
+def test_halt_cancels_orders_left_open_at_the_exchange(access, ripcord):
+    """An order the engines do not know (placed by hand with the ops key) is cancelled too."""
+    ops_key = access.env("core-1")["EXCHANGE_OPS_API_KEY"]
+    status, order = exchange(access, "POST", "/api/v1/order", ops_key, {
+        "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "quantity": 0.01, "price": 1000})
+    assert status == 201
+    result = ripcord("halt", "--host", "sandbox", "--json")
+    assert result.returncode == 0, result.stderr
+    assert any("exchange: cancelled" in r["msg"] for r in halt_json(result).values())
+    assert exchange(access, "GET", "/api/v1/openOrders", ops_key) == (200, [])
+
+
+# --- resume ---------------------------------------------------------------------------------------
+
+def test_resume_clears_the_halt_and_the_engines_trade_again(access, ripcord):
+    assert ripcord("halt", "--host", "sandbox").returncode == 0
+    before = {h: engine(access, h)["last_order_ts"] or 0 for h in ENGINES}
+    result = ripcord("resume", "--host", "sandbox", "--yes", "--json")
+    assert result.returncode == 0, result.stderr + result.stdout
+    for host in ENGINES:
+        state = engine(access, host)
+        assert state["state"] == "NORMAL" and not state["halted"]
+        assert state["last_order_ts"] > before[host]  # it traded again
+        assert access.ssh(host, 'test -e "$TITAN_HOME/system.halt"', check=False).returncode == 1
+        key = access.env(host)["EXCHANGE_API_KEY"]
+        assert exchange(access, "GET", "/api/v1/countdownCancelAll", key)[1]["armed"] is True
+
+
+def test_resume_refuses_with_the_breaker_open_and_changes_nothing(access, ripcord):
+    brain = access.plan.host("core-1").service("titan-brain").health_url.rsplit("/", 1)[0]
+    assert ripcord("halt", "--host", "sandbox").returncode == 0
+    subprocess.run(["curl", "-sS", "-X", "POST", "-d", '{"reason": "pytest"}',
+                    f"{brain}/api/breaker/trip"], check=True, capture_output=True)
+    try:
+        result = ripcord("resume", "--host", "sandbox", "--yes")
+        assert result.returncode == 1
+        assert "breaker" in result.stdout and "expected 'CLOSED', got 'OPEN'" in result.stdout
+        for host in ENGINES:
+            assert engine(access, host)["halted"] is True
+            assert access.ssh(host, 'test -e "$TITAN_HOME/system.halt"', check=False).returncode == 0
+    finally:
+        subprocess.run(["curl", "-sS", "-X", "POST", "-d", '{"operatorId": "pytest"}',
+                        f"{brain}/api/breaker/reset"], check=True, capture_output=True)
+
+
+def test_resume_without_a_terminal_or_yes_declines(access, ripcord):
+    assert ripcord("halt", "--host", "sandbox").returncode == 0
+    result = ripcord("resume", "--host", "sandbox")
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert all(engine(access, h)["halted"] for h in ENGINES)
