@@ -6,7 +6,7 @@ The flow: the first run files a request and stops (exit 4) with its id; a second
 for one procedure on one host pattern, by someone other than the requester, used once, and
 expires (RIPCORD_APPROVAL_TTL_S, default 15 minutes). Requests live as JSON files in a directory
 every operator of the controller shares (RIPCORD_APPROVALS, default beside the journal); each
-step is journaled.
+step is journaled. An approval is used up when its run starts, whatever the run's outcome.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class Request:
     id: str
     procedure: str
     pattern: str
+    options: dict  # the procedure's options (symbol, service, ...): approved as asked
     requested_by: str
     requested_at: float
     reason: str = ""
@@ -62,8 +63,10 @@ class Approvals:
                         or default_path().parent / "approvals")
         self.journal = journal or Journal()
 
-    def request(self, procedure: str, pattern: str, operator: str, reason: str) -> Request:
-        req = Request(secrets.token_hex(4), procedure, pattern, operator, time.time(), reason)
+    def request(self, procedure: str, pattern: str, options: dict, operator: str,
+                reason: str) -> Request:
+        req = Request(secrets.token_hex(4), procedure, pattern, options, operator, time.time(),
+                      reason)
         with self._locked():
             self._save(req)
         self.journal.append({"kind": "approval-requested", **asdict(req)})
@@ -85,13 +88,18 @@ class Approvals:
         self.journal.append({"kind": "approval-granted", **asdict(req)})
         return req
 
-    def use(self, request_id: str, procedure: str, pattern: str, operator: str) -> Request:
+    def use(self, request_id: str, procedure: str, pattern: str, options: dict,
+            operator: str) -> Request:
         """The approval for this run, marked used; DeclinedError naming what does not fit."""
         with self._locked():
             req = self._load(request_id)
-            if (req.procedure, req.pattern) != (procedure, pattern):
+            if (req.procedure, req.pattern, req.options) != (procedure, pattern, options):
                 raise DeclinedError(f"approval {request_id} is for `{req.procedure} --host "
-                                    f"{req.pattern}`, not `{procedure} --host {pattern}`")
+                                    f"{req.pattern}` with {req.options or 'no options'}, not "
+                                    f"`{procedure} --host {pattern}` with {options or 'no options'}")
+            if operator != req.requested_by:
+                raise DeclinedError(f"approval {request_id} was requested by {req.requested_by}: "
+                                    f"only they can use it")
             if not req.approved_by:
                 raise ApprovalRequired(f"request {request_id} is not approved yet",
                                        hint=f"another operator runs `invoke approve {request_id}`",
@@ -112,7 +120,7 @@ class Approvals:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dir.mkdir(parents=True, exist_ok=True)  # shared by the operators: no secret inside
         with open(self.dir / ".lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
@@ -136,6 +144,7 @@ class Approvals:
 
 
 def required(inventory, hosts: list[str], procedure: str) -> bool:
-    """Whether any host's inventory lists the procedure in ripcord_require_approval."""
-    return any(procedure in (inventory.host_vars(h).get("ripcord_require_approval") or [])
-               for h in hosts)
+    """Whether any host's inventory lists the procedure in ripcord_require_approval. Never for
+    halt: the safe direction must not wait for a second person."""
+    return procedure != "halt" and any(
+        procedure in (inventory.host_vars(h).get("ripcord_require_approval") or []) for h in hosts)

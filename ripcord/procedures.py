@@ -31,12 +31,12 @@ def run_procedure(name: str, *, pattern: str, inventory_paths: list[str] | None,
     if not options.check and approvals.required(inventory, hosts, name):
         store = approvals.Approvals()
         if not approval:
-            request = store.request(name, pattern, operator(), options.reason)
+            request = store.request(name, pattern, options.extra_vars, operator(), options.reason)
             raise approvals.ApprovalRequired(
                 f"{name} on {pattern} needs a second operator's approval: request {request.id}",
                 hint=f"another operator runs `invoke approve {request.id}`, then run this again "
                      f"with --approval {request.id}", request_id=request.id)
-        store.use(approval, name, pattern, operator())
+        store.use(approval, name, pattern, options.extra_vars, operator())
     options.take_locks = name not in NO_LOCKS
     return run_playbook(str(PLAYBOOKS / f"{name}.yml"), pattern=pattern, inventory=inventory,
                         options=options, yes=yes, console=console, reason=options.reason)

@@ -24,7 +24,7 @@ from ripcord.modules import httpchannel
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
 from ripcord.modules.bus import EnvFileError, env_secret
 from ripcord.modules.service import control_for
-from ripcord.modules.trading import ExchangeAccount, publish_to_engines
+from ripcord.modules.trading import ExchangeAccount, publish_to_engines, tunnelled
 
 POLL_S = 0.05
 
@@ -63,7 +63,8 @@ class Halt(Module):
                         help="seconds for every engine to be halted before its service is stopped"),
         "ack_timeout": Arg((int, float), default=1.0, help="seconds to wait for NATS answers"),
         "nats_timeout": Arg((int, float), default=1.0, help="seconds to connect to NATS"),
-        "tunnel": Arg(bool, default=False, help="reach NATS through an SSH forward via a host"),
+        "tunnel": Arg(bool, help="reach NATS through an SSH forward via a host; "
+                                 "default: inventory nats_tunnel"),
         "service": Arg(str, default="titan-execution"),
         "last_resort": Arg(bool, default=True, help="stop the service of an engine not halted"),
         "exchange": Arg(bool, default=True, help="confirm 0 open orders at the exchange"),
@@ -116,7 +117,8 @@ class Halt(Module):
         """Publish HARD_HALT and record each engine's answer; returns a note on the bus rung."""
         first = next(iter(contexts.values()))
         body = bus.encode({"state": "HARD_HALT", "reason": args["reason"],
-                           "operator": args["operator"], "source": "ripcord"})
+                           "operator": args["operator"], "source": "ripcord",
+                           "targets": sorted(contexts)})
         url = first.vars.get("nats_url")
         try:
             if isinstance(secret, Exception):
@@ -127,7 +129,7 @@ class Halt(Module):
             answers = publish_to_engines(first, url, bus.HALT_SUBJECT, body, headers,
                                          expect=set(contexts), timeout=float(args["ack_timeout"]),
                                          nats_timeout=float(args["nats_timeout"]),
-                                         tunnel=args["tunnel"])
+                                         tunnel=tunnelled(first, args))
         except (bus.BusError, EnvFileError) as exc:
             return f"NATS rung failed: {exc}"
         for host, (seconds, answer) in answers.items():
@@ -151,7 +153,12 @@ class Halt(Module):
 
     @staticmethod
     def _write_halt_file(ctx: TaskContext, args: dict, state: HostHalt) -> None:
-        path = halt_file(ctx)
+        try:
+            path = halt_file(ctx)
+        except RipcordError as exc:
+            state.halt_file = f"not written: {exc}"
+            state.errors.append(str(exc))
+            return
         text = f"HARD_HALT {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} " \
                f"operator={args['operator']} reason={args['reason']}\n"
         try:

@@ -24,6 +24,15 @@ SUBJECTS = {"halt": bus.HALT_SUBJECT, "flatten": bus.FLATTEN_SUBJECT,
             "cancel_all": bus.CANCEL_ALL_SUBJECT}
 
 
+def tunnelled(ctx: TaskContext, args: dict) -> bool:
+    """Whether to reach NATS through an SSH forward: the task says, else inventory nats_tunnel
+    (production NATS often listens on a host's loopback only)."""
+    if args.get("tunnel") is not None:
+        return bool(args["tunnel"])
+    value = ctx.vars.get("nats_tunnel", False)
+    return value.strip().lower() in ("1", "true", "yes", "on") if isinstance(value, str) else bool(value)
+
+
 def publish_to_engines(ctx: TaskContext, url: str, subject: str, body: bytes, headers: dict, *,
                        expect: set[str], timeout: float, nats_timeout: float, tunnel: bool
                        ) -> dict[str, tuple[float, dict]]:
@@ -103,19 +112,21 @@ class TitanCommand(Module):
         "body": Arg(dict, default={}, help="the command's fields (state, symbol, reason, ...)"),
         "timeout": Arg((int, float), default=2.0, help="seconds to wait for every answer"),
         "nats_timeout": Arg((int, float), default=1.0, help="seconds to connect to NATS"),
-        "tunnel": Arg(bool, default=False, help="reach NATS through an SSH forward via a host"),
+        "tunnel": Arg(bool, help="reach NATS through an SSH forward via a host; "
+                                 "default: inventory nats_tunnel"),
     }
 
     def run_fleet(self, contexts: dict[str, TaskContext], args: dict[str, Any]
                   ) -> dict[str, Result | UnreachableError]:
+        published_at = time.time()
         if any(ctx.check for ctx in contexts.values()):
-            return dict.fromkeys(contexts, Result(skipped=True, msg="skipped in check mode"))
+            return dict.fromkeys(contexts, Result(skipped=True, msg="skipped in check mode",
+                                                  data={"published_at": published_at}))
         first = next(iter(contexts.values()))
         subject = SUBJECTS[args["command"]]
         body = bus.encode({"operator": first.vars.get("ripcord_operator", "ripcord"),
-                           **(args.get("body") or {})})
+                           **(args.get("body") or {}), "targets": sorted(contexts)})
         url = first.vars.get("nats_url")
-        published_at = time.time()
         try:
             if not url:
                 raise bus.BusError("no NATS URL: set inventory variable nats_url")
@@ -123,7 +134,7 @@ class TitanCommand(Module):
             answers = publish_to_engines(first, url, subject, body, headers, expect=set(contexts),
                                          timeout=float(args["timeout"]),
                                          nats_timeout=float(args["nats_timeout"]),
-                                         tunnel=args["tunnel"])
+                                         tunnel=tunnelled(first, args))
         except (bus.BusError, EnvFileError) as exc:
             return dict.fromkeys(contexts, Result(failed=True, msg=f"{subject}: {exc}"))
         results: dict[str, Result | UnreachableError] = {}

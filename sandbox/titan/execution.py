@@ -185,6 +185,9 @@ class Engine:
         except ValueError:
             self.log.error(f"Malformed command on {subject}: body is not a JSON object; ignored")
             return
+        targets = body.get("targets")
+        if isinstance(targets, list) and self.host not in targets:
+            return  # addressed to other engines: a per-host halt or flatten is not fleet-wide
         operator = str(body.get("operator") or "unknown")
         reason = str(body.get("reason") or "")
         if subject == CMD_HALT:

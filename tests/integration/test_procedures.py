@@ -28,9 +28,9 @@ def ripcord(fleet, tmp_path):
     """ripcord(task, *args, operator=...) -> CompletedProcess of `invoke TASK` on the test fleet."""
     def run(task: str, *args: str, operator: str = "alice", extra_env: dict | None = None,
             inventories: tuple = ()) -> subprocess.CompletedProcess:
+        sources = () if task == "approve" else (fleet.inventory, *inventories)
         argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), task,
-                "--inventory", str(fleet.inventory),
-                *[a for path in inventories for a in ("--inventory", str(path))], *args]
+                *[a for path in sources for a in ("--inventory", str(path))], *args]
         env = {**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "journal.jsonl"),
                "RIPCORD_APPROVALS": str(tmp_path / "approvals"), "RIPCORD_OPERATOR": operator,
                **(extra_env or {})}
@@ -193,3 +193,156 @@ def test_resume_without_a_terminal_or_yes_declines(access, ripcord):
     result = ripcord("resume", "--host", "sandbox")
     assert result.returncode == 4, result.stdout + result.stderr
     assert all(engine(access, h)["halted"] for h in ENGINES)
+
+
+# --- flatten, cancel-all, master arm, breaker ------------------------------------------------------
+
+def ledger_positions(access) -> list[str]:
+    env = access.env("exec-1")
+    out = subprocess.run(["psql", "-X", "-w", "-tA", "-h", "127.0.0.1", "-p",
+                          str(access.plan.postgres_port), "-U", "titan", "-d", "titan", "-c",
+                          "SELECT host || ' ' || symbol || ' ' || qty FROM positions WHERE qty <> 0"],
+                         capture_output=True, text=True, timeout=10,
+                         env={**os.environ, "PGPASSWORD": env["TITAN_DB_PASSWORD"]})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split("\n") if out.stdout.strip() else []
+
+
+def test_flatten_needs_the_typed_word_then_closes_every_position(access, ripcord):
+    assert ripcord("halt", "--host", "sandbox").returncode == 0  # as the runbook: halt, flatten
+    assert ledger_positions(access)  # the seed holds positions
+    declined = ripcord("flatten", "--host", "sandbox")
+    assert declined.returncode == 4 and ledger_positions(access)
+    result = ripcord("flatten", "--host", "sandbox", "--yes", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ledger_positions(access) == []
+    ops_key = access.env("core-1")["EXCHANGE_OPS_API_KEY"]
+    status, positions = exchange(access, "GET", "/api/v1/positions", ops_key)
+    assert status == 200 and all(p["qty"] == 0 for p in positions), positions
+    assert json.loads(result.stdout)["checks"]["failed"] == 0
+
+
+def test_cancel_all_leaves_no_order_placed_before_it(access, ripcord):
+    ops_key = access.env("core-1")["EXCHANGE_OPS_API_KEY"]
+    status, order = exchange(access, "POST", "/api/v1/order", access.env("exec-1")["EXCHANGE_API_KEY"],
+                             {"symbol": "ETHUSDT", "side": "SELL", "type": "LIMIT",
+                              "quantity": 0.1, "price": 99999, "clientOrderId": "exec-1-bypytest"})
+    assert status == 201
+    result = ripcord("cancel-all", "--host", "sandbox", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert exchange(access, "GET", f"/api/v1/order/{order['orderId']}", ops_key)[1]["status"] == "CANCELED"
+
+
+def test_master_arm_and_breaker_go_through_the_brains_api_with_the_operator(access, ripcord):
+    brain = access.plan.host("core-1").service("titan-brain").health_url.rsplit("/", 1)[0]
+    assert ripcord("master-arm", "--host", "sandbox", "--disable").returncode == 0  # no prompt
+    assert access.curl_json(f"{brain}/api/execution/master-arm") == {"enabled": False}
+    assert ripcord("master-arm", "--host", "sandbox", "--enable").returncode == 4  # declined
+    assert ripcord("master-arm", "--host", "sandbox", "--enable", "--yes").returncode == 0
+    assert access.curl_json(f"{brain}/api/execution/master-arm") == {"enabled": True}
+    assert ripcord("master-arm", "--host", "sandbox").returncode == 2  # neither: invalid input
+
+    subprocess.run(["curl", "-sS", "-X", "POST", "-d", '{"reason": "pytest"}',
+                    f"{brain}/api/breaker/trip"], check=True, capture_output=True)
+    result = ripcord("breaker", "--host", "sandbox", "--reset", "--yes", operator="bob")
+    assert result.returncode == 0, result.stdout + result.stderr
+    breaker = access.curl_json(f"{brain}/api/breaker")
+    assert breaker["state"] == "CLOSED" and breaker["reset_by"] == "bob"
+
+
+# --- isolate, restart, recover-crash --------------------------------------------------------------
+
+def test_isolate_stops_the_strategies_and_no_signal_reaches_the_engines(access, ripcord):
+    result = ripcord("isolate", "--host", "sandbox", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for host in ENGINES:
+        assert all(supervisor_state(access, host, s) == "STOPPED" for s in STRATEGIES)
+    counts = [engine(access, h)["signals_received"] for h in ENGINES]
+    subprocess.run(["sleep", "3"], check=True)
+    assert [engine(access, h)["signals_received"] for h in ENGINES] == counts
+
+
+def engine_pid(access, host: str) -> str:
+    return access.ssh(host, "supervisorctl pid titan-execution").stdout.strip()
+
+
+def test_restart_refuses_a_trading_engine_then_restarts_in_dependency_order(access, ripcord):
+    pids = {h: engine_pid(access, h) for h in ENGINES}
+    refused = ripcord("restart", "--host", "sandbox", "--service", "postgresql", "--yes")
+    assert refused.returncode == 1 and "the engine is trading" in refused.stdout
+    assert {h: engine_pid(access, h) for h in ENGINES} == pids
+
+    assert ripcord("halt", "--host", "sandbox").returncode == 0
+    result = ripcord("restart", "--host", "sandbox", "--service", "postgresql", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for host in ENGINES:
+        assert engine_pid(access, host) != pids[host]
+        assert engine(access, host)["status"] == "ok" and engine(access, host)["halted"]
+    started = {}  # each restarted service's start time: a tier only after the one it needs
+    for host, service in (("db-1", "postgresql"), ("exec-1", "titan-execution")):
+        pid = access.ssh(host, f"supervisorctl pid {service}").stdout.strip()
+        started[service] = float(access.ssh(host, f"stat -c %Y /proc/{pid}").stdout)
+    assert started["postgresql"] <= started["titan-execution"]
+
+
+def test_recover_crash_shows_the_log_restarts_and_checks_health(access, ripcord):
+    access.ssh("exec-2", "supervisorctl stop titan-execution")  # the crash
+    result = ripcord("recover-crash", "--host", "sandbox", "--service", "titan-execution", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Stopping: signal received" in result.stdout  # the log's tail, shown
+    assert supervisor_state(access, "exec-2", "titan-execution") == "RUNNING"
+    assert engine(access, "exec-2")["status"] == "ok"
+    trading = ripcord("recover-crash", "--host", "exec-1", "--service", "titan-execution", "--yes")
+    assert trading.returncode == 0 and "changed: [exec-1]" not in trading.stdout  # not crashed
+
+
+# --- the two-person rule ---------------------------------------------------------------------------
+
+def test_two_person_rule(access, ripcord, tmp_path):
+    rule = tmp_path / "rule.yml"
+    rule.write_text("all:\n  children:\n    exec:\n      vars:\n"
+                    "        ripcord_require_approval: [cancel-all]\n")
+    run = lambda *a, **k: ripcord("cancel-all", "--host", "sandbox", "--yes", *a,  # noqa: E731
+                                  inventories=(rule,), **k)
+    first = run("--json")
+    assert first.returncode == 4, first.stdout + first.stderr
+    request = json.loads(first.stdout)["approval_required"]
+    assert request and f"invoke approve {request}" in first.stderr
+
+    assert ripcord("approve", request, operator="alice").returncode == 4  # not by the requester
+    assert run("--approval", request).returncode == 4  # not approved yet
+    approved = ripcord("approve", request, operator="bob")
+    assert approved.returncode == 0 and "requested by alice" in approved.stdout
+    assert run("--approval", request, operator="bob").returncode == 4  # the approver cannot run it
+    other = ripcord("cancel-all", "--host", "exec-1", "--yes", "--approval", request,
+                    inventories=(rule,))
+    assert other.returncode == 4 and "not `cancel-all --host exec-1`" in other.stderr
+    ok = run("--approval", request)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert run("--approval", request).returncode == 4  # used once
+
+    expired = json.loads(run("--json").stdout)["approval_required"]
+    assert ripcord("approve", expired, operator="bob").returncode == 0
+    late = run("--approval", expired, extra_env={"RIPCORD_APPROVAL_TTL_S": "0"})
+    assert late.returncode == 4 and "expired" in late.stderr
+    kinds = [json.loads(line)["kind"] for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    assert kinds.count("approval-requested") == 2 and "approval-used" in kinds
+
+
+@pytest.mark.parametrize("task, args", [
+    ("halt", ()), ("resume", ()), ("flatten", ()), ("cancel-all", ()), ("isolate", ()),
+    ("master-arm", ("--disable",)), ("breaker", ("--reset",)),
+    ("restart", ("--service", "titan-console")), ("recover-crash", ("--service", "titan-brain"))])
+def test_every_procedure_runs_under_check_and_changes_nothing(access, ripcord, task, args):
+    brain = access.plan.host("core-1").service("titan-brain").health_url.rsplit("/", 1)[0]
+    before = {h: engine_pid(access, h) for h in ENGINES}
+    console = access.ssh("core-1", "supervisorctl pid titan-console").stdout
+    result = ripcord(task, "--host", "sandbox", "--check", *(() if task == "halt" else ("--yes",)),
+                     *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for host in ENGINES:
+        state = engine(access, host)
+        assert not state["halted"] and engine_pid(access, host) == before[host]
+        assert all(supervisor_state(access, host, s) == "RUNNING" for s in STRATEGIES)
+    assert access.ssh("core-1", "supervisorctl pid titan-console").stdout == console
+    assert access.curl_json(f"{brain}/api/execution/master-arm") == {"enabled": True}
