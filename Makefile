@@ -9,16 +9,17 @@ PYTHON ?= python3
 
 demo: deps
 	$(INVOKE) sandbox.up
+	$(INVOKE) drill --host sandbox
 
 test: deps
-	$(VENV)/bin/ruff check ripcord sandbox tests bench tasks.py
+	$(VENV)/bin/ruff check ripcord sandbox tests bench tasks.py checks
 	$(PY) -m pytest -q tests
 
 bench: deps
 	$(PY) bench/run.py
 
 lint: deps
-	$(VENV)/bin/ruff check ripcord sandbox tests bench tasks.py
+	$(VENV)/bin/ruff check ripcord sandbox tests bench tasks.py checks
 
 deps: system-deps $(VENV)/.installed
 

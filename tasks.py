@@ -336,6 +336,46 @@ def status_(c, host=None, inventory=None, json_=False, debug=False):
     run_task(body, json_mode=json_, debug=debug)
 
 
+@task(iterable=["inventory"], help={"host": "host pattern (default: sandbox)",
+                                    "inventory": COMMON_HELP["inventory"], "debug": "show tracebacks"})
+def drill(c, host="sandbox", inventory=None, debug=False):
+    """A real kill-switch drill: halt, verify halted, resume, verify trading; with timings."""
+    import time
+
+    from invoke import Exit
+
+    from ripcord.execute import run_verify
+    from ripcord.procedures import run_procedure
+    from ripcord.runner import Options
+
+    def body(out):
+        steps = [
+            ("halt", lambda: run_procedure("halt", pattern=host, inventory_paths=inventory,
+                                           options=Options(reason="drill"), yes=True, console=out)),
+            ("verify halted", lambda: run_verify(pattern=host, select="halt and situational",
+                                                 inventory_paths=inventory, junit=None, console=out)),
+            ("resume", lambda: run_procedure("resume", pattern=host, inventory_paths=inventory,
+                                             options=Options(reason="drill"), yes=True, console=out)),
+            ("verify trading", lambda: run_verify(pattern=host, select="", inventory_paths=inventory,
+                                                  junit=None, console=out)),
+        ]
+        timings = []
+        for name, step in steps:
+            out.rule(f"[bold]DRILL[/] {name}", align="left")
+            started = time.monotonic()
+            outcome = step()
+            timings.append((name, time.monotonic() - started, outcome.code))
+            if outcome.code:
+                break
+        out.rule("[bold]DRILL[/] timings", align="left")
+        for name, seconds, code in timings:
+            out.print(f"  {name:<15} {seconds:6.2f} s  {'ok' if code == 0 else f'FAILED (exit {code})'}")
+        if timings[-1][2]:
+            raise Exit(code=timings[-1][2])
+
+    run_task(body, debug=debug)
+
+
 @task(help={"request-id": "the id the requester's run printed", "debug": "show tracebacks"})
 def approve(c, request_id, debug=False):
     """Approve another operator's request (two-person rule): you cannot approve your own."""
@@ -351,5 +391,5 @@ def approve(c, request_id, debug=False):
 
 
 sandbox = Collection("sandbox", up, down, status)
-ns = Collection(sandbox, play, inventory_, verify, halt, resume, flatten, cancel_all, master_arm,
+ns = Collection(sandbox, play, inventory_, verify, drill, halt, resume, flatten, cancel_all, master_arm,
                 breaker, isolate, restart, recover_crash, status_, approve)
