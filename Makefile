@@ -17,6 +17,7 @@ test: deps
 
 bench: deps
 	$(PY) bench/run.py
+	$(PY) bench/halt.py
 
 lint: deps
 	$(VENV)/bin/ruff check ripcord sandbox tests bench tasks.py checks
