@@ -2,7 +2,8 @@
 
 import pytest
 
-pytestmark = [pytest.mark.isolate, pytest.mark.situational, pytest.mark.scenario15]
+pytestmark = [pytest.mark.supervisor, pytest.mark.isolate, pytest.mark.situational,
+              pytest.mark.scenario15]
 STRATEGIES = ("titan-scavenger", "titan-hunter", "titan-sentinel")
 
 

@@ -101,7 +101,7 @@ class Halt(Module):
                         lost[host] = exc
         exchange_host, exchange_note = None, ""
         if args["exchange"]:
-            exchange_host, exchange_note = self._exchange(contexts, lost, state)
+            exchange_host, exchange_note = self._exchange(contexts, lost, state, whole_fleet(contexts))
         results: dict[str, Result | UnreachableError] = dict(lost)
         for host in contexts:
             if host in lost:
@@ -214,19 +214,21 @@ class Halt(Module):
     # --- rung 5: the exchange --------------------------------------------------------------------
 
     @staticmethod
-    def _exchange(contexts: dict[str, TaskContext], lost: dict,
-                  state: dict[str, HostHalt]) -> tuple[str | None, str]:
-        """Through the first reachable host: open orders of the account, cancel-all if any."""
+    def _exchange(contexts: dict[str, TaskContext], lost: dict, state: dict[str, HostHalt],
+                  account_wide: bool) -> tuple[str | None, str]:
+        """Through the first reachable host: the open orders of the account when the whole fleet
+        halts, else those of the halted engines (by their clientOrderId prefix); cancelled if any."""
+        prefixes = None if account_wide else [f"{h}-" for h in contexts]
         for host, ctx in contexts.items():
             if host in lost:
                 continue
             try:
                 exchange = ExchangeAccount(ctx)
-                before = exchange.open_orders()
+                before = exchange.open_orders(prefixes)
                 if not before:
                     return host, "exchange: 0 open orders"
-                cancelled = exchange.cancel_all()
-                after = exchange.open_orders()
+                cancelled = exchange.cancel_all(prefixes)
+                after = exchange.open_orders(prefixes)
             except UnreachableError as exc:
                 lost[host] = exc
                 continue
@@ -263,6 +265,13 @@ class Halt(Module):
                 "stopped": state.stopped, "errors": state.errors}
         failed = rung is None or any(e.startswith("exchange") for e in state.errors)
         return Result(changed=True, failed=failed, msg="; ".join(notes), data=data)
+
+
+def whole_fleet(contexts: dict[str, TaskContext]) -> bool:
+    """Whether the batch is every execution host of the inventory (group exec, if it has one)."""
+    first = next(iter(contexts.values()))
+    engines = (first.vars.get("groups") or {}).get("exec")
+    return not engines or set(engines) <= set(contexts)
 
 
 def halt_file(ctx: TaskContext) -> str:

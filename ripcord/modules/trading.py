@@ -12,6 +12,7 @@ import asyncio
 import json
 import shlex
 import time
+import urllib.parse
 from typing import Any
 
 from ripcord import bus
@@ -88,11 +89,18 @@ class ExchangeAccount:
         except ValueError:
             raise RipcordError(f"{method} {self.url}{path}: the answer is not JSON") from None
 
-    def open_orders(self) -> list[dict]:
-        return list(self.call("GET", "/api/v1/openOrders") or [])
+    def open_orders(self, prefixes: list[str] | None = None) -> list[dict]:
+        """The account's open orders; with prefixes, only those whose clientOrderId starts with
+        one (each engine prefixes its orders with its host name)."""
+        if prefixes is None:
+            return list(self.call("GET", "/api/v1/openOrders") or [])
+        return [o for p in prefixes for o in self.call(
+            "GET", f"/api/v1/openOrders?clientPrefix={urllib.parse.quote(p)}") or []]
 
-    def cancel_all(self) -> int:
-        return int((self.call("POST", "/api/v1/cancelAll", {}) or {}).get("cancelled", 0))
+    def cancel_all(self, prefixes: list[str] | None = None) -> int:
+        bodies = [{}] if prefixes is None else [{"clientPrefix": p} for p in prefixes]
+        return sum(int((self.call("POST", "/api/v1/cancelAll", body) or {}).get("cancelled", 0))
+                   for body in bodies)
 
     def positions(self) -> dict[str, float]:
         return {p["symbol"]: float(p["qty"]) for p in self.call("GET", "/api/v1/positions") or []}

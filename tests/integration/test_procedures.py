@@ -7,6 +7,7 @@ host's .env, supervisorctl over ssh, a plain NATS client.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -75,6 +76,24 @@ def trading_afterwards(access, secret):
     for host in ENGINES:
         access.wait_for(lambda h=host: not engine(access, h)["halted"], timeout=10,
                         what=f"{host} trading again")
+
+
+@contextlib.contextmanager
+def hand_order(access, key: str, client_id: str | None = None):
+    """A LIMIT order placed by hand (the exchange fills it after ~2 s whatever its price); any
+    fill is offset afterwards, so the account stays in step with the engines' ledger."""
+    body = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "quantity": 0.01, "price": 1000,
+            **({"clientOrderId": client_id} if client_id else {})}
+    status, order = exchange(access, "POST", "/api/v1/order", key, body)
+    assert status == 201, order
+    try:
+        yield order
+    finally:
+        path = f"/api/v1/order/{order['orderId']}"
+        if exchange(access, "DELETE", path, key)[0] != 200 and \
+                exchange(access, "GET", path, key)[1]["status"] == "FILLED":
+            exchange(access, "POST", "/api/v1/order", key, {
+                "symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": 0.01})
 
 
 def halt_json(result: subprocess.CompletedProcess) -> dict[str, dict]:
@@ -146,13 +165,26 @@ def test_halt_under_check_changes_nothing(access, ripcord):
 def test_halt_cancels_orders_left_open_at_the_exchange(access, ripcord):
     """An order the engines do not know (placed by hand with the ops key) is cancelled too."""
     ops_key = access.env("core-1")["EXCHANGE_OPS_API_KEY"]
-    status, order = exchange(access, "POST", "/api/v1/order", ops_key, {
-        "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "quantity": 0.01, "price": 1000})
-    assert status == 201
-    result = ripcord("halt", "--host", "sandbox", "--json")
-    assert result.returncode == 0, result.stderr
+    with hand_order(access, ops_key) as order:
+        result = ripcord("halt", "--host", "sandbox", "--json")
+        assert result.returncode == 0, result.stderr
+        assert exchange(access, "GET", f"/api/v1/order/{order['orderId']}", ops_key)[1]["status"] \
+            == "CANCELED"
     assert any("exchange: cancelled" in r["msg"] for r in halt_json(result).values())
     assert exchange(access, "GET", "/api/v1/openOrders", ops_key) == (200, [])
+
+
+def test_halting_one_engine_leaves_the_others_trading(access, ripcord):
+    key = access.env("exec-2")["EXCHANGE_API_KEY"]
+    with hand_order(access, key, "exec-2-not-halted") as order:
+        result = ripcord("halt", "--host", "exec-1", "--json")
+        assert result.returncode == 0, result.stderr
+        # exec-2's order was not cancelled by exec-1's halt (it may have filled meanwhile)
+        assert exchange(access, "GET", f"/api/v1/order/{order['orderId']}", key)[1]["status"] \
+            != "CANCELED"
+    assert set(halt_json(result)) == {"exec-1"}
+    assert engine(access, "exec-1")["halted"] and not engine(access, "exec-2")["halted"]
+    assert access.ssh("exec-2", 'test -e "$TITAN_HOME/system.halt"', check=False).returncode == 1
 
 
 # --- resume ---------------------------------------------------------------------------------------
@@ -223,14 +255,13 @@ def test_flatten_needs_the_typed_word_then_closes_every_position(access, ripcord
 
 
 def test_cancel_all_leaves_no_order_placed_before_it(access, ripcord):
-    ops_key = access.env("core-1")["EXCHANGE_OPS_API_KEY"]
-    status, order = exchange(access, "POST", "/api/v1/order", access.env("exec-1")["EXCHANGE_API_KEY"],
-                             {"symbol": "ETHUSDT", "side": "SELL", "type": "LIMIT",
-                              "quantity": 0.1, "price": 99999, "clientOrderId": "exec-1-bypytest"})
-    assert status == 201
-    result = ripcord("cancel-all", "--host", "sandbox", "--yes")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert exchange(access, "GET", f"/api/v1/order/{order['orderId']}", ops_key)[1]["status"] == "CANCELED"
+    key = access.env("exec-1")["EXCHANGE_API_KEY"]
+    assert ripcord("halt", "--host", "sandbox").returncode == 0  # so the order cannot fill first
+    with hand_order(access, key, "exec-1-bypytest") as order:
+        result = ripcord("cancel-all", "--host", "sandbox", "--yes")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert exchange(access, "GET", f"/api/v1/order/{order['orderId']}", key)[1]["status"] \
+            == "CANCELED"
 
 
 def test_master_arm_and_breaker_go_through_the_brains_api_with_the_operator(access, ripcord):
