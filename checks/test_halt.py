@@ -18,8 +18,17 @@ def _engine(hostvars, health):
     return health(ENGINE)
 
 
+class _HaltFile:
+    """The halt file's presence, by one `test -e` (host.file would first probe the system type
+    with three more commands, a third of a halt's verification time)."""
+
+    def __init__(self, host, hostvars):
+        self.path = hostvars.get("titan_halt_file") or f"{hostvars['titan_home']}/system.halt"
+        self.exists = host.run("test -e %s", self.path).rc == 0
+
+
 def _halt_file(host, hostvars):
-    return host.file(hostvars.get("titan_halt_file") or f"{hostvars['titan_home']}/system.halt")
+    return _HaltFile(host, hostvars)
 
 
 @pytest.mark.situational
@@ -45,7 +54,7 @@ def test_halt_is_logged(host, hostvars, health):
     if _engine(hostvars, health) is None:
         pytest.skip("the engine is stopped: it logs nothing more")
     log = f"{hostvars['titan_home']}/logs/{ENGINE}.log"
-    out = host.run("grep -F -e %s -e %s %s | tail -n 1", *STATE_LINES, log)
+    out = host.run("tac %s | grep -m 1 -F -e %s -e %s", log, *STATE_LINES)  # newest first
     assert "System HALTED" in out.stdout, (
         f"{log}: the latest state change is not a halt: {out.stdout.strip() or 'none logged'}")
 
