@@ -49,9 +49,10 @@ def test_current_release_is_the_inventory_version(host, hostvars):
     home = hostvars["titan_home"]
     current = host.file(f"{home}/current")
     assert current.is_symlink, f"{current.path} on {host.backend.hostname} is not a symlink"
-    target = host.check_output("readlink %s", current.path)
-    actual = host.check_output("readlink -f %s", current.path)
-    wanted = host.check_output("readlink -f %s", f"{home}/releases/{version}")
+    # What the link says, where it leads, and where releases/<version> leads: one command.
+    target, actual, wanted = host.check_output(
+        "readlink %s && readlink -f %s %s", current.path, current.path,
+        f"{home}/releases/{version}").splitlines()
     assert actual == wanted, (f"{current.path} on {host.backend.hostname} points at {target}, "
                               f"not releases/{version}")
     assert host.file(wanted).is_directory, f"release {wanted} is missing on {host.backend.hostname}"

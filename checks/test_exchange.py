@@ -40,19 +40,26 @@ def test_exchange_is_reachable(host, hostvars, exchange):
         + (f"HTTP {code}" if code else error or "no answer"))
 
 
-def test_api_key_is_accepted(host, hostvars, exchange):
-    code, _, error = exchange("/api/v1/openOrders")
+@pytest.fixture(scope="module")
+def own_orders(host, exchange):
+    """This host's open orders (clientOrderId prefix "<host>-"), listed with its API key as its
+    engine lists them: one authenticated call that both checks below read."""
+    return exchange(f"/api/v1/openOrders?clientPrefix={host.backend.hostname}-")
+
+
+def test_api_key_is_accepted(host, hostvars, own_orders):
+    code, _, error = own_orders
     assert code != 0, f"exchange not reachable from {host.backend.hostname}: {error}"
     assert code == 200, (f"the exchange refuses {host.backend.hostname}'s EXCHANGE_API_KEY "
                          f"(from {hostvars['env_file']}): HTTP {code}")
 
 
-def test_open_orders_below_limit(host, hostvars, exchange, setting):
+def test_open_orders_below_limit(host, hostvars, own_orders, setting):
     """This engine's open orders (clientOrderId prefix "<host>-") under check_open_orders_max."""
     if "titan-execution" not in (hostvars.get("services") or []):
         pytest.skip("no execution engine on this host")
     limit = setting("open_orders_max", 100)
-    code, body, _ = exchange(f"/api/v1/openOrders?clientPrefix={host.backend.hostname}-")
+    code, body, _ = own_orders
     assert code == 200, f"cannot list open orders of {host.backend.hostname}: HTTP {code}"
     count = len(json.loads(body))
     assert count < limit, (f"{count} open orders at the exchange for {host.backend.hostname}'s "

@@ -6,6 +6,7 @@ import pytest
 
 pytestmark = [pytest.mark.ports, pytest.mark.restart, pytest.mark.restore, pytest.mark.deploy,
               pytest.mark.scenario01, pytest.mark.scenario04]
+LOOPBACK = ("127.0.0.1", "0.0.0.0", "::")  # a listener on any of these answers on 127.0.0.1
 
 
 def _port(url: str | None) -> int | None:
@@ -30,7 +31,8 @@ def test_service_ports_are_listening(host, hostvars):
     ports = expected_ports(hostvars)
     if not ports:
         pytest.skip("no ports expected on this host")
+    listening = set(host.socket.get_listening_sockets())  # one `ss` for all ports
     closed = {name: port for name, port in ports.items()
-              if not host.socket(f"tcp://127.0.0.1:{port}").is_listening}
+              if not listening & {f"tcp://{address}:{port}" for address in LOOPBACK}}
     assert not closed, f"not listening on {host.backend.hostname}: " + ", ".join(
         f"{name} (port {port})" for name, port in sorted(closed.items()))

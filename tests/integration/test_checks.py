@@ -27,9 +27,12 @@ def base_vars(fleet, inventory) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def check(base_vars, connect):
-    """check(select, hosts, **vars) -> CheckReport: run checks on some hosts, with extra vars."""
+    """check(select, hosts, **vars) -> CheckReport: run checks on some hosts, with extra vars.
+    A marker expression leaves the situational checks out: the fleet here is a healthy one."""
     def run(select: str, hosts: tuple[str, ...] = HOSTS, retry_s: float | None = None,
             **extra) -> CheckReport:
+        if "::" not in select:
+            select = f"({select}) and not situational"
         hostvars = {h: {**base_vars[h], **extra} for h in hosts}
         return run_checks(select, {h: connect(h) for h in hosts}, hostvars, retry_s=retry_s)
     return run
@@ -55,9 +58,9 @@ def failed(report: CheckReport, host: str, check_id: str, *texts: str, alone: bo
 
 
 def test_healthy_fleet_passes_every_check(check):
-    """Every check (but the halt ones, which want a halted engine) passes on a healthy fleet,
-    and each concern ran somewhere."""
-    report = check("not halt", check_load_max_per_core=1000.0)  # the test machine's load: not ours
+    """Every check but the situational ones (which want a procedure's outcome: a halted engine,
+    stopped strategies, a flat account) passes on a healthy fleet, and each concern ran somewhere."""
+    report = check("not situational", check_load_max_per_core=1000.0)  # the machine's load: not ours
     passed(report)
     ran = {r.id.split("::")[0] for r in report.results if r.outcome == "passed"}
     assert ran >= {f"test_{c}.py" for c in ("supervisor", "ports", "resources", "logs", "database",
@@ -67,21 +70,41 @@ def test_healthy_fleet_passes_every_check(check):
 
 # --- supervisor, ports --------------------------------------------------------------------
 
-def test_stopped_service_fails_supervisor_and_ports(access, check):
+def test_stopped_service_fails_supervisor_ports_and_health(access, check):
+    select = "supervisor or ports or health"
     port = access.plan.host("exec-2").service("titan-sentinel").port
-    passed(check("supervisor or ports"), "exec-2")
+    passed(check(select), "exec-2")
     access.ssh("exec-2", "supervisorctl stop titan-sentinel")
     try:
-        report = check("supervisor or ports")
+        report = check(select)
         failed(report, "exec-2", "test_every_service_is_running",
                "not RUNNING on exec-2", "titan-sentinel (STOPPED)")
         failed(report, "exec-2", "test_service_ports_are_listening",
                f"titan-sentinel (port {port})")
+        message = failed(report, "exec-2", "test_every_service_is_healthy",
+                         "unhealthy on exec-2: titan-sentinel (no answer)")
+        assert "titan-execution" not in message  # one fetch for all: the others still answer
     finally:
         access.ssh("exec-2", "supervisorctl start titan-sentinel")
     access.wait_for(lambda: access.health("exec-2", "titan-sentinel")["status"] == "ok",
                     what="titan-sentinel healthy again")
-    passed(check("supervisor or ports", ("exec-2",)), "exec-2")
+    passed(check(select, ("exec-2",)), "exec-2")
+
+
+def test_supervisord_not_answering(access, check):
+    """No unix socket in the config, or none at its path: supervisord does not answer, said once."""
+    failed(check("supervisor", ("exec-1",), supervisor_config="/nonexistent/supervisord.conf"),
+           "exec-1", "test_every_service_is_running", "supervisord does not answer on exec-1",
+           "no serverurl=unix://... in /nonexistent/supervisord.conf")
+    conf = "$TITAN_HOME/state/ripcord-check-test.conf"
+    access.ssh("exec-1", f"printf '[supervisorctl]\\nserverurl=unix:///nonexistent.sock\\n' > {conf}")
+    try:
+        path = access.ssh("exec-1", f"echo {conf}").stdout.strip()
+        failed(check("supervisor", ("exec-1",), supervisor_config=path), "exec-1",
+               "test_every_service_is_running", "supervisord does not answer on exec-1",
+               "no socket at /nonexistent.sock")
+    finally:
+        access.ssh("exec-1", f"rm -f {conf}")
 
 
 def test_data_service_ports_are_checked_on_db(check):
