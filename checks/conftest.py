@@ -20,7 +20,8 @@ import pytest
 # Markers: what a check is about (concern), which runbook procedures and scenarios it validates.
 CONCERNS = ("halt", "health", "supervisor", "ports", "resources", "logs", "database", "bus",
             "exchange", "drift", "certificates", "clock", "backups", "security")
-PROCEDURES = ("resume", "restart", "flatten", "restore", "rotate", "rollback", "audit", "deploy")
+PROCEDURES = ("resume", "restart", "flatten", "isolate", "restore", "rotate", "rollback", "audit",
+              "deploy")
 SCENARIOS = tuple(f"scenario{n:02d}" for n in range(1, 21))
 
 

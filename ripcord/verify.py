@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import fnmatch
 import io
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,11 +176,16 @@ def run_checks(select: str, connections: dict[str, Connection],
 
 def _selection(select: str) -> list[str]:
     """pytest arguments for node ids ("test_halt.py::test_engine_is_trading") or a marker
-    expression ("halt and not resume"); nothing selected means every check."""
+    expression ("halt and not resume"); nothing selected means every check. A marker expression
+    leaves out situational checks (a fleet halted, flattened) unless it names them."""
     words = select.split()
     if words and all("::" in w or w.endswith(".py") for w in words):
         return [str(CHECKS / w.removeprefix("checks/")) for w in words]
-    return [str(CHECKS), "-m", select] if select.strip() else [str(CHECKS)]
+    if not select.strip():
+        return [str(CHECKS)]
+    if not re.search(r"\bsituational\b", select):  # post-procedure states only when asked for
+        select = f"({select}) and not situational"
+    return [str(CHECKS), "-m", select]
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,9 @@ def test_the_shipped_waivers_file_is_valid():
 
 
 def test_selection_is_node_ids_or_a_marker_expression():
-    assert _selection("halt and not resume") == [str(CHECKS), "-m", "halt and not resume"]
+    assert _selection("halt and not resume") == [str(CHECKS), "-m",
+                                                  "(halt and not resume) and not situational"]
+    assert _selection("halt and situational") == [str(CHECKS), "-m", "halt and situational"]
     assert _selection("test_halt.py::test_engine_is_trading") == [
         str(CHECKS / "test_halt.py::test_engine_is_trading")]
     assert _selection("") == [str(CHECKS)]
