@@ -96,7 +96,7 @@ def main() -> None:
             env = {**os.environ, "RIPCORD_JOURNAL": str(Path(tmp) / "journal.jsonl")}
             for run in range(args.runs + 1):
                 resume(fleet, inventory)
-                time.sleep(0.5)  # let the engines settle into trading
+                time.sleep(2.0)  # a fleet in steady trading, not one still resuming
                 wall, answered = halt_once(fleet, env)
                 if run:
                     walls.append(wall)

@@ -51,6 +51,15 @@ def fingerprint(secret: str) -> str:
 
 # --- talking to the bus (nats-py), bounded in time ------------------------------------------------
 
+def preload() -> None:
+    """Import nats-py in the background (~0.12 s): a module that will publish calls this when it
+    is loaded, so the import overlaps the SSH handshakes instead of delaying the halt."""
+    import importlib
+    import threading
+
+    threading.Thread(target=importlib.import_module, args=("nats.aio.client",), daemon=True).start()
+
+
 class BusError(RipcordError):
     """NATS could not be reached or did not answer; the message names no credential."""
 

@@ -8,6 +8,7 @@ and `always` run whatever --tags selects: cleanup must not depend on a tag filte
 
 from __future__ import annotations
 
+import importlib
 import math
 import threading
 import time
@@ -128,6 +129,9 @@ class Runner:
 
     def _run_play(self, play: Play) -> None:
         hosts = self.play_hosts(play)
+        if play.verify and not self.options.check:  # pytest's imports overlap the network waits
+            threading.Thread(target=importlib.import_module, args=("ripcord.verify",),
+                             daemon=True).start()
         for name in hosts:
             self.hosts.setdefault(name, HostState(name))
         if self.display:
