@@ -8,6 +8,7 @@ import threading
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 
 
 @contextmanager
@@ -43,3 +44,13 @@ def exchange(access, method: str, path: str, key: str | None, body: dict | None 
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
+
+
+def ghost_inventory(fleet, directory: Path) -> Path:
+    """An extra inventory with exec-ghost: a host on a closed loopback port (unreachable)."""
+    ghost = directory / "ghost.yml"
+    ghost.write_text(f"all:\n  children:\n    exec:\n      hosts:\n        exec-ghost:\n"
+                     f"          ansible_host: 127.0.0.1\n"
+                     f"          ansible_port: {fleet.plan.base_port + 9}\n"
+                     f"          ansible_timeout: 2\n")
+    return ghost

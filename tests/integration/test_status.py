@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ghost_inventory
 
 REPO = Path(__file__).resolve().parents[2]
 EXECS = ("exec-1", "exec-2")
@@ -102,11 +103,7 @@ def test_a_stopped_service_shows_stopped(fleet, access):
 
 
 def test_an_unreachable_host_is_listed_and_exits_3(fleet, tmp_path):
-    ghost = tmp_path / "ghost.yml"
-    ghost.write_text(f"all:\n  children:\n    exec:\n      hosts:\n        exec-ghost:\n"
-                     f"          ansible_host: 127.0.0.1\n"
-                     f"          ansible_port: {fleet.plan.base_port + 9}\n"
-                     f"          ansible_timeout: 2\n")
+    ghost = ghost_inventory(fleet, tmp_path)
     code, report, err = status(fleet, "exec", "--inventory", str(ghost))
     assert code == 3, err
     assert report["ok"] is False

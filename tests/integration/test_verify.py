@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ghost_inventory
 
 from ripcord.templating import Templar, resolve_vars
 from ripcord.verify import RipcordBackend, run_checks
@@ -112,11 +113,7 @@ def test_a_play_fails_when_its_verify_fails(fleet, tmp_path):
 
 
 def test_invoke_verify_reports_an_unreachable_host_and_checks_the_others(fleet, tmp_path):
-    ghost = tmp_path / "ghost.yml"
-    ghost.write_text(f"all:\n  children:\n    exec:\n      hosts:\n        exec-ghost:\n"
-                     f"          ansible_host: 127.0.0.1\n"
-                     f"          ansible_port: {fleet.plan.base_port + 9}\n"
-                     f"          ansible_timeout: 2\n")
+    ghost = ghost_inventory(fleet, tmp_path)
     result = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), "verify",
                              "--host", "exec", "--checks", "health", "--json",
                              "--inventory", str(fleet.inventory), "--inventory", str(ghost)],
