@@ -18,8 +18,6 @@ from ripcord.journal import operator
 from ripcord.runner import Options
 
 PLAYBOOKS = Path(__file__).resolve().parents[1] / "playbooks"
-PROCEDURES = ("halt", "resume", "flatten", "cancel-all", "master-arm", "breaker", "isolate",
-              "restart", "recover-crash")
 NO_LOCKS = {"halt"}  # halting is the safe direction: it must not queue behind a stuck run
 
 
