@@ -338,10 +338,7 @@ class Runner:
                     continue
                 if not contexts:  # fleet-wide arguments: rendered once, with the first host's vars
                     args = _drop_omitted(self.templar.render(task.args, variables))
-                contexts[host] = TaskContext(
-                    host=host, vars=variables, conn=self.connections[host], check=self.options.check,
-                    diff=self.options.diff, timeout=task.timeout, templar=self.templar,
-                    secrets=self.secrets, confirm=self.confirm, playbook_dir=self.options.playbook_dir)
+                contexts[host] = self._context(task, host, variables, self.connections[host])
             if not contexts:
                 return
             problems = module_cls.check_args(args)
@@ -359,9 +356,7 @@ class Runner:
             if isinstance(result, UnreachableError):
                 self._mark_unreachable(host, task, str(result))
                 continue
-            outcome = "failed" if result.failed else "skipped" if result.skipped else \
-                "changed" if result.changed else "ok"
-            self._apply(play, task, host, outcome, result, started=started)
+            self._apply(play, task, host, _outcome(result), result, started=started)
 
     def _vars(self, play: Play, task: Task | None, host: str) -> dict[str, Any]:
         """Variables for one task on one host, by Ansible's precedence (later wins)."""
@@ -402,9 +397,7 @@ class Runner:
             result = Result(failed=True, msg=_short(exc))
         except Exception as exc:  # a module bug must fail the task, not the whole run
             result = Result(failed=True, msg=f"module {task.module} crashed: {exc!r}")
-        outcome = "failed" if result.failed else "skipped" if result.skipped else \
-            "changed" if result.changed else "ok"
-        return self._apply(play, task, host, outcome, result, started=started)
+        return self._apply(play, task, host, _outcome(result), result, started=started)
 
     def _attempts(self, task: Task, host: str, variables: dict[str, Any]) -> Result:
         module_cls = REGISTRY[task.module]
@@ -422,10 +415,7 @@ class Runner:
             problems = module_cls.check_args(args) if not module_cls.open_args else []
             if problems:
                 return Result(failed=True, msg=f"{task.where}: " + "; ".join(problems))
-            ctx = TaskContext(host=host, vars=variables, conn=conn, check=self.options.check,
-                              diff=self.options.diff, timeout=task.timeout, templar=self.templar,
-                              secrets=self.secrets, confirm=self.confirm,
-                              playbook_dir=self.options.playbook_dir)
+            ctx = self._context(task, host, variables, conn)
             result = module_cls().run(ctx, module_cls.with_defaults(args))
             self._overrides(task, result, variables)
             if task.until is None:
@@ -440,6 +430,13 @@ class Runner:
         result.msg = result.msg or f"until condition never held after {attempts} attempts"
         result.data["attempts"] = attempts
         return result
+
+    def _context(self, task: Task, host: str, variables: dict[str, Any],
+                 conn: Connection | None) -> TaskContext:
+        return TaskContext(host=host, vars=variables, conn=conn, check=self.options.check,
+                           diff=self.options.diff, timeout=task.timeout, templar=self.templar,
+                           secrets=self.secrets, confirm=self.confirm,
+                           playbook_dir=self.options.playbook_dir)
 
     def _overrides(self, task: Task, result: Result, variables: dict[str, Any]) -> None:
         """changed_when / failed_when, evaluated with the registered result in scope."""
@@ -530,6 +527,11 @@ class _HostVars(dict):
 
 
 _OMIT = "__ripcord_omit__"
+
+
+def _outcome(result: Result) -> str:
+    return "failed" if result.failed else "skipped" if result.skipped else \
+        "changed" if result.changed else "ok"
 
 
 def _drop_omitted(args: Any) -> Any:

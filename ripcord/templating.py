@@ -47,7 +47,8 @@ class Secrets:
         return data
 
 
-def _bool(value: Any) -> bool:
+def truthy(value: Any) -> bool:
+    """Ansible's bool: yes/on/1/true/y/t (any case) are true, other strings false."""
     if isinstance(value, str):
         return value.strip().lower() in ("yes", "on", "1", "true", "y", "t")
     return bool(value)
@@ -83,7 +84,7 @@ class Templar:
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                                  autoescape=False)
         env.filters.update({
-            "bool": _bool, "to_json": json.dumps, "from_json": json.loads, "quote": shlex.quote,
+            "bool": truthy, "to_json": json.dumps, "from_json": json.loads, "quote": shlex.quote,
             "regex_search": _regex_search,
             "regex_replace": lambda v, p, r="": re.sub(p, r, str(v)),
             "b64encode": lambda v: base64.b64encode(str(v).encode()).decode(),
@@ -148,8 +149,8 @@ class Templar:
         if isinstance(expression, bool):
             return expression
         if isinstance(expression, str) and "{{" in expression:
-            return _bool(self.render(expression, variables))
-        return _bool(self.evaluate(str(expression), variables))
+            return truthy(self.render(expression, variables))
+        return truthy(self.evaluate(str(expression), variables))
 
     def names_used(self, value: Any, *, bare: bool = False) -> set[str]:
         """Top-level variable names a value refers to (for validation before any host is touched).

@@ -41,6 +41,7 @@ class HostHalt:
     halted: bool = False  # its /health said so
     halt_source: str | None = None
     stopped: bool = False  # the last resort was needed and worked
+    exchange_failed: bool = False  # 0 open orders could not be confirmed through this host
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -80,7 +81,7 @@ class Halt(Module):
         started = time.monotonic()
         state = {host: HostHalt() for host in contexts}
         lost: dict[str, UnreachableError] = {}
-        secret = self._secret(contexts)  # before the writes: one SFTP session is not shared
+        secret = self._secret(contexts)  # read first: the publish must not wait for it
         with ThreadPoolExecutor(max_workers=len(contexts) + 1) as pool:
             signalled = pool.submit(self._signal, contexts, args, state, secret)
             files = {h: pool.submit(self._write_halt_file, ctx, args, state[h])
@@ -240,9 +241,11 @@ class Halt(Module):
                 lost[host] = exc
                 continue
             except RipcordError as exc:
+                state[host].exchange_failed = True
                 state[host].errors.append(f"exchange: cannot confirm 0 open orders: {exc}")
                 return host, ""
             if after:
+                state[host].exchange_failed = True
                 state[host].errors.append(f"exchange: {len(after)} open orders remain after "
                                           f"cancel-all")
                 return host, ""
@@ -270,8 +273,8 @@ class Halt(Module):
         data = {"rung": rung, "acked_ms": state.acked_ms, "halt_file": state.halt_file,
                 "halted": state.halted, "halt_source": state.halt_source,
                 "stopped": state.stopped, "errors": state.errors}
-        failed = rung is None or any(e.startswith("exchange") for e in state.errors)
-        return Result(changed=True, failed=failed, msg="; ".join(notes), data=data)
+        return Result(changed=True, failed=rung is None or state.exchange_failed,
+                      msg="; ".join(notes), data=data)
 
 
 def whole_fleet(contexts: dict[str, TaskContext]) -> bool:

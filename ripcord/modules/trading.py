@@ -19,6 +19,7 @@ from ripcord import bus
 from ripcord.errors import RipcordError, UnreachableError
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
 from ripcord.modules.bus import EnvFileError, env_secret, nats_tunnel
+from ripcord.templating import truthy
 
 EXCHANGE_TIMEOUT_S = 3.0
 SUBJECTS = {"halt": bus.HALT_SUBJECT, "flatten": bus.FLATTEN_SUBJECT,
@@ -30,8 +31,7 @@ def tunnelled(ctx: TaskContext, args: dict) -> bool:
     (production NATS often listens on a host's loopback only)."""
     if args.get("tunnel") is not None:
         return bool(args["tunnel"])
-    value = ctx.vars.get("nats_tunnel", False)
-    return value.strip().lower() in ("1", "true", "yes", "on") if isinstance(value, str) else bool(value)
+    return truthy(ctx.vars.get("nats_tunnel", False))
 
 
 def publish_to_engines(ctx: TaskContext, url: str, subject: str, body: bytes, headers: dict, *,

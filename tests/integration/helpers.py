@@ -10,6 +10,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from ripcord import bus
+
 
 @contextmanager
 def watching_processes(interval_s: float = 0.005):
@@ -54,3 +56,19 @@ def ghost_inventory(fleet, directory: Path) -> Path:
                      f"          ansible_port: {fleet.plan.base_port + 9}\n"
                      f"          ansible_timeout: 2\n")
     return ghost
+
+
+def publish(access, subject: str, body: dict, secret: str | None, headers: dict | None = None,
+            raw: bytes | None = None) -> dict:
+    """Publish one command from a plain NATS client, signed with `secret` unless headers (or
+    raw bytes) are given; returns the headers sent."""
+    data = raw if raw is not None else bus.encode(body)
+    if headers is None and secret is not None:
+        headers = bus.sign(subject, data, secret)
+
+    async def send(nc):
+        await nc.publish(subject, data, headers=headers)
+        await nc.flush()
+
+    access.nats(send)
+    return headers or {}

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import exchange
+from helpers import exchange, publish
 
 from ripcord import bus
 
@@ -62,17 +62,11 @@ def trading_afterwards(access, secret):
     for host in ENGINES:
         access.ssh(host, 'rm -f "$TITAN_HOME/system.halt" "$TITAN_HOME"/state/faults/*')
         access.ssh(host, "supervisorctl start titan-execution " + " ".join(STRATEGIES), check=False)
-    data = bus.encode({"state": "NORMAL", "reason": "test cleanup", "operator": "pytest",
-                       "source": "test"})
-
-    async def send(nc):
-        await nc.publish(bus.HALT_SUBJECT, data, headers=bus.sign(bus.HALT_SUBJECT, data, secret))
-        await nc.flush()
-
     for host in ENGINES:
         access.wait_for(lambda h=host: engine(access, h)["nats_connected"], timeout=20,
                         interval=0.2, what=f"{host} connected to NATS")
-    access.nats(send)
+    publish(access, bus.HALT_SUBJECT, {"state": "NORMAL", "reason": "test cleanup",
+                                       "operator": "pytest", "source": "test"}, secret)
     for host in ENGINES:
         access.wait_for(lambda h=host: not engine(access, h)["halted"], timeout=10,
                         what=f"{host} trading again")

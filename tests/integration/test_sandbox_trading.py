@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from helpers import exchange
+from helpers import exchange, publish
 
 from ripcord import bus
 
@@ -29,20 +29,6 @@ def trading_afterwards(access, secret):
     for host in ENGINES:
         access.wait_for(lambda h=host: not access.health(h, "titan-execution")["halted"],
                         timeout=5, what=f"{host} trading again")
-
-
-def publish(access, subject: str, body: dict, secret: str | None, headers: dict | None = None,
-            raw: bytes | None = None) -> dict:
-    data = raw if raw is not None else bus.encode(body)
-    if headers is None and secret is not None:
-        headers = bus.sign(subject, data, secret)
-
-    async def send(nc):
-        await nc.publish(subject, data, headers=headers)
-        await nc.flush()
-
-    access.nats(send)
-    return headers or {}
 
 
 def engine_state(access, host: str) -> dict:
