@@ -196,8 +196,16 @@ def _help(**more: str) -> dict[str, str]:
             "approval": "the id of an approval another operator granted (two-person rule)", **more}
 
 
+def _known_service(service: str) -> None:
+    """An unknown --service is invalid input, found before any host is touched."""
+    from ripcord.topology import find_topology, load_cached
+
+    load_cached(find_topology()).require(service)
+
+
 def _procedure(name: str, *, host, inventory, check, yes, reason, approval, json_, debug,
-               extra: dict | None = None, problem: str | None = None) -> None:
+               extra: dict | None = None, problem: str | None = None,
+               service: str | None = None) -> None:
     from invoke import Exit
 
     from ripcord.approvals import ApprovalRequired
@@ -207,6 +215,8 @@ def _procedure(name: str, *, host, inventory, check, yes, reason, approval, json
     def body(out):
         if problem:
             raise InputError(problem)
+        if service:
+            _known_service(service)
         if not host:
             raise InputError("--host PATTERN is required", hint="e.g. --host sandbox or --host exec-1")
         options = Options(check=check, extra_vars=dict(extra or {}), reason=reason or "")
@@ -299,7 +309,8 @@ def restart(c, host=None, service="", force=False, reason="", yes=False, approva
     """Restart services in dependency order (inventory/topology.yml), healthy between tiers."""
     _procedure("restart", host=host, inventory=inventory, check=check, yes=yes, reason=reason,
                approval=approval, json_=json_, debug=debug,
-               extra={"restart_service": service or "", "restart_force": bool(force)})
+               extra={"restart_service": service or "", "restart_force": bool(force)},
+               service=service)
 
 
 @task(name="recover-crash", iterable=["inventory"],
@@ -311,7 +322,7 @@ def recover_crash(c, service=None, host=None, force=False, reason="", yes=False,
     _procedure("recover-crash", host=host, inventory=inventory, check=check, yes=yes,
                reason=reason, approval=approval, json_=json_, debug=debug,
                extra={"crash_service": service, "crash_force": bool(force)},
-               problem=None if service else "--service NAME is required")
+               problem=None if service else "--service NAME is required", service=service)
 
 
 @task(name="status", iterable=["inventory"],

@@ -94,7 +94,7 @@ class Topology:
 
     def dependents(self, service: str) -> set[str]:
         """Every service that depends on `service`, directly or through others."""
-        self._known_service(service)
+        self.require(service)
         found: set[str] = set()
         frontier = [service]
         while frontier:
@@ -106,12 +106,13 @@ class Topology:
         return found
 
     def health(self, service: str) -> str | None:
-        self._known_service(service)
+        self.require(service)
         return self.nodes[service].health
 
     # --- checks ----------------------------------------------------------------------------
 
-    def _known_service(self, service: str) -> None:
+    def require(self, service: str) -> None:
+        """InputError naming the file and the known services, unless `service` is one."""
         if service not in self.nodes:
             raise InputError(f"service {service!r} is not in the topology",
                              file=self.source, hint=f"known: {', '.join(sorted(self.nodes))}")

@@ -293,6 +293,8 @@ def engine_pid(access, host: str) -> str:
 
 def test_restart_refuses_a_trading_engine_then_restarts_in_dependency_order(access, ripcord):
     pids = {h: engine_pid(access, h) for h in ENGINES}
+    unknown = ripcord("restart", "--host", "sandbox", "--service", "titan-nosuch", "--yes")
+    assert unknown.returncode == 2 and "'titan-nosuch' is not in the topology" in unknown.stderr
     refused = ripcord("restart", "--host", "sandbox", "--service", "postgresql", "--yes")
     assert refused.returncode == 1 and "the engine is trading" in refused.stdout
     assert {h: engine_pid(access, h) for h in ENGINES} == pids
@@ -311,6 +313,8 @@ def test_restart_refuses_a_trading_engine_then_restarts_in_dependency_order(acce
 
 
 def test_recover_crash_shows_the_log_restarts_and_checks_health(access, ripcord):
+    unknown = ripcord("recover-crash", "--host", "sandbox", "--service", "titan-nosuch", "--yes")
+    assert unknown.returncode == 2 and "'titan-nosuch' is not in the topology" in unknown.stderr
     access.ssh("exec-2", "supervisorctl stop titan-execution")  # the crash
     result = ripcord("recover-crash", "--host", "sandbox", "--service", "titan-execution", "--yes")
     assert result.returncode == 0, result.stdout + result.stderr
