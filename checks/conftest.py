@@ -9,13 +9,17 @@ variables are looked up in ripcord's inventory by the host's address and port.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import testinfra.host
 
 # Markers: what a check is about (concern), which runbook procedures and scenarios it validates.
 CONCERNS = ("halt", "health", "supervisor", "ports", "resources", "logs", "database", "bus",
@@ -35,6 +39,11 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="module")
 def hostvars(host) -> dict[str, Any]:
     """The inventory variables of the host under check (rendered)."""
+    return _vars_of(host)
+
+
+@functools.cache
+def _vars_of(host) -> dict[str, Any]:
     if getattr(host.backend, "NAME", "") == "ripcord":
         return host.backend.hostvars
     return _vars_by_address(host)
@@ -67,33 +76,62 @@ def setting(hostvars) -> Callable[[str, Any], Any]:
 
 
 @pytest.fixture(scope="session")
-def health_answers() -> dict:
-    """The health answers fetched in this run, per host: the checks that read them share them."""
-    return {}
+def health_answers(request) -> HealthAnswers:
+    """The health answers of this run's hosts, shared by the checks that read them."""
+    return HealthAnswers(_hosts_reading_health(request.session))
 
 
 @pytest.fixture(scope="module")
 def health(host, hostvars, health_answers) -> Callable[[str], dict | None]:
     """health(service): its health endpoint's JSON, fetched on the host; None when it does not
-    answer 200 with JSON.
-
-    The first call fetches every health URL of the host in one curl (one process on the host
-    rather than one a service a check), and the checks of this run share those answers; a retry
-    (`retry:`, or a new `invoke verify`) is a new run and fetches them afresh.
-    """
+    answer 200 with JSON."""
     urls = hostvars.get("health_urls") or {}
 
     def fetch(service: str) -> dict | None:
         if service not in urls:
             pytest.skip(f"{service} has no health URL on this host")
-        if host not in health_answers:
-            health_answers[host] = _fetch_health(host, urls)
-        return health_answers[host][service]
+        return health_answers.of(host)[service]
     return fetch
 
 
-def _fetch_health(host, urls: dict[str, str]) -> dict[str, dict | None]:
+class HealthAnswers:
+    """Every health URL of every host of the run, fetched the first time a check asks for one:
+    one curl a host (one process on the host rather than one a service a check), the hosts in
+    parallel (one after the other they were most of a halt's verification time).
+
+    A retry (`retry:`, or a new `invoke verify`) is a new run and fetches them afresh.
+    """
+
+    def __init__(self, hosts: list) -> None:
+        self.hosts = hosts
+        self.lock = threading.Lock()
+        self.answers: dict[int, Future] | None = None
+
+    def of(self, host) -> dict[str, dict | None]:
+        with self.lock:
+            if self.answers is None:
+                with ThreadPoolExecutor(max_workers=min(16, len(self.hosts) or 1)) as pool:
+                    self.answers = {id(h): pool.submit(_fetch_health, h) for h in self.hosts}
+        answers = self.answers.get(id(host))  # each host's own answers, or its own error
+        return answers.result() if answers else _fetch_health(host)
+
+
+def _hosts_reading_health(session: pytest.Session) -> list:
+    """The hosts (testinfra's parameters, or ripcord's) of the collected checks that use health."""
+    hosts = {}
+    for item in session.items:
+        if "health" in getattr(item, "fixturenames", ()) and hasattr(item, "callspec"):
+            for value in item.callspec.params.values():
+                if isinstance(value, testinfra.host.Host):
+                    hosts[id(value)] = value
+    return list(hosts.values())
+
+
+def _fetch_health(host) -> dict[str, dict | None]:
     """Every URL in one curl, which follows each answer with a line holding its HTTP status."""
+    urls = _vars_of(host).get("health_urls") or {}
+    if not urls:
+        return {}
     out = host.run("curl -sS --max-time 3 -w '\\n@@ %%{http_code}\\n'" + " %s" * len(urls),
                    *urls.values())
     parts = re.split(r"\n@@ (\d{3})\n", out.stdout)  # body, status, body, status, ..., ""

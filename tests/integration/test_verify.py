@@ -82,11 +82,45 @@ def test_invoke_verify_passes_on_a_healthy_fleet_and_writes_junit(fleet, tmp_pat
 def test_invoke_verify_fails_with_the_operators_message(fleet, access, tmp_path):
     access.ssh("core-1", "supervisorctl stop titan-console")
     try:
-        result = invoke(fleet, "verify", "--host", "core-1", "--checks", "health", tmp_path=tmp_path)
+        result = invoke(fleet, "verify", "--host", "sandbox", "--checks", "health",
+                        tmp_path=tmp_path)
     finally:
         access.ssh("core-1", "supervisorctl start titan-console")
     assert result.returncode == 1
     assert "unhealthy on core-1: titan-console (no answer)" in result.stdout
+    # the hosts' answers are fetched in parallel: each failure stays with its own host
+    assert [line for line in result.stdout.splitlines() if "unhealthy on" in line and
+            "core-1" not in line] == []
+
+
+def test_plain_testinfra_runs_the_checks_over_its_own_ssh(fleet, access, tmp_path):
+    """`pytest checks/ --hosts=...` without ripcord: testinfra's ssh backend, each host's
+    variables found in the inventory (RIPCORD_INVENTORY) by its address and port."""
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host *\n  IdentityFile {fleet.plan.client_key}\n"
+                      f"  UserKnownHostsFile {fleet.plan.known_hosts}\n"
+                      "  StrictHostKeyChecking yes\n  BatchMode yes\n")
+    hosts = ",".join(f"ssh://{fleet.user}@127.0.0.1:{h.ssh_port}" for h in fleet.plan.hosts)
+
+    def pytest_checks() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               "--tb=line", str(REPO / "checks/test_health.py"), f"--hosts={hosts}",
+                               f"--ssh-config={config}"],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                              env={**os.environ, "RIPCORD_INVENTORY": str(fleet.inventory)})
+
+    healthy = pytest_checks()
+    assert healthy.returncode == 0, healthy.stdout[-2000:]
+    assert f"{len(fleet.plan.hosts)} passed" in healthy.stdout
+    access.ssh("core-1", "supervisorctl stop titan-console")
+    try:
+        broken = pytest_checks()
+    finally:
+        access.ssh("core-1", "supervisorctl start titan-console")
+    failures = [line for line in broken.stdout.splitlines()  # --tb=line: "file:line: message"
+                if line.startswith(str(REPO / "checks")) and "unhealthy on" in line]
+    assert broken.returncode == 1 and "1 failed" in broken.stdout, broken.stdout[-2000:]
+    assert len(failures) == 1 and failures[0].endswith("titan-console (no answer)")  # core-1's
 
 
 def test_a_play_fails_when_its_verify_fails(fleet, tmp_path):
