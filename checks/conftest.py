@@ -42,20 +42,19 @@ def hostvars(host) -> dict[str, Any]:
     return _vars_of(host)
 
 
-@functools.cache
 def _vars_of(host) -> dict[str, Any]:
     if getattr(host.backend, "NAME", "") == "ripcord":
         return host.backend.hostvars
-    return _vars_by_address(host)
+    spec = getattr(host.backend, "host", None)  # plain testinfra: found by address and port
+    return _vars_at(getattr(spec, "name", None), int(getattr(spec, "port", None) or 22))
 
 
-def _vars_by_address(host) -> dict[str, Any]:
-    """Plain testinfra: find the inventory host with the same address and port."""
+@functools.cache
+def _vars_at(address: str | None, port: int) -> dict[str, Any]:
+    """Plain testinfra: the variables of the inventory host with this address and port."""
     from ripcord.inventory import load_operator_inventory
     from ripcord.templating import Templar
 
-    spec = getattr(host.backend, "host", None)
-    address, port = getattr(spec, "name", None), int(getattr(spec, "port", None) or 22)
     sources = [p for p in os.environ.get("RIPCORD_INVENTORY", "").split(",") if p]
     inventory = load_operator_inventory(sources or None)
     for name in inventory.hosts:

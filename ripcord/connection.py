@@ -7,6 +7,7 @@ the worst five minutes are exactly when someone may be impersonating a host.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import posixpath
 import secrets
@@ -148,7 +149,7 @@ class Connection:
             channel.shutdown_write()
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise UnreachableError(f"{self.name}: connection lost: {exc}") from None
-        with channel:
+        try:
             out, err = bytearray(), bytearray()
             while True:
                 if channel.recv_ready():
@@ -163,6 +164,11 @@ class Connection:
                         raise CommandTimeout(f"{self.name}: command timed out after {limit:.0f}s")
                     select.select([channel], [], [], min(remaining, 1.0))
             rc = channel.recv_exit_status()
+        finally:
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                channel.close()  # sends a message: fails when the connection just died
+        if rc == -1 and not transport.is_active():  # paramiko's "no exit status": it died first
+            raise UnreachableError(f"{self.name}: connection lost while running a command")
         return CommandResult(rc, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def read(self, path: str) -> bytes:

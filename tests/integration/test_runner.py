@@ -332,3 +332,18 @@ all:
     assert runner.summary()["exec-1"]["changed"] == 1
     assert access.ssh("exec-1", f"cat {scratch}").stdout.split() == ["jumped"]
     assert log.read_text().count("Accepted publickey") > logins_before
+
+
+def test_a_connection_that_dies_mid_command_is_reported_lost(inventory):
+    """The command kills its own sshd session: no exit status, no crash, but 'connection lost'
+    (the host then counts as unreachable rather than as a command that exited -1)."""
+    from ripcord.connection import Connection
+    from ripcord.errors import UnreachableError
+
+    conn = Connection("exec-2", inventory.connection_for("exec-2"))
+    conn.open()
+    try:
+        with pytest.raises(UnreachableError, match="connection lost"):
+            conn.run("kill -9 $PPID; sleep 5", timeout=10)
+    finally:
+        conn.close()
