@@ -75,9 +75,50 @@ def setting(hostvars) -> Callable[[str, Any], Any]:
 
 
 @pytest.fixture(scope="session")
-def health_answers(request) -> HealthAnswers:
-    """The health answers of this run's hosts, shared by the checks that read them."""
-    return HealthAnswers(_hosts_reading_health(request.session))
+def read_all(request) -> Callable[[Callable[[Any, dict], Any]], PerHost]:
+    """read_all(fetch) -> PerHost: fetch(host, hostvars) on every host of the run, all at once,
+    the first time a check asks for one host's answer (`.of(host)`); shared by the run's checks.
+
+    One host after another, such reads were most of a halt's verification time. Define it in a
+    session fixture, so a retry (`retry:`, or a new `invoke verify`) reads afresh."""
+    hosts = _hosts_of_run(request.session)
+    return lambda fetch: PerHost(fetch, hosts)
+
+
+class PerHost:
+    """One fact of every host of the run, read in parallel on first use."""
+
+    def __init__(self, fetch: Callable[[Any, dict], Any], hosts: list) -> None:
+        self.fetch = fetch
+        self.hosts = hosts
+        self.lock = threading.Lock()
+        self.answers: dict[int, Future] | None = None
+
+    def of(self, host) -> Any:
+        with self.lock:
+            if self.answers is None:
+                with ThreadPoolExecutor(max_workers=min(16, len(self.hosts) or 1)) as pool:
+                    self.answers = {id(h): pool.submit(self.fetch, h, _vars_of(h))
+                                    for h in self.hosts}
+        answer = self.answers.get(id(host))  # each host's own answer, or its own error
+        return answer.result() if answer else self.fetch(host, _vars_of(host))
+
+
+def _hosts_of_run(session: pytest.Session) -> list:
+    """The hosts (testinfra's parameters, or ripcord's) of the checks collected in this run."""
+    hosts = {}
+    for item in session.items:
+        for value in getattr(item, "callspec", None) and item.callspec.params.values() or ():
+            if isinstance(value, testinfra.host.Host):
+                hosts[id(value)] = value
+    return list(hosts.values())
+
+
+@pytest.fixture(scope="session")
+def health_answers(read_all) -> PerHost:
+    """Every health URL of every host, one curl a host (one process on the host rather than one
+    a service a check)."""
+    return read_all(_fetch_health)
 
 
 @pytest.fixture(scope="module")
@@ -93,42 +134,9 @@ def health(host, hostvars, health_answers) -> Callable[[str], dict | None]:
     return fetch
 
 
-class HealthAnswers:
-    """Every health URL of every host of the run, fetched the first time a check asks for one:
-    one curl a host (one process on the host rather than one a service a check), the hosts in
-    parallel (one after the other they were most of a halt's verification time).
-
-    A retry (`retry:`, or a new `invoke verify`) is a new run and fetches them afresh.
-    """
-
-    def __init__(self, hosts: list) -> None:
-        self.hosts = hosts
-        self.lock = threading.Lock()
-        self.answers: dict[int, Future] | None = None
-
-    def of(self, host) -> dict[str, dict | None]:
-        with self.lock:
-            if self.answers is None:
-                with ThreadPoolExecutor(max_workers=min(16, len(self.hosts) or 1)) as pool:
-                    self.answers = {id(h): pool.submit(_fetch_health, h) for h in self.hosts}
-        answers = self.answers.get(id(host))  # each host's own answers, or its own error
-        return answers.result() if answers else _fetch_health(host)
-
-
-def _hosts_reading_health(session: pytest.Session) -> list:
-    """The hosts (testinfra's parameters, or ripcord's) of the collected checks that use health."""
-    hosts = {}
-    for item in session.items:
-        if "health" in getattr(item, "fixturenames", ()) and hasattr(item, "callspec"):
-            for value in item.callspec.params.values():
-                if isinstance(value, testinfra.host.Host):
-                    hosts[id(value)] = value
-    return list(hosts.values())
-
-
-def _fetch_health(host) -> dict[str, dict | None]:
+def _fetch_health(host, hostvars: dict) -> dict[str, dict | None]:
     """Every URL in one curl, which follows each answer with a line holding its HTTP status."""
-    urls = _vars_of(host).get("health_urls") or {}
+    urls = hostvars.get("health_urls") or {}
     if not urls:
         return {}
     out = host.run("curl -sS --max-time 3 -w '\\n@@ %%{http_code}\\n'" + " %s" * len(urls),

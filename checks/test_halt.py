@@ -5,6 +5,9 @@ and the engine says so, or its service is stopped (the last resort: nothing can 
 engine's log shows the halt as its latest state change.
 """
 
+import json
+from dataclasses import dataclass
+
 import pytest
 
 pytestmark = [pytest.mark.halt]
@@ -12,32 +15,52 @@ ENGINE = "titan-execution"
 STATE_LINES = ("System HALTED", "System NORMAL")  # what the engine logs on each state change
 
 
-def _engine(hostvars, health):
-    if ENGINE not in (hostvars.get("health_urls") or {}):
+@dataclass
+class HaltState:
+    """What one engine host shows: its halt file, its health answer, its latest state line."""
+
+    halt_file: str
+    halt_file_present: bool
+    health: dict | None  # None: the health endpoint does not answer 200 with JSON
+    last_state_line: str
+
+
+def _read_halt_state(host, hostvars) -> HaltState | None:
+    """Three small reads (not testinfra's host.file, which first probes the system type with
+    three more commands); None on a host without an engine."""
+    url = (hostvars.get("health_urls") or {}).get(ENGINE)
+    if not url:
+        return None
+    path = hostvars.get("titan_halt_file") or f"{hostvars['titan_home']}/system.halt"
+    present = host.run("test -e %s", path).rc == 0
+    answer = host.run("curl -sfS --max-time 3 %s", url)
+    try:
+        health = json.loads(answer.stdout) if answer.rc == 0 else None
+    except ValueError:
+        health = None
+    log = f"{hostvars['titan_home']}/logs/{ENGINE}.log"
+    line = host.run("tac %s | grep -m 1 -F -e %s -e %s", log, *STATE_LINES).stdout.strip()
+    return HaltState(path, present, health if isinstance(health, dict) else None, line)
+
+
+@pytest.fixture(scope="session")
+def halt_states(read_all):
+    return read_all(_read_halt_state)  # every engine at once
+
+
+@pytest.fixture(scope="module")
+def halt_state(host, halt_states) -> HaltState:
+    state = halt_states.of(host)
+    if state is None:
         pytest.skip("no execution engine on this host")
-    return health(ENGINE)
-
-
-class _HaltFile:
-    """The halt file's presence, by one `test -e` (host.file would first probe the system type
-    with three more commands, a third of a halt's verification time)."""
-
-    def __init__(self, host, hostvars):
-        self.path = hostvars.get("titan_halt_file") or f"{hostvars['titan_home']}/system.halt"
-        self.exists = host.run("test -e %s", self.path).rc == 0
-
-
-def _halt_file(host, hostvars):
-    return _HaltFile(host, hostvars)
+    return state
 
 
 @pytest.mark.situational
-def test_engine_is_halted(host, hostvars, health):
+def test_engine_is_halted(host, hostvars, halt_state):
     """After a halt: the halt file is in place, and the engine says it is halted (or is stopped)."""
-    halt_file = _halt_file(host, hostvars)
-    state = _engine(hostvars, health)
-    assert halt_file.exists, f"no halt file at {halt_file.path}"
-    if state is None:  # stopped by the last resort?
+    assert halt_state.halt_file_present, f"no halt file at {halt_state.halt_file}"
+    if halt_state.health is None:  # stopped by the last resort?
         conf = hostvars.get("supervisor_config")
         out = host.run("supervisorctl -c %s status %s", conf, ENGINE) if conf else \
             host.run("supervisorctl status %s", ENGINE)
@@ -45,25 +68,25 @@ def test_engine_is_halted(host, hostvars, health):
             f"the engine's health endpoint does not answer, and {ENGINE} is not stopped: "
             f"{out.stdout.strip() or out.stderr.strip()}")
         return
-    assert state["halted"], f"the engine reports {state['state']}, not halted"
+    assert halt_state.health["halted"], \
+        f"the engine reports {halt_state.health['state']}, not halted"
 
 
 @pytest.mark.situational
-def test_halt_is_logged(host, hostvars, health):
+def test_halt_is_logged(hostvars, halt_state):
     """After a halt: the engine's latest state change in its log is `System HALTED`."""
-    if _engine(hostvars, health) is None:
+    if halt_state.health is None:
         pytest.skip("the engine is stopped: it logs nothing more")
     log = f"{hostvars['titan_home']}/logs/{ENGINE}.log"
-    out = host.run("tac %s | grep -m 1 -F -e %s -e %s", log, *STATE_LINES)  # newest first
-    assert "System HALTED" in out.stdout, (
-        f"{log}: the latest state change is not a halt: {out.stdout.strip() or 'none logged'}")
+    assert "System HALTED" in halt_state.last_state_line, (
+        f"{log}: the latest state change is not a halt: "
+        f"{halt_state.last_state_line or 'none logged'}")
 
 
 @pytest.mark.resume
-def test_engine_is_trading(host, hostvars, health):
+def test_engine_is_trading(halt_state):
     """After a resume: no halt file, and the engine says NORMAL."""
-    halt_file = _halt_file(host, hostvars)
-    state = _engine(hostvars, health)
-    assert not halt_file.exists, f"the halt file {halt_file.path} is still there"
-    assert state is not None, "the engine's health endpoint does not answer"
-    assert not state["halted"], f"the engine is halted (source: {state.get('halt_source')})"
+    assert not halt_state.halt_file_present, f"the halt file {halt_state.halt_file} is still there"
+    assert halt_state.health is not None, "the engine's health endpoint does not answer"
+    assert not halt_state.health["halted"], \
+        f"the engine is halted (source: {halt_state.health.get('halt_source')})"

@@ -25,6 +25,7 @@ This module only knows names; :class:`ripcord.inventory.Inventory` feeds it.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -52,8 +53,15 @@ _IPV6_FORMS = (  # C is one 16-bit part: from 1:2:3:4:5:6:7:8 to ::, and IPv4 in
     ":(?::C){1,6}", "C?::", "(?:0:){6}(?:C\\.){3}C", "::(?:ffff:)?(?:C\\.){3}C",
     "(?:0:){5}ffff:(?:C\\.){3}C",
 )
-_IPV6 = re.compile("^(" + "|".join(f.replace("C", _IPV6_PART) for f in _IPV6_FORMS) + ")$",
-                   re.IGNORECASE)
+
+
+@functools.cache
+def _ipv6() -> re.Pattern:
+    """Compiled on first use: ~10 ms, and a host name or IPv4 address never needs it."""
+    return re.compile("^(" + "|".join(f.replace("C", _IPV6_PART) for f in _IPV6_FORMS) + ")$",
+                      re.IGNORECASE)
+
+
 _HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$", re.IGNORECASE)
 
 
@@ -65,7 +73,7 @@ def parse_address(address: str) -> tuple[str, int | None] | None:
         m = rx.match(address)
         if m:
             address, port = m.group(1), int(m.group(2))
-    if _IPV4.match(address) or _IPV6.match(address) or _HOSTNAME.match(address):
+    if _HOSTNAME.match(address) or _IPV4.match(address) or _ipv6().match(address):
         return address, port
     return None
 
