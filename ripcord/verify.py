@@ -159,15 +159,9 @@ def run_checks(select: str, connections: dict[str, Connection],
     while True:
         attempt += 1
         plugin = _Plugin(connections, hostvars)
-        # No plugin autoloading: not testinfra's (see above), nor any other installed one (their
-        # discovery alone cost ~0.13 s a run). Not the cache; nor output capture (our report is
-        # the output); nor the plugins that turn exceptions raised in __del__ or threads into
-        # warnings, which nobody sees here and which cost ~0.15 s a run (forced collections).
-        args = ["--disable-plugin-autoload", "-p", "no:cacheprovider", "--capture=no",
-                "-p", "no:unraisableexception", "-p", "no:threadexception", "-q", "--tb=no",
-                "--import-mode=importlib", *_selection(select)]
-        if junit:
-            args += ["--junitxml", junit]
+        args = ["--capture=no", "-q", "--tb=no", "--import-mode=importlib", *PYTEST_OFF,
+                *_selection(select)]
+        args += ["--junitxml", junit] if junit else ["-p", "no:junitxml"]
         with contextlib.redirect_stdout(io.StringIO()):  # our report is the output, not pytest's
             code = pytest.main(args, plugins=[plugin])
         if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED,
@@ -178,6 +172,18 @@ def run_checks(select: str, connections: dict[str, Connection],
         if not report.failed or time.monotonic() >= deadline:
             return report
         time.sleep(1.0)
+
+
+# What ripcord's pytest runs do without (a halt waits for its checks, so their cost counts):
+# plugin autoloading (testinfra's own plugin, see above, and any other installed one: their
+# discovery alone cost ~0.13 s a run); output capture (our report is the output); the plugins
+# that turn exceptions raised in __del__ or threads into warnings nobody sees here (~0.15 s of
+# forced garbage collections a run); and those with no use in-process (~15 ms).
+PYTEST_OFF = ["--disable-plugin-autoload"] + [
+    arg for plugin in ("cacheprovider", "unraisableexception", "threadexception", "debugging",
+                       "doctest", "legacypath", "pastebin", "setuponly", "setupplan", "stepwise",
+                       "faulthandler", "unittest")
+    for arg in ("-p", f"no:{plugin}")]
 
 
 def _selection(select: str) -> list[str]:
