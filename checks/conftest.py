@@ -108,7 +108,8 @@ def _hosts_of_run(session: pytest.Session) -> list:
     """The hosts (testinfra's parameters, or ripcord's) of the checks collected in this run."""
     hosts = {}
     for item in session.items:
-        for value in getattr(item, "callspec", None) and item.callspec.params.values() or ():
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        for value in params.values():
             if isinstance(value, testinfra.host.Host):
                 hosts[id(value)] = value
     return list(hosts.values())
