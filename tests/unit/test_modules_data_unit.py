@@ -7,10 +7,10 @@ A fake connection records every command line; the tests assert what reaches a ho
 from __future__ import annotations
 
 import asyncio
+import shlex
 import socket
 import time
 
-import paramiko
 import pytest
 
 from ripcord import bus
@@ -39,14 +39,15 @@ class FakeConn:
         self.answer = CommandResult(rc, stdout, stderr)
 
     def run(self, command: str, *, timeout=None, stdin=None) -> CommandResult:
+        if command.startswith("cat -- "):  # the env file, as a host's cat serves it
+            path = shlex.split(command)[2]
+            self.reads.append(path)
+            if path != f"{HOME}/.env":
+                return CommandResult(1, "", f"cat: {path}: No such file or directory\n")
+            return CommandResult(0, f"# comment\nTITAN_HMAC_SECRET='{SECRET}'\nexport OTHER=x\n",
+                                 "")
         self.commands.append((command, stdin))
         return self.answer
-
-    def read(self, path: str) -> bytes:
-        self.reads.append(path)
-        if path != f"{HOME}/.env":
-            raise FileNotFoundError(2, "No such file")
-        return f"# comment\nTITAN_HMAC_SECRET='{SECRET}'\nexport OTHER=x\n".encode()
 
 
 def run(name: str, args: dict, conn: FakeConn | None = None, check: bool = False):
@@ -162,21 +163,25 @@ def test_redis_password_in_url_is_refused_and_from_env_file_stays_on_host():
 
 # --- nats and jetstream -----------------------------------------------------------------------
 
-def test_the_signing_secret_is_read_over_sftp_and_registered_for_redaction():
+def test_the_signing_secret_is_read_on_the_host_and_registered_for_redaction():
     conn = FakeConn()
     secrets = Secrets()
     ctx = TaskContext(host="h", vars=VARS, conn=conn, templar=Templar(secrets), secrets=secrets)
     assert env_secret(ctx, "TITAN_HMAC_SECRET") == SECRET
-    assert conn.reads == [f"{HOME}/.env"] and conn.commands == []
+    assert conn.reads == [f"{HOME}/.env"] and conn.commands == []  # only the quoted cat
     assert secrets.redact(f"x{SECRET}x") == "x********x"
     with pytest.raises(EnvFileError, match="MISSING is not set in /srv/titan home/.env"):
         env_secret(ctx, "MISSING")
+    elsewhere = TaskContext(host="h", vars={**VARS, "env_file": "/nowhere/.env"}, conn=conn,
+                            templar=Templar(secrets), secrets=secrets)
+    with pytest.raises(EnvFileError, match="cannot read /nowhere/.env: No such file or directory"):
+        env_secret(elsewhere, "TITAN_HMAC_SECRET")
 
 
 def test_a_lost_connection_while_reading_the_secret_is_unreachable():
     class Dead(FakeConn):
-        def read(self, path):
-            raise paramiko.SSHException("SSH session not active")
+        def run(self, command, *, timeout=None, stdin=None):
+            raise UnreachableError("h: connection lost: SSH session not active")
 
     secrets = Secrets()
     ctx = TaskContext(host="h", vars=VARS, conn=Dead(), templar=Templar(secrets), secrets=secrets)
