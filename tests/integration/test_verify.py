@@ -102,9 +102,10 @@ def test_plain_testinfra_runs_the_checks_over_its_own_ssh(fleet, access, tmp_pat
                       "  StrictHostKeyChecking yes\n  BatchMode yes\n")
     hosts = ",".join(f"ssh://{fleet.user}@127.0.0.1:{h.ssh_port}" for h in fleet.plan.hosts)
 
-    def pytest_checks() -> subprocess.CompletedProcess:
+    def pytest_checks(more: str = "") -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                               "--tb=line", str(REPO / "checks/test_health.py"), f"--hosts={hosts}",
+                               "--tb=line", str(REPO / "checks/test_health.py"),
+                               f"--hosts={hosts}{more}",
                                f"--ssh-config={config}"],
                               capture_output=True, text=True, timeout=120, cwd=tmp_path,
                               env={**os.environ, "RIPCORD_INVENTORY": str(fleet.inventory)})
@@ -113,13 +114,15 @@ def test_plain_testinfra_runs_the_checks_over_its_own_ssh(fleet, access, tmp_pat
     assert healthy.returncode == 0, healthy.stdout[-2000:]
     assert f"{len(fleet.plan.hosts)} passed" in healthy.stdout
     access.ssh("core-1", "supervisorctl stop titan-console")
-    try:
-        broken = pytest_checks()
+    try:  # and a host the inventory does not know: its checks error, the others' do not
+        broken = pytest_checks(more=f",ssh://{fleet.user}@127.0.0.2:1")
     finally:
         access.ssh("core-1", "supervisorctl start titan-console")
     failures = [line for line in broken.stdout.splitlines()  # --tb=line: "file:line: message"
                 if line.startswith(str(REPO / "checks")) and "unhealthy on" in line]
-    assert broken.returncode == 1 and "1 failed" in broken.stdout, broken.stdout[-2000:]
+    assert broken.returncode == 1, broken.stdout[-2000:]
+    assert f"1 failed, {len(fleet.plan.hosts) - 1} passed, 1 error" in broken.stdout
+    assert "no inventory host at 127.0.0.2:1" in broken.stdout
     assert len(failures) == 1 and failures[0].endswith("titan-console (no answer)")  # core-1's
 
 
