@@ -26,7 +26,7 @@ from ripcord.modules import httpchannel
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
 from ripcord.modules.bus import EnvFileError, env_secret
 from ripcord.modules.service import control_for
-from ripcord.modules.trading import ExchangeAccount, publish_to_engines, tunnelled
+from ripcord.modules.trading import ExchangeAccount, command_engines
 
 bus.preload()
 POLL_S = 0.02  # an engine says halted within ~20 ms of the command
@@ -119,21 +119,13 @@ class Halt(Module):
     def _signal(self, contexts: dict[str, TaskContext], args: dict, state: dict[str, HostHalt],
                 secret: str | Exception) -> str:
         """Publish HARD_HALT and record each engine's answer; returns a note on the bus rung."""
-        first = next(iter(contexts.values()))
-        body = bus.encode({"state": "HARD_HALT", "reason": args["reason"],
-                           "operator": args["operator"], "source": "ripcord",
-                           "targets": sorted(contexts)})
-        url = first.vars.get("nats_url")
+        fields = {"state": "HARD_HALT", "reason": args["reason"], "operator": args["operator"],
+                  "source": "ripcord"}
         try:
             if isinstance(secret, Exception):
                 raise secret
-            if not url:
-                raise bus.BusError("no NATS URL: set inventory variable nats_url")
-            headers = bus.sign(bus.HALT_SUBJECT, body, secret)
-            answers = publish_to_engines(first, url, bus.HALT_SUBJECT, body, headers,
-                                         expect=set(contexts), timeout=float(args["ack_timeout"]),
-                                         nats_timeout=float(args["nats_timeout"]),
-                                         tunnel=tunnelled(first, args))
+            answers = command_engines(contexts, bus.HALT_SUBJECT, fields, lambda: secret,
+                                      args=args, timeout=float(args["ack_timeout"]))
         except (bus.BusError, EnvFileError) as exc:
             return f"NATS rung failed: {exc}"
         for host, (seconds, answer) in answers.items():

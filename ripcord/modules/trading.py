@@ -13,6 +13,7 @@ import json
 import shlex
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from ripcord import bus
@@ -34,23 +35,36 @@ def tunnelled(ctx: TaskContext, args: dict) -> bool:
     return truthy(ctx.vars.get("nats_tunnel", False))
 
 
-def publish_to_engines(ctx: TaskContext, url: str, subject: str, body: bytes, headers: dict, *,
-                       expect: set[str], timeout: float, nats_timeout: float, tunnel: bool
-                       ) -> dict[str, tuple[float, dict]]:
-    """Publish a signed command and gather the engines' answers (bus.scatter), the connection
-    bounded by nats_timeout; with tunnel, NATS is reached through an SSH forward via ctx's host."""
-    async def session(target: str, tunnelled: bool) -> dict[str, tuple[float, dict]]:
-        nc = await bus.connect(target, nats_timeout, retry_refused=tunnelled,
+def command_engines(contexts: dict[str, TaskContext], subject: str, fields: dict,
+                    secret: Callable[[], str], *, args: dict, timeout: float
+                    ) -> dict[str, tuple[float, dict]]:
+    """Publish a command signed with secret(), addressed to every host of the batch (its
+    `targets`: an engine not named ignores it), and gather the engines' answers (bus.scatter).
+
+    The connection is bounded by args["nats_timeout"]; with tunnelled(), NATS is reached through
+    an SSH forward via the batch's first host. BusError when NATS cannot be used.
+    """
+    first = next(iter(contexts.values()))
+    url = first.vars.get("nats_url")
+    if not url:
+        raise bus.BusError("no NATS URL: set inventory variable nats_url")
+    body = bus.encode({**fields, "targets": sorted(contexts)})
+    headers = bus.sign(subject, body, secret())
+    tunnel = tunnelled(first, args)
+
+    async def session(target: str) -> dict[str, tuple[float, dict]]:
+        nc = await bus.connect(target, float(args["nats_timeout"]), retry_refused=tunnel,
                                shown_as=bus.public_url(url))
         try:
-            return await bus.scatter(nc, subject, body, headers, expect=expect, timeout=timeout)
+            return await bus.scatter(nc, subject, body, headers, expect=set(contexts),
+                                     timeout=timeout)
         finally:
             await bus.close(nc, 0.5)
 
     if not tunnel:
-        return asyncio.run(session(url, False))
-    with nats_tunnel(ctx, url) as local_url:
-        return asyncio.run(session(local_url, True))
+        return asyncio.run(session(url))
+    with nats_tunnel(first, url) as local_url:
+        return asyncio.run(session(local_url))
 
 
 class ExchangeAccount:
@@ -132,17 +146,12 @@ class TitanCommand(Module):
                                                   data={"published_at": published_at}))
         first = next(iter(contexts.values()))
         subject = SUBJECTS[args["command"]]
-        body = bus.encode({"operator": first.vars.get("ripcord_operator", "ripcord"),
-                           **(args.get("body") or {}), "targets": sorted(contexts)})
-        url = first.vars.get("nats_url")
+        fields = {"operator": first.vars.get("ripcord_operator", "ripcord"),
+                  **(args.get("body") or {})}
         try:
-            if not url:
-                raise bus.BusError("no NATS URL: set inventory variable nats_url")
-            headers = bus.sign(subject, body, env_secret(first, "TITAN_HMAC_SECRET"))
-            answers = publish_to_engines(first, url, subject, body, headers, expect=set(contexts),
-                                         timeout=float(args["timeout"]),
-                                         nats_timeout=float(args["nats_timeout"]),
-                                         tunnel=tunnelled(first, args))
+            answers = command_engines(contexts, subject, fields,
+                                      lambda: env_secret(first, "TITAN_HMAC_SECRET"),
+                                      args=args, timeout=float(args["timeout"]))
         except (bus.BusError, EnvFileError) as exc:
             return dict.fromkeys(contexts, Result(failed=True, msg=f"{subject}: {exc}"))
         results: dict[str, Result | UnreachableError] = {}
