@@ -22,8 +22,9 @@ from ripcord.errors import RipcordError, UnreachableError
 from ripcord.inventory import load_operator_inventory
 from ripcord.modules.base import TaskContext
 from ripcord.modules.httpchannel import ChannelError, request
+from ripcord.modules.service import control_for
 from ripcord.modules.trading import ExchangeAccount
-from ripcord.services import ServiceControl, adapter_for
+from ripcord.services import ServiceControl
 from ripcord.templating import Secrets, Templar, resolve_vars
 from ripcord.verify import connect
 
@@ -79,7 +80,7 @@ def host_facts(ctx: TaskContext) -> dict:
     """Everything status shows about one host, over its connection; a lost connection says so."""
     urls = ctx.vars.get("health_urls") or {}
     names = list(dict.fromkeys([*(ctx.vars.get("services") or []), *urls]))
-    control = ServiceControl(adapter_for(ctx.vars, lambda v: ctx.templar.render(v, ctx.vars)), ctx.run)
+    control = control_for(ctx)
     try:
         services = {n: _service(control, ctx, n, urls.get(n)) for n in names}
         engine = _engine(ctx, services[ENGINE]["_json"]) if ENGINE in services else None
