@@ -86,6 +86,7 @@ class TaskContext:
     secrets: Secrets | None = None
     confirm: Callable[[str, str | None], bool] | None = None  # (prompt, typed word) -> yes?
     playbook_dir: str = "."
+    unreachable: str | None = None  # ssh_optional modules: why conn is None (the connect error)
 
     def run(self, command: str, **kwargs):
         """Run a command on the host, bounded by the task's timeout."""
@@ -103,6 +104,7 @@ class Module:
     open_args: ClassVar[bool] = False  # takes any argument names (set_fact)
     once: ClassVar[bool] = False  # runs once per batch, for every host (confirm asks once)
     fleet: ClassVar[bool] = False  # run_fleet() acts on every host of the batch at once
+    ssh_optional: ClassVar[bool] = False  # fleet: also gets SSH-unreachable hosts (conn None)
 
     @classmethod
     def check_args(cls, args: dict[str, Any]) -> list[str]:
