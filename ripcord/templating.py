@@ -3,6 +3,11 @@
 StrictUndefined everywhere: a variable that is not defined is an error, never an empty string.
 A string that is one lone expression ("{{ ports }}") keeps its native type, as in Ansible.
 Values that come from lookups are remembered as secrets so reports and the journal redact them.
+
+Templates are code and data is not: templates render in Jinja2's immutable sandbox (no
+attribute starting with `_`, no mutation of what they are given), and `Unsafe` strings (host
+output, operator text, `!unsafe`) are returned as they are, never rendered. Each value a playbook
+or inventory authored is rendered once; what comes out is final, whatever text it holds.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from typing import Any
 import jinja2
 import jinja2.meta
 import jinja2.nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ripcord import dotenv
+from ripcord.unsafe import Unsafe
 
 LONE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
 REDACTED = "********"
@@ -31,7 +38,10 @@ class Secrets:
         self.values: set[str] = set()
 
     def add(self, value: Any) -> Any:
-        if isinstance(value, str) and len(value) >= 4:
+        """Remember value (a string or number, any length but empty) as a secret; returns it."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            self.values.add(str(value))
+        elif isinstance(value, str) and value:
             self.values.add(value)
         return value
 
@@ -81,8 +91,8 @@ class Templar:
 
     def __init__(self, secrets: Secrets | None = None):
         self.secrets = secrets or Secrets()
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                                 autoescape=False)
+        env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined,
+                                            keep_trailing_newline=True, autoescape=False)
         env.filters.update({
             "bool": truthy, "to_json": json.dumps, "from_json": json.loads, "quote": shlex.quote,
             "regex_search": _regex_search,
@@ -102,6 +112,9 @@ class Templar:
         })
         env.globals["lookup"] = self.lookup
         self.env = env
+        self._compiled: dict[str, jinja2.Template] = {}
+        self._expressions: dict[str, Any] = {}
+        self._names: dict[str, frozenset[str]] = {}
 
     def lookup(self, kind: str, *terms: str, file: str | None = None, default: Any = None) -> Any:
         """Controller-side lookups. Their values are secrets unless proven otherwise."""
@@ -123,14 +136,20 @@ class Templar:
         return self.secrets.add(value)
 
     def render(self, value: Any, variables: dict[str, Any]) -> Any:
-        """Render strings inside value (recursively); a lone expression keeps its type."""
+        """Render strings inside value (recursively); a lone expression keeps its type.
+
+        Unsafe strings are data: returned as they are, never rendered.
+        """
         if isinstance(value, str):
-            if "{{" not in value and "{%" not in value:
+            if isinstance(value, Unsafe) or ("{{" not in value and "{%" not in value):
                 return value
             lone = LONE_EXPRESSION.match(value)
             if lone:
                 return self.evaluate(lone.group("expr"), variables)
-            return self.env.from_string(value).render(variables)
+            template = self._compiled.get(value)
+            if template is None:
+                template = self._compiled[value] = self.env.from_string(value)
+            return template.render(variables)
         if isinstance(value, dict):
             return {k: self.render(v, variables) for k, v in value.items()}
         if isinstance(value, list):
@@ -139,7 +158,11 @@ class Templar:
 
     def evaluate(self, expression: str, variables: dict[str, Any]) -> Any:
         """A bare Jinja2 expression (as in `when:`), evaluated to a native value."""
-        result = self.env.compile_expression(expression.strip(), undefined_to_none=False)(variables)
+        compiled = self._expressions.get(expression)
+        if compiled is None:
+            compiled = self._expressions[expression] = self.env.compile_expression(
+                expression.strip(), undefined_to_none=False)
+        result = compiled(variables)
         if isinstance(result, jinja2.Undefined):
             result._fail_with_undefined_error()
         return result
@@ -148,6 +171,8 @@ class Templar:
         """A `when:`-style condition: a bare expression, a templated string, or a bool."""
         if isinstance(expression, bool):
             return expression
+        if isinstance(expression, Unsafe):  # data: its truth as a string, never evaluated
+            return truthy(expression)
         if isinstance(expression, str) and "{{" in expression:
             return truthy(self.render(expression, variables))
         return truthy(self.evaluate(str(expression), variables))
@@ -161,17 +186,21 @@ class Templar:
             return set().union(*(self.names_used(v, bare=bare) for v in value.values()))
         if isinstance(value, list):
             return set().union(*(self.names_used(v, bare=bare) for v in value))
-        if not isinstance(value, str):
+        if not isinstance(value, str) or isinstance(value, Unsafe):
             return set()
         source = "{{ " + value + " }}" if bare else value
         if not bare and "{{" not in source and "{%" not in source:
             return set()
-        return jinja2.meta.find_undeclared_variables(self.env.parse(source)) - set(self.env.globals)
+        names = self._names.get(source)
+        if names is None:
+            names = self._names[source] = frozenset(
+                jinja2.meta.find_undeclared_variables(self.env.parse(source)) - set(self.env.globals))
+        return set(names)
 
 
 def _templated(value: Any) -> bool:
     if isinstance(value, str):
-        return "{{" in value or "{%" in value
+        return ("{{" in value or "{%" in value) and not isinstance(value, Unsafe)
     if isinstance(value, dict):
         return any(_templated(v) for v in value.values())
     if isinstance(value, list):
@@ -182,18 +211,34 @@ def _templated(value: Any) -> bool:
 def resolve_vars(templar: Templar, values: dict[str, Any]) -> dict[str, Any]:
     """Render variables that refer to other variables (env_file: "{{ titan_home }}/.env").
 
-    Ansible templates variables lazily, when used; here each templated value is rendered up
-    front, and one that cannot be (it needs an undefined name) becomes an Undefined that raises
-    only if something actually uses it: the same outcome, without laziness.
+    Each templated value is rendered exactly once, after the variables it names (depth first),
+    and what comes out is final: a value whose text holds "{{" (a host's output, say) is never
+    rendered again. Ansible templates variables lazily, when used; a value that cannot be
+    rendered here (an undefined name, a cycle, a template error) becomes an Undefined that
+    raises only if something actually uses it: the same outcome, without laziness.
     """
-    for _ in range(5):  # chains of references resolve in a few passes; cycles stay undefined
-        pending = {k: v for k, v in values.items() if _templated(v)}
-        if not pending:
-            break
-        for key, value in pending.items():
-            try:
-                values[key] = templar.render(value, values)
-            except jinja2.UndefinedError as exc:
-                values[key] = templar.env.undefined(
-                    hint=f"variable {key!r} could not be rendered: {exc.message}")
+    pending = {k for k, v in values.items() if _templated(v)}
+    if not pending:
+        return values
+    rendering: list[str] = []
+
+    def resolve(key: str) -> None:
+        if key not in pending:
+            return
+        if key in rendering:
+            raise jinja2.UndefinedError(f"{' -> '.join([*rendering, key])} refer to each other")
+        rendering.append(key)
+        try:
+            for name in sorted(templar.names_used(values[key]) & pending):
+                resolve(name)
+            values[key] = templar.render(values[key], values)
+        except jinja2.TemplateError as exc:
+            values[key] = templar.env.undefined(
+                hint=f"variable {key!r} could not be rendered: {exc.message or exc}")
+        finally:
+            rendering.pop()
+            pending.discard(key)
+
+    for key in sorted(pending):
+        resolve(key)
     return values

@@ -22,6 +22,7 @@ from jinja2 import nodes
 
 from ripcord.errors import InputError
 from ripcord.modules import REGISTRY  # importing the package registers the built-in modules
+from ripcord.unsafe import Unsafe
 
 if TYPE_CHECKING:
     from ripcord.inventory import Inventory
@@ -255,7 +256,8 @@ def not_in_block(key: Any) -> str:
 # -- templates -------------------------------------------------------------------------------------
 
 def is_template(value: str) -> bool:
-    return "{{" in value or "{%" in value
+    """A string the templar renders: one with Jinja2 markers that is not data (`Unsafe`)."""
+    return ("{{" in value or "{%" in value) and not isinstance(value, Unsafe)
 
 
 def template_names(templar: Templar, value: str, *, bare: bool = False) -> set[str]:
@@ -277,7 +279,20 @@ def template_names(templar: Templar, value: str, *, bare: bool = False) -> set[s
         message = (exc.message or "").replace("'end of print statement'", "end of expression")
         raise jinja2.TemplateSyntaxError(message, exc.lineno) from None
     _check_callables(templar.env, tree)
+    _check_internals(tree)
     return templar.names_used(value, bare=bare) - _guarded(tree)
+
+
+def _check_internals(tree: nodes.Template) -> None:
+    """`x.__class__`, `x['__globals__']`: Python's internals, which the sandbox refuses at run
+    time anyway; named here so such a playbook is invalid input before any host is touched."""
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        name = node.attr if isinstance(node, nodes.Getattr) else \
+            node.arg.value if isinstance(node.arg, nodes.Const) else None
+        if isinstance(name, str) and name.startswith("_"):
+            raise jinja2.TemplateAssertionError(
+                f"{name!r} reaches for Python's internals: templates render in a sandbox",
+                node.lineno)
 
 
 def _check_callables(env: jinja2.Environment, tree: nodes.Template) -> None:
