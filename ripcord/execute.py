@@ -36,8 +36,12 @@ def parse_extra_vars(items: list[str]) -> dict[str, Any]:
     """-e key=value (value read as YAML, so numbers and booleans keep their type) or -e '{json}'."""
     import yaml
 
+    from ripcord import yamlbounds
+
     values: dict[str, Any] = {}
     for item in items:
+        key, _, raw = item.partition("=")  # a mapping or key=value: either way the YAML is bounded
+        yamlbounds.check(item if item.lstrip().startswith("{") else raw, f"-e {key[:40]}", line=0)
         if item.lstrip().startswith("{"):
             try:
                 values.update(yaml.safe_load(item))

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from ripcord import yamlbounds
 from ripcord.errors import InputError
 from ripcord.patterns import parse_address, select_hosts
 
@@ -150,10 +151,13 @@ class _Document:
                 text = f.read()
         except (OSError, UnicodeDecodeError) as e:
             raise InputError(f"cannot read {path}: {e}") from None
+        yamlbounds.check(text, path)  # nesting or aliases no walk over the data could finish
         try:  # Ansible tries JSON first, then YAML (ansible.parsing.utils.yaml.from_yaml)
             return cls(path, text, json.loads(text, object_hook=_json_object))
         except _VaultInJSON as e:
             raise InputError(str(e), file=path, line=1) from None
+        except RecursionError:  # JSON that YAML could not parse to measure
+            raise InputError(f"nested more than {yamlbounds.MAX_DEPTH} levels deep", file=path) from None
         except ValueError:
             pass
         try:
@@ -260,6 +264,7 @@ class _Builder:
     def __init__(self) -> None:
         self.groups: dict[str, Group] = {}
         self.host_vars: dict[str, dict[str, Any]] = {}  # inventory order: first seen first
+        self.warnings: list[str] = []  # `file:line: what was skipped`, as Ansible warns
         self._members: dict[str, set[str]] = {}  # group -> direct hosts, for speed
         self.add_group("all")
         self.add_group("ungrouped")
@@ -358,7 +363,27 @@ class _Builder:
                              "YAML inventories (all / hosts / vars / children)",
                              file=doc.path, line=doc.line("plugin"))
         for name, body in data.items():
-            self._parse_group(doc, (name,), name, body)
+            if not self._skipped(doc, name, body):
+                self._parse_group(doc, (name,), name, body)
+
+    def _skipped(self, doc: _Document, name: Any, body: Any) -> bool:
+        """A top-level key that is no group, such as `x-common: &common {...}` holding an anchor
+        for `<<: *common` merges: Ansible's yaml plugin skips it with a warning (a mapping still
+        makes an empty group), and so does ripcord. Inside a group, a stray key stays an error."""
+        if not isinstance(name, str) or not name or body is None:
+            return False
+        where = f"{doc.path}:{doc.line(name)}"
+        if not isinstance(body, dict):
+            self.warnings.append(f"{where}: skipping top-level key {name!r}: a {_type_name(body)} "
+                                 "is not a group definition (as ansible-inventory does)")
+            return True
+        if not body or set(body) & set(SECTIONS):
+            return False
+        self.add_group(name)
+        self.warnings.append(f"{where}: top-level key {name!r} has no hosts, vars or children: "
+                             f"an empty group, its keys ({', '.join(map(str, body))}) skipped "
+                             "(as ansible-inventory does)")
+        return True
 
     def _parse_group(self, doc: _Document, path: tuple, name: Any, body: Any) -> str:
         fail = _Failer(doc, path)
@@ -638,6 +663,7 @@ class Inventory:
         self._membership = builder.memberships()
         self._vars_dirs = vars_dirs
         self.sources = sources  # the inventory files read, in order
+        self.warnings = builder.warnings  # what was skipped, as ansible-inventory warns
         self.hosts: list[str] = list(builder.host_vars)  # inventory order: first seen first
         # group_vars/ and host_vars/ files, read once (and now, so errors come before any run)
         self._gv = {(d, g): self._read_vars(d, "group_vars", g) for d in dict.fromkeys(vars_dirs)
@@ -859,5 +885,10 @@ DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 def load_operator_inventory(paths: Iterable[str | os.PathLike] | None = None) -> Inventory:
     """The operator's inventory: the given files or directories, else every file in inventory/."""
+    import sys
+
     paths = list(paths or [])
-    return Inventory.load(paths or [DEFAULT_DIR])
+    inventory = Inventory.load(paths or [DEFAULT_DIR])
+    for warning in inventory.warnings:  # stderr: stdout may be reserved for --json
+        print(f"warning: {warning}", file=sys.stderr)
+    return inventory

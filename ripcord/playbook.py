@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import yaml
 
-from ripcord import validate
+from ripcord import validate, yamlbounds
 from ripcord.errors import InputError
 from ripcord.modules import REGISTRY  # importing the package registers the built-in modules
 from ripcord.templating import Templar
@@ -357,6 +357,10 @@ class _Reader:
 
     def _parse(self, text: str, path: str) -> Any:
         """The YAML in text; malformed YAML is one problem, where PyYAML found it."""
+        bound = yamlbounds.problem(text)  # nesting or aliases no walk over the data could finish
+        if bound:
+            self.problem(path, *bound)
+            return _FAILED
         try:
             content, duplicates = _load_yaml(text)
         except yaml.YAMLError as exc:

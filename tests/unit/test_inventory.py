@@ -34,6 +34,7 @@ FIXTURES: dict[str, list[str]] = {
     "priority": ["priority/hosts.yml"],
     "patterns": ["patterns/hosts.yml"],
     "multi": ["multi", "multi_extra/extra.yml"],  # a directory source and a file source
+    "anchors": ["anchors/hosts.yml"],  # top-level keys that are no group: skipped, warned
 }
 # Each ansible-inventory run costs over half a CPU-second, so the views beyond --list are
 # checked where they add something: --graph --vars covers the tree, group vars and host vars.
@@ -44,7 +45,7 @@ HOSTS_TO_CHECK = {
     "values": ["j-01"],  # !unsafe and JSON values, unwrapped in --host
     "multi": ["app-1"],  # several sources
 }
-VARS_GRAPHS = ["nested", "shapes", "values", "priority", "multi"]
+VARS_GRAPHS = ["nested", "shapes", "values", "priority", "multi", "anchors"]
 PLAIN_GRAPHS = ["ranges"]
 GRAPH_GROUPS = {"nested": ["prod"], "shapes": ["lb"]}
 
@@ -352,6 +353,18 @@ def test_unknown_host_and_group() -> None:
     assert inv.to_host_json("web[0]") == inv.to_host_json("web-01")  # --host takes a pattern
     with pytest.raises(InputError, match="needs a single host"):
         inv.to_host_json("web")
+
+
+def test_top_level_keys_that_are_no_group_are_skipped_with_a_warning() -> None:
+    path = HERE / "anchors" / "hosts.yml"
+    assert load("anchors").warnings == [
+        f"{path}:3: top-level key 'x-common' has no hosts, vars or children: an empty group, its "
+        "keys (ansible_user, role) skipped (as ansible-inventory does)",
+        f"{path}:6: skipping top-level key 'x-ports': a list is not a group definition "
+        "(as ansible-inventory does)",
+        f"{path}:7: skipping top-level key 'x-motd': a string is not a group definition "
+        "(as ansible-inventory does)"]
+    assert load("anchors").host_vars("b")["role"] == "db"
 
 
 # -- errors: file, line and a one-line message -----------------------------------------------------
