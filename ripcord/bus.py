@@ -2,7 +2,10 @@
 
 Titan's execution engine accepts a command only with an HMAC-SHA256 signature in the NATS
 headers, over the subject, a millisecond timestamp, a one-time nonce and the body, keyed by
-TITAN_HMAC_SECRET. Commands older than 30 s or with a reused nonce are rejected.
+TITAN_HMAC_SECRET. Commands older than 30 s or with a reused nonce are rejected. The engines sign
+their answers the same way, over the reply subject (a fresh inbox per command, so an answer cannot
+be replayed to another command): anyone on the bus can publish to that inbox, only a holder of the
+secret can answer.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import secrets
 import time
 import urllib.parse
+from dataclasses import dataclass, field
 from typing import Any
 
 from ripcord.errors import RipcordError
@@ -27,6 +31,7 @@ HALT_SUBJECT = "titan.cmd.sys.halt.v1"
 FLATTEN_SUBJECT = "titan.cmd.risk.flatten"
 CANCEL_ALL_SUBJECT = "titan.cmd.exec.cancel_all"
 STATE_EVENT_SUBJECT = "titan.evt.exec.state"
+MAX_AGE_S = 30  # a signed message older (or newer) than this is refused, as the engines do
 
 
 def encode(body: dict[str, Any]) -> bytes:
@@ -39,9 +44,32 @@ def sign(subject: str, body: bytes, secret: str, *, timestamp_ms: int | None = N
     """NATS headers that authenticate `body` on `subject`."""
     timestamp = str(timestamp_ms if timestamp_ms is not None else int(time.time() * 1000))
     nonce = nonce or secrets.token_hex(16)
+    return {TS_HEADER: timestamp, NONCE_HEADER: nonce,
+            SIG_HEADER: _mac(subject, timestamp, nonce, body, secret)}
+
+
+def _mac(subject: str, timestamp: str, nonce: str, body: bytes, secret: str) -> str:
     payload = f"{subject}\n{timestamp}\n{nonce}\n".encode() + body
-    signature = hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
-    return {TS_HEADER: timestamp, NONCE_HEADER: nonce, SIG_HEADER: signature}
+    return hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
+
+
+def verify(subject: str, headers: dict[str, str] | None, body: bytes, secret: str,
+           max_age_s: float = MAX_AGE_S) -> str | None:
+    """Why a message is not authentic (signed by `secret` over subject and body, fresh), or None."""
+    headers = headers or {}
+    signature, timestamp, nonce = (headers.get(k) for k in (SIG_HEADER, TS_HEADER, NONCE_HEADER))
+    if not signature:
+        return "unsigned"
+    if not timestamp or not nonce:
+        return "no timestamp or nonce"
+    if not hmac.compare_digest(_mac(subject, timestamp, nonce, body, secret).encode(),
+                               signature.encode(errors="replace")):
+        return "bad signature"
+    try:
+        age = time.time() - int(timestamp) / 1000
+    except ValueError:
+        return "bad timestamp"
+    return f"stale ({age:.0f}s old)" if abs(age) > max_age_s else None
 
 
 def fingerprint(secret: str) -> str:
@@ -178,13 +206,34 @@ async def send(nc, subject: str, data: bytes, headers: dict[str, str] | None = N
                 await sub.unsubscribe()
 
 
-async def scatter(nc, subject: str, data: bytes, headers: dict[str, str] | None, *,
-                  expect: set[str], timeout: float) -> dict[str, tuple[float, dict]]:
-    """Publish with a reply inbox and gather one answer per responder, keyed by the answer's
-    "host", until every expected responder answered or `timeout` seconds passed.
+@dataclass
+class Answers:
+    """The engines' answers to one command: host -> (seconds after the publish, its answer), and
+    the answers not taken (unsigned, forged, not JSON, naming no expected host), one line each."""
 
-    Returns host -> (seconds from the publish to the answer, the answer). Request/reply with
-    many responders: core NATS may drop a message, so whoever did not answer did not act.
+    by_host: dict[str, tuple[float, dict]] = field(default_factory=dict)
+    ignored: list[tuple[str | None, str]] = field(default_factory=list)  # (host claimed, why)
+
+    def ignored_for(self, host: str) -> list[str]:
+        """What was ignored in host's name, one line each."""
+        return [f"ignored an answer claiming to be {host}: {why}"
+                for claimed, why in self.ignored if claimed == host]
+
+    def ignored_elsewhere(self, hosts: set[str]) -> list[str]:
+        """What was ignored that claims none of hosts, one line each."""
+        return [f"ignored an answer claiming to be {claimed or '(no host)'}: {why}"
+                for claimed, why in self.ignored if claimed not in hosts]
+
+
+async def scatter(nc, subject: str, data: bytes, headers: dict[str, str] | None, *,
+                  expect: set[str], timeout: float, secret: str) -> Answers:
+    """Publish with a reply inbox and gather one authentic answer per expected engine, until each
+    answered or `timeout` seconds passed.
+
+    An answer counts only when it is signed with `secret` over the inbox and its body, and its
+    "host" is one expected: any bus client can publish to the inbox, so an unsigned or forged
+    answer is noted in `ignored`, never taken for an engine's. Request/reply with many
+    responders: core NATS may drop a message, so whoever did not answer did not act.
     """
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue = asyncio.Queue()
@@ -194,27 +243,42 @@ async def scatter(nc, subject: str, data: bytes, headers: dict[str, str] | None,
 
     reply_to = nc.new_inbox()
     sub = await nc.subscribe(reply_to, cb=arrived)  # the server sees SUB before our PUB
-    answers: dict[str, tuple[float, dict]] = {}
+    found = Answers()
     try:
         sent = loop.time()
         await nc.publish(subject, data, reply=reply_to, headers=headers)
         await nc.flush(timeout)
-        while expect - answers.keys() and (left := sent + timeout - loop.time()) > 0:
+        while expect - found.by_host.keys() and (left := sent + timeout - loop.time()) > 0:
             try:
                 at, msg = await asyncio.wait_for(inbox.get(), left)
             except TimeoutError:
                 break
-            with contextlib.suppress(ValueError):
-                answer = json.loads(msg.data)
-                if isinstance(answer, dict) and isinstance(answer.get("host"), str):
-                    answers.setdefault(answer["host"], (at - sent, answer))
+            host, why = _authentic(reply_to, msg, secret, expect)
+            if why:
+                found.ignored.append((host, why))
+            else:
+                found.by_host.setdefault(host, (at - sent, json.loads(msg.data)))
     except Exception as exc:  # nats-py's own errors: the server went away mid-way
-        if not answers:
+        if not found.by_host:
             raise BusError(f"publish to {subject} failed: {exc or type(exc).__name__}") from None
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
-    return answers
+    return found
+
+
+def _authentic(reply_to: str, msg, secret: str, expect: set[str]) -> tuple[str | None, str | None]:
+    """(the host an answer names, why it is not taken as that engine's answer or None)."""
+    try:
+        answer = json.loads(msg.data)
+    except ValueError:
+        return None, "not JSON"
+    host = answer.get("host") if isinstance(answer, dict) else None
+    if not isinstance(host, str):
+        return None, "names no host"
+    if host not in expect:
+        return repr(host[:64]), "not an engine this command was sent to"
+    return host, verify(reply_to, msg.headers, msg.data, secret)
 
 
 async def jetstream_api(nc, endpoint: str, timeout: float = 2.0) -> dict[str, Any]:

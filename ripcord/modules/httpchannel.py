@@ -5,11 +5,14 @@ channel opens, the host can reach that port; if the host cannot, the channel is 
 runs over such a channel with the standard library's http.client. So wait_for and uri see the
 network exactly as the host does (its loopback, its firewall), as curl on the host would, and
 need neither curl nor python there. Plain http only: https over the channel is not supported.
+For a host SSH cannot reach, request_direct asks from the controller, where direct_reason says
+the controller sees the URL as the host does.
 """
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import logging
 from dataclasses import dataclass, field
@@ -151,6 +154,45 @@ def request(ctx: TaskContext, url: str, *, method: str = "GET", body: bytes | No
         raise ChannelError(f"{method} {url}: {reason}") from None
     finally:
         conn.close()
+
+
+def request_direct(url: str, *, timeout: float = 10.0) -> Response:
+    """One GET from the controller itself, for a host SSH cannot reach (see direct_reason)."""
+    host, port, target = split_url(url)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", target)
+        answer = conn.getresponse()
+        return Response(answer.status, answer.reason,
+                        {k.lower(): v for k, v in answer.getheaders()}, answer.read(BODY_LIMIT))
+    except (http.client.HTTPException, OSError) as exc:
+        raise ChannelError(f"GET {url} (from the controller): {exc or type(exc).__name__}") from None
+    finally:
+        conn.close()
+
+
+def direct_reason(ctx: TaskContext, url: str) -> str | None:
+    """Why the controller cannot fetch url as the host would (None: it can try).
+
+    A loopback URL means the host's own loopback: the controller's is the same only when the
+    host is this machine (its address is loopback, as in the sandbox). Any other address is the
+    same from here, if routes and firewalls let the controller reach it.
+    """
+    try:
+        host = split_url(url)[0]
+    except ChannelError as exc:
+        return str(exc)
+    address = str(ctx.vars.get("ansible_host") or ctx.vars.get("ansible_ssh_host") or ctx.host)
+    if _loopback(host) and not _loopback(address):
+        return f"{url} is on {ctx.host}'s loopback"
+    return None
+
+
+def _loopback(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return name.lower() in ("localhost", "localhost.localdomain")
 
 
 def dig(data: Any, dotted: str) -> Any:

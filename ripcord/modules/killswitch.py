@@ -9,6 +9,12 @@ The escalation ladder, fastest first, where no broken rung stops the others:
   5. the exchange: the account's open orders confirmed 0, cancelled if not.
 The result says, per host, which rung halted it. Nothing asks for confirmation: halting is the
 safe direction.
+
+SSH being down is the kind of incident a kill switch is pulled in, so the halt is given every host
+of the batch (ssh_optional), SSH-reachable or not: rungs 1 and 5 need no SSH to the host they halt
+(the secret and the exchange are reached through any host that answers), rung 3 reads its health
+from the controller where that sees what the host sees; the halt file and the last resort are
+said not run ("halt file not written: SSH down"), and the host still counts as unreachable.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ from ripcord import bus
 from ripcord.errors import RipcordError, UnreachableError
 from ripcord.modules import httpchannel
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
-from ripcord.modules.bus import EnvFileError, env_secret
+from ripcord.modules.bus import EnvFileError
 from ripcord.modules.service import control_for
-from ripcord.modules.trading import ExchangeAccount, command_engines
+from ripcord.modules.trading import ExchangeAccount, command_engines, fleet_secret, reachable, ssh_down
 
 bus.preload()
 POLL_S = 0.02  # an engine says halted within ~20 ms of the command
@@ -41,7 +47,8 @@ class HostHalt:
     halted: bool = False  # its /health said so
     halt_source: str | None = None
     stopped: bool = False  # the last resort was needed and worked
-    exchange_failed: bool = False  # 0 open orders could not be confirmed through this host
+    exchange_failed: bool = False  # 0 open orders could not be confirmed for this host
+    not_run: list[str] = field(default_factory=list)  # rungs that could not run: SSH is down
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -60,6 +67,7 @@ class Halt(Module):
 
     name = "halt"
     fleet = True
+    ssh_optional = True  # an engine SSH cannot reach is still halted over NATS
     args = {
         "reason": Arg(str, required=True, help="recorded by each engine and in its halt file"),
         "operator": Arg(str, default="ripcord"),
@@ -80,12 +88,16 @@ class Halt(Module):
             return dict.fromkeys(contexts, Result(skipped=True, msg="skipped in check mode"))
         started = time.monotonic()
         state = {host: HostHalt() for host in contexts}
+        up = reachable(contexts)
         lost: dict[str, UnreachableError] = {}
-        secret = self._secret(contexts)  # read first: the publish must not wait for it
+        try:
+            secret: str | EnvFileError = fleet_secret(contexts)  # first: the publish must not wait
+        except EnvFileError as exc:
+            secret = exc
         with ThreadPoolExecutor(max_workers=len(contexts) + 1) as pool:
             signalled = pool.submit(self._signal, contexts, args, state, secret)
             files = {h: pool.submit(self._write_halt_file, ctx, args, state[h])
-                     for h, ctx in contexts.items()}
+                     for h, ctx in up.items()}
             polls = {h: pool.submit(self._wait_halted, ctx, args, state[h],
                                     started + float(args["deadline"]))
                      for h, ctx in contexts.items()}
@@ -95,7 +107,7 @@ class Halt(Module):
                     future.result()
                 except UnreachableError as exc:
                     lost[host] = exc
-            stuck = [h for h in contexts if not state[h].halted and h not in lost]
+            stuck = [h for h in up if not state[h].halted and h not in lost]
             if args["last_resort"]:
                 for host, future in [(h, pool.submit(self._stop, contexts[h], args, state[h]))
                                      for h in stuck]:
@@ -103,15 +115,19 @@ class Halt(Module):
                         future.result()
                     except UnreachableError as exc:
                         lost[host] = exc
-        exchange_host, exchange_note = None, ""
+        for host, ctx in contexts.items():
+            if ctx.conn is None:
+                state[host].halt_file = f"not written: {ssh_down(ctx)}"
+                state[host].not_run.append(f"halt file not written: {ssh_down(ctx)}")
+                if args["last_resort"] and not state[host].halted:
+                    state[host].not_run.append(f"service not stopped (last resort): {ssh_down(ctx)}")
+        notes: dict[str, str] = {}
         if args["exchange"]:
-            exchange_host, exchange_note = self._exchange(contexts, lost, state, whole_fleet(contexts))
-        results: dict[str, Result | UnreachableError] = dict(lost)
+            notes = self._exchange(contexts, lost, state, whole_fleet(contexts))
+        results: dict[str, Result | UnreachableError] = {}
         for host in contexts:
-            if host in lost:
-                continue
-            results[host] = self._result(host, state[host], bus_note,
-                                         exchange_note if host == exchange_host else "")
+            result = self._result(host, state[host], bus_note, notes.get(host, ""))
+            results[host] = UnreachableError(f"{lost[host]} ({result.msg})") if host in lost else result
         return results
 
     # --- rung 1: the signed command, and every engine's answer ---------------------------------
@@ -128,22 +144,14 @@ class Halt(Module):
                                       args=args, timeout=float(args["ack_timeout"]))
         except (bus.BusError, EnvFileError) as exc:
             return f"NATS rung failed: {exc}"
-        for host, (seconds, answer) in answers.items():
-            if host in state and answer.get("halted"):
+        for host, (seconds, answer) in answers.by_host.items():
+            if answer.get("halted"):
                 state[host].acked_ms = round(seconds * 1000, 1)
-        missing = sorted(set(contexts) - set(answers))
-        return f"no NATS answer from {', '.join(missing)}" if missing else ""
-
-    @staticmethod
-    def _secret(contexts: dict[str, TaskContext]) -> str | EnvFileError:
-        """The HMAC secret from the first host whose env_file has it, or why there is none."""
-        problems = []
-        for ctx in contexts.values():
-            try:
-                return env_secret(ctx, "TITAN_HMAC_SECRET")
-            except (EnvFileError, UnreachableError) as exc:
-                problems.append(f"{ctx.host}: {exc}")
-        return EnvFileError("cannot sign: " + "; ".join(problems))
+        for host in contexts:  # an answer in its name that is not its own: worth an operator's eye
+            state[host].errors.extend(answers.ignored_for(host))
+        missing = sorted(set(contexts) - set(answers.by_host))
+        return "; ".join([f"no NATS answer from {', '.join(missing)}"] * bool(missing)
+                         + answers.ignored_elsewhere(set(contexts)))
 
     # --- rung 2: the halt file -------------------------------------------------------------------
 
@@ -178,10 +186,16 @@ class Halt(Module):
         if not url:
             state.errors.append(f"no health URL for {args['service']}: cannot verify the halt")
             return
+        if ctx.conn is None:  # from the controller, when it sees what the host sees
+            why = httpchannel.direct_reason(ctx, url)
+            if why:
+                state.not_run.append(f"cannot verify: {ssh_down(ctx)} and {why}")
+                return
         seen = ""
         while True:
             try:
-                answer = httpchannel.request(ctx, url, timeout=1.0).json
+                answer = (httpchannel.request_direct(url, timeout=1.0) if ctx.conn is None
+                          else httpchannel.request(ctx, url, timeout=1.0)).json
                 if isinstance(answer, dict) and answer.get("halted") is True:
                     state.halted, state.halt_source = True, answer.get("halt_source")
                     return
@@ -215,34 +229,44 @@ class Halt(Module):
 
     @staticmethod
     def _exchange(contexts: dict[str, TaskContext], lost: dict, state: dict[str, HostHalt],
-                  account_wide: bool) -> tuple[str | None, str]:
-        """Through the first reachable host: the open orders of the account when the whole fleet
-        halts, else those of the halted engines (by their clientOrderId prefix); cancelled if any."""
+                  account_wide: bool) -> dict[str, str]:
+        """Through the first host that answers over SSH: the open orders of the account when the
+        whole fleet halts, else those of the halted engines (by their clientOrderId prefix, SSH
+        reachable or not); cancelled if any. Returns the note for each host it speaks for: the
+        host it went through and every engine SSH cannot reach."""
         prefixes = None if account_wide else [f"{h}-" for h in contexts]
-        for host, ctx in contexts.items():
+        down = [h for h, ctx in contexts.items() if ctx.conn is None]
+        for host, ctx in reachable(contexts).items():
             if host in lost:
                 continue
+            failure = ""
             try:
                 exchange = ExchangeAccount(ctx)
                 before = exchange.open_orders(prefixes)
                 if not before:
-                    return host, "exchange: 0 open orders"
-                cancelled = exchange.cancel_all(prefixes)
-                after = exchange.open_orders(prefixes)
+                    note = "exchange: 0 open orders"
+                else:
+                    cancelled = exchange.cancel_all(prefixes)
+                    after = exchange.open_orders(prefixes)
+                    note = f"exchange: cancelled {cancelled} open orders, now 0"
+                    if after:
+                        failure = f"exchange: {len(after)} open orders remain after cancel-all"
             except UnreachableError as exc:
                 lost[host] = exc
                 continue
             except RipcordError as exc:
-                state[host].exchange_failed = True
-                state[host].errors.append(f"exchange: cannot confirm 0 open orders: {exc}")
-                return host, ""
-            if after:
-                state[host].exchange_failed = True
-                state[host].errors.append(f"exchange: {len(after)} open orders remain after "
-                                          f"cancel-all")
-                return host, ""
-            return host, f"exchange: cancelled {cancelled} open orders, now 0"
-        return None, ""
+                failure = f"exchange: cannot confirm 0 open orders: {exc}"
+            for each in [host, *down]:
+                if failure:
+                    state[each].exchange_failed = True
+                    state[each].errors.append(failure if each == host else f"{failure} (through {host})")
+            if failure:
+                return {}
+            return {host: note, **{h: f"{note} (through {host})" for h in down}}
+        for host in down:
+            state[host].exchange_failed = True
+            state[host].not_run.append("exchange not checked: no host of the batch answers over SSH")
+        return {}
 
     # --- the answer ------------------------------------------------------------------------------
 
@@ -257,14 +281,16 @@ class Halt(Module):
             said = "halted by stopping its service (last resort)"
         else:
             said = "NOT HALTED"
-        notes = [said, *state.errors]
+        if rung is None and state.acked_ms is not None:  # its answer says halted; unseen
+            said = f"answered halted by NATS in {state.acked_ms:g} ms, NOT VERIFIED"
+        notes = [said, *state.not_run, *state.errors]
         if bus_note and rung != "nats":
             notes.append(bus_note)
         if exchange_note:
             notes.append(exchange_note)
         data = {"rung": rung, "acked_ms": state.acked_ms, "halt_file": state.halt_file,
                 "halted": state.halted, "halt_source": state.halt_source,
-                "stopped": state.stopped, "errors": state.errors}
+                "stopped": state.stopped, "not_run": state.not_run, "errors": state.errors}
         return Result(changed=True, failed=rung is None or state.exchange_failed,
                       msg="; ".join(notes), data=data)
 

@@ -1,7 +1,8 @@
 """titan_command, exchange and checks: the building blocks of the trading procedures.
 
-- titan_command publishes one signed command to every engine of the batch and counts their
-  answers: core NATS is at-most-once, so an engine that did not answer did not act.
+- titan_command publishes one signed command to every engine of the batch, reachable over SSH or
+  not, and counts their signed answers: core NATS is at-most-once, so an engine that did not
+  answer did not act.
 - exchange reads (or cancels) the fleet's account at the exchange, from the host.
 - checks runs checks/ in the middle of a play (a pre-check), on every host of the batch at once.
 """
@@ -35,35 +36,66 @@ def tunnelled(ctx: TaskContext, args: dict) -> bool:
     return truthy(ctx.vars.get("nats_tunnel", False))
 
 
+def reachable(contexts: dict[str, TaskContext]) -> dict[str, TaskContext]:
+    """The batch's hosts that answered over SSH (an ssh_optional module also gets the others)."""
+    return {h: ctx for h, ctx in contexts.items() if ctx.conn is not None}
+
+
+def ssh_down(ctx: TaskContext) -> str:
+    """Why a host given without a connection has none, for its result."""
+    return f"SSH down ({ctx.unreachable})" if ctx.unreachable else "SSH down"
+
+
+def fleet_secret(contexts: dict[str, TaskContext]) -> str:
+    """The HMAC secret from the first host that answers over SSH and has it in its env_file;
+    EnvFileError saying why none had it."""
+    problems = []
+    for ctx in contexts.values():
+        if ctx.conn is None:
+            problems.append(f"{ctx.host}: {ssh_down(ctx)}")
+            continue
+        try:
+            return env_secret(ctx, "TITAN_HMAC_SECRET")
+        except (EnvFileError, UnreachableError) as exc:
+            problems.append(f"{ctx.host}: {exc}")
+    raise EnvFileError("cannot sign: " + "; ".join(problems))
+
+
 def command_engines(contexts: dict[str, TaskContext], subject: str, fields: dict,
-                    secret: Callable[[], str], *, args: dict, timeout: float
-                    ) -> dict[str, tuple[float, dict]]:
+                    secret: Callable[[], str], *, args: dict, timeout: float) -> bus.Answers:
     """Publish a command signed with secret(), addressed to every host of the batch (its
-    `targets`: an engine not named ignores it), and gather the engines' answers (bus.scatter).
+    `targets`: an engine not named ignores it), reachable over SSH or not, and gather the
+    engines' signed answers (bus.scatter: an unsigned or forged one is not an answer).
 
     The connection is bounded by args["nats_timeout"]; with tunnelled(), NATS is reached through
-    an SSH forward via the batch's first host. BusError when NATS cannot be used.
+    an SSH forward via the batch's first host that answers over SSH. BusError when NATS cannot
+    be used.
     """
     first = next(iter(contexts.values()))
     url = first.vars.get("nats_url")
     if not url:
         raise bus.BusError("no NATS URL: set inventory variable nats_url")
+    key = secret()
     body = bus.encode({**fields, "targets": sorted(contexts)})
-    headers = bus.sign(subject, body, secret())
+    headers = bus.sign(subject, body, key)
     tunnel = tunnelled(first, args)
 
-    async def session(target: str) -> dict[str, tuple[float, dict]]:
+    async def session(target: str) -> bus.Answers:
         nc = await bus.connect(target, float(args["nats_timeout"]), retry_refused=tunnel,
                                shown_as=bus.public_url(url))
         try:
             return await bus.scatter(nc, subject, body, headers, expect=set(contexts),
-                                     timeout=timeout)
+                                     timeout=timeout, secret=key)
         finally:
             await bus.close(nc, 0.5)
 
     if not tunnel:
         return asyncio.run(session(url))
-    with nats_tunnel(first, url) as local_url:
+    via = next(iter(reachable(contexts).values()), None)
+    if via is None:
+        raise bus.BusError("NATS is reached through an SSH tunnel (nats_tunnel), and no host "
+                           "of the batch answers over SSH")
+    with nats_tunnel(via, url) as local_url:
         return asyncio.run(session(local_url))
 
 
@@ -129,6 +161,7 @@ class TitanCommand(Module):
 
     name = "titan_command"
     fleet = True
+    ssh_optional = True  # the command goes over NATS: an engine SSH cannot reach still gets it
     args = {
         "command": Arg(str, required=True, choices=tuple(SUBJECTS)),
         "body": Arg(dict, default={}, help="the command's fields (state, symbol, reason, ...)"),
@@ -148,29 +181,40 @@ class TitanCommand(Module):
         subject = SUBJECTS[args["command"]]
         fields = {"operator": first.vars.get("ripcord_operator", "ripcord"),
                   **(args.get("body") or {})}
+        results: dict[str, Result | UnreachableError] = {}
+        if args["command"] == "halt" and fields.get("state") != "HARD_HALT":
+            # Only the safe direction reaches an engine its operator cannot see over SSH:
+            # a resume (NORMAL) waits until the host can be checked.
+            for host, ctx in contexts.items():
+                if ctx.conn is None:
+                    results[host] = UnreachableError(f"{host}: {ssh_down(ctx)}; not sent: "
+                                                     f"only a halt goes to a host SSH cannot reach")
+            contexts = reachable(contexts)
+            if not contexts:
+                return results
         try:
-            answers = command_engines(contexts, subject, fields,
-                                      lambda: env_secret(first, "TITAN_HMAC_SECRET"),
+            answers = command_engines(contexts, subject, fields, lambda: fleet_secret(contexts),
                                       args=args, timeout=float(args["timeout"]))
         except (bus.BusError, EnvFileError) as exc:
-            return dict.fromkeys(contexts, Result(failed=True, msg=f"{subject}: {exc}"))
-        results: dict[str, Result | UnreachableError] = {}
-        for host in contexts:
-            if host not in answers:
-                results[host] = Result(failed=True, msg=f"{subject}: no answer from the engine "
-                                       f"within {float(args['timeout']):g}s",
-                                       data={"published_at": published_at})
+            return {**results, **dict.fromkeys(contexts, Result(failed=True, msg=f"{subject}: {exc}"))}
+        for host, ctx in contexts.items():
+            down = [ssh_down(ctx)] if ctx.conn is None else []
+            forged = answers.ignored_for(host)
+            if host not in answers.by_host:
+                results[host] = Result(failed=True, msg="; ".join([
+                    f"{subject}: no answer from the engine within {float(args['timeout']):g}s",
+                    *forged, *down]), data={"published_at": published_at, "ignored": forged})
                 continue
-            seconds, answer = answers[host]
+            seconds, answer = answers.by_host[host]
             errors = answer.get("errors") or []
             data = {"answer": answer, "answered_ms": round(seconds * 1000, 1),
-                    "published_at": published_at}
-            said = f"{subject}: answered in {seconds * 1000:.0f} ms"
+                    "published_at": published_at, "ignored": forged}
+            said = [f"{subject}: answered in {seconds * 1000:.0f} ms"]
+            if errors:
+                said.append(f"errors: {'; '.join(map(str, errors))}")
             results[host] = Result(changed=True, failed=bool(errors) or answer.get("ok") is False,
-                                   msg=said + (f"; errors: {'; '.join(map(str, errors))}"
-                                               if errors else ""), data=data)
+                                   msg="; ".join(said + forged + down), data=data)
         return results
-
 
 
 @register

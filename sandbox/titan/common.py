@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -53,16 +54,25 @@ class Log:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """Parse a KEY=VALUE .env file (comments, blank lines and optional quotes allowed)."""
+    """Parse a KEY=VALUE .env file (comments, blank lines and optional quotes allowed).
+
+    A value starting with ' is read as sh reads it ('it'\\''s' is it's): how ripcord's env
+    module writes any value beyond plain characters (see ripcord/dotenv.py).
+    """
     values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for line in path.read_text().split("\n"):
+        line = line.strip(" \t\r")
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
+        quoted = re.fullmatch(r"((?:'[^']*'|\\')+)(?:[ \t]+#.*)?", value)
+        if quoted:
+            value = "".join(p[1:-1] if p.startswith("'") else "'"
+                            for p in re.findall(r"'[^']*'|\\'", quoted.group(1)))
+        else:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
         values[key.strip()] = value
     return values
 
@@ -276,6 +286,15 @@ def signing_payload(subject: str, timestamp: str, nonce: str, body: bytes) -> by
     return f"{subject}\n{timestamp}\n{nonce}\n".encode() + body
 
 
+def sign_headers(subject: str, body: bytes, secret: bytes) -> dict[str, str]:
+    """Headers that authenticate body on subject: how an engine signs its answers, so ripcord
+    can tell them from anyone else's on the reply inbox."""
+    timestamp, nonce = str(now_ms()), os.urandom(16).hex()
+    signature = hmac.new(secret, signing_payload(subject, timestamp, nonce, body),
+                         hashlib.sha256).hexdigest()
+    return {TS_HEADER: timestamp, NONCE_HEADER: nonce, SIG_HEADER: signature}
+
+
 def secret_fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:8]
 
@@ -290,6 +309,7 @@ class CommandVerifier:
         self.secrets = [s.encode() for s in secrets if s]
         self.max_age_s = max_age_s
         self.seen: OrderedDict[str, float] = OrderedDict()
+        self.matched = b""  # the secret that verified the last authentic command: answers use it
 
     def verify(self, subject: str, headers: dict[str, str] | None, body: bytes) -> str | None:
         """Return None when the command is authentic, else the reason it is rejected."""
@@ -302,8 +322,9 @@ class CommandVerifier:
         if not timestamp or not nonce:
             return "missing timestamp or nonce"
         payload = signing_payload(subject, timestamp, nonce, body)
-        if not any(hmac.compare_digest(hmac.new(s, payload, hashlib.sha256).hexdigest(), signature)
-                   for s in self.secrets):
+        matched = [s for s in self.secrets
+                   if hmac.compare_digest(hmac.new(s, payload, hashlib.sha256).hexdigest(), signature)]
+        if not matched:
             return "bad signature"
         try:
             age = time.time() - int(timestamp) / 1000.0
@@ -317,6 +338,7 @@ class CommandVerifier:
         if nonce in self.seen:
             return "replayed nonce"
         self.seen[nonce] = now
+        self.matched = matched[0]
         return None
 
 

@@ -2,7 +2,8 @@
 
 It takes strategy signals from the shared JetStream work queue, places orders at the exchange,
 books fills in PostgreSQL (ledger.py), and obeys the kill switches the runbooks pull: the halt
-file and the signed NATS commands (halt, flatten, cancel-all).
+file and the signed NATS commands (halt, flatten, cancel-all), answering each with a signed reply
+that names this host.
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ class Engine:
         if rejected:
             self.log.warn(common.rejection_log_line(subject, rejected))
             return
+        key = self.verifier.matched  # the answer is signed with the secret the command was
         try:
             body = json.loads(msg.data)
             if not isinstance(body, dict):
@@ -197,10 +199,12 @@ class Engine:
         else:
             result = await self.cancel_all(reason, operator)
         if result is not None and msg.reply:
-            await self.nc.publish(msg.reply, json.dumps({
+            answer = json.dumps({
                 "ok": not result.get("errors"), "host": self.host, "service": SERVICE,
                 "command": subject, "state": self.announced[0], "halted": self.halted,
-                **result}).encode())
+                **result}).encode()
+            await self.nc.publish(msg.reply, answer,
+                                  headers=common.sign_headers(msg.reply, answer, key))
 
     def halt_command(self, state, reason: str, operator: str) -> dict | None:
         if state not in ("HARD_HALT", "NORMAL"):
