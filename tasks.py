@@ -102,9 +102,11 @@ def _csv(values) -> frozenset[str]:
             "forks": "hosts worked on at once (default 20)",
             "yes": "answer yes to every confirmation",
             "reason": "why: recorded in the journal",
+            "approval": "the id of an approval another operator granted (two-person rule)",
             "json": "one JSON object on stdout", "debug": "show tracebacks"})
 def play(c, playbook, host=None, inventory=None, check=False, diff=False, tags=None,
-         skip_tags=None, extra_vars=None, forks=20, yes=False, reason="", json_=False, debug=False):
+         skip_tags=None, extra_vars=None, forks=20, yes=False, reason="", approval=None,
+         json_=False, debug=False):
     """Run a playbook on the hosts a pattern selects (validated before anything is touched)."""
     from invoke import Exit
 
@@ -121,7 +123,7 @@ def play(c, playbook, host=None, inventory=None, check=False, diff=False, tags=N
         options = Options(check=check, diff=diff, tags=_csv(tags), skip_tags=_csv(skip_tags),
                           extra_vars=parse_extra_vars(extra_vars or []), forks=max(1, fork_count))
         outcome = run_playbook(playbook, pattern=host, inventory_paths=inventory, options=options,
-                               yes=yes, console=out, reason=reason)
+                               yes=yes, console=out, reason=reason, approval=approval)
         if json_:
             emit_json(outcome.payload)
         if outcome.code:
@@ -390,13 +392,18 @@ def drill(c, host="sandbox", inventory=None, debug=False):
 @task(help={"request-id": "the id the requester's run printed", "debug": "show tracebacks"})
 def approve(c, request_id, debug=False):
     """Approve another operator's request (two-person rule): you cannot approve your own."""
-    from ripcord.approvals import Approvals, ttl_s
+    from rich.markup import escape
+
+    from ripcord.approvals import Approvals
     from ripcord.journal import operator
 
     def body(out):
         req = Approvals().approve(request_id, operator())
-        out.print(f"approved {req.id}: {req.procedure} --host {req.pattern} requested by "
-                  f"{req.requested_by}; valid for {ttl_s() / 60:g} minutes, once")
+        what = req.binding
+        out.print(escape(f"approved {req.id}: {req.procedure} --host {req.pattern} requested by "
+                         f"{req.requested_by}; valid for {req.ttl_s / 60:g} minutes, once\n"
+                         f"  playbook {what['playbook']}\n  hosts {', '.join(what['hosts'])}\n"
+                         f"  options {what['options'] or 'none'}"), highlight=False)
 
     run_task(body, debug=debug)
 

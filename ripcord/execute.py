@@ -74,7 +74,8 @@ def confirmer(yes: bool, console: Console):
 
 def run_playbook(path: str, *, pattern: str, options: Options, yes: bool, console: Console,
                  reason: str = "", inventory_paths: list[str] | None = None,
-                 inventory: Inventory | None = None) -> Outcome:
+                 inventory: Inventory | None = None,
+                 approval: str | None = None, procedure: str | None = None) -> Outcome:
     started = time.monotonic()
     inventory = inventory or load_operator_inventory(inventory_paths)
     inventory.select(pattern)  # a pattern that matches nothing is an error before anything else
@@ -82,6 +83,9 @@ def run_playbook(path: str, *, pattern: str, options: Options, yes: bool, consol
     options.reason = reason
     options.playbook_dir = str(Path(path).resolve().parent)
     playbook = load_playbook(path, extra_vars=options.extra_vars, inventory=inventory)
+    from ripcord.procedures import guard  # the two-person rule, on every path to a playbook
+
+    guard(playbook, inventory, pattern, options, approval=approval, procedure=procedure)
     command = "ripcord " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     journal = Journal()
     runner = Runner(inventory, options, confirm=confirmer(yes, console), display=Display(console),
