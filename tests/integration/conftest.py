@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shlex
 import subprocess
 import time
@@ -16,13 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import TEST_BASE_PORT, TEST_FLEET, publish
 
+from ripcord import bus
 from ripcord.sandbox.fleet import Fleet
 from ripcord.sandbox.plan import state_base
-
-# Parallel workers (or developers) can each have a fleet: RIPCORD_TEST_FLEET / _BASE_PORT.
-TEST_FLEET = os.environ.get("RIPCORD_TEST_FLEET", "test-fleet")
-TEST_BASE_PORT = int(os.environ.get("RIPCORD_TEST_BASE_PORT", "25000"))
 
 
 @dataclass
@@ -104,9 +101,45 @@ class Access:
 def fleet():
     root = state_base() / TEST_FLEET
     fleet = Fleet(root, base_port=TEST_BASE_PORT, hosts=4, inventory=root / "inventory.yml")
-    fleet.up()
-    yield fleet
-    fleet.down(purge=True)
+    try:
+        fleet.up()
+        reset_fleet(Access(fleet))
+        yield fleet
+    finally:
+        fleet.down(purge=True)
+
+
+def reset_fleet(access: Access) -> None:
+    """A fleet reused from an earlier run that crashed (so its teardown never ran) may be left
+    halted, with faults injected, services stopped, shims in a host's PATH, the master arm off or
+    the breaker open: put it back as a fresh fleet is, and read that back, before any test."""
+
+    plan, engines = access.plan, [h.name for h in access.plan.by_role("exec")]
+    for host in plan.hosts:
+        for shim in host.bin.iterdir():  # provisioning puts only supervisorctl there
+            if shim.name != "supervisorctl":
+                shim.unlink()
+        access.ssh(host.name, 'rm -f "$TITAN_HOME/system.halt" "$TITAN_HOME"/state/faults/*; '
+                              "supervisorctl start all", check=False)
+    brain = plan.host("core-1").service("titan-brain").health_url.rsplit("/", 1)[0]
+    for path, body in (("/api/execution/master-arm", {"enabled": True, "operator_id": "pytest"}),
+                       ("/api/breaker/reset", {"operatorId": "pytest"})):
+        access.wait_for(lambda p=path, b=body: subprocess.run(
+            ["curl", "-sS", "--fail", "--max-time", "3", "-X", "POST", "-d", json.dumps(b),
+             brain + p], capture_output=True).returncode == 0, timeout=30, what=f"POST {path}")
+    for host in engines:
+        access.wait_for(lambda h=host: access.health(h, "titan-execution")["nats_connected"],
+                        timeout=30, interval=0.2, what=f"{host} connected to NATS")
+    secret = access.env(engines[0])["TITAN_HMAC_SECRET"]
+    publish(access, bus.HALT_SUBJECT, {"state": "NORMAL", "reason": "test session start",
+                                       "operator": "pytest", "source": "test"}, secret)
+    for host in engines:
+        access.wait_for(lambda h=host: not access.health(h, "titan-execution")["halted"],
+                        timeout=10, what=f"{host} trading at session start")
+    assert access.curl_json(f"{brain}/api/execution/master-arm") == {"enabled": True}
+    assert access.curl_json(f"{brain}/api/breaker")["state"] == "CLOSED"
+    access.wait_for(lambda: not access.fleet.unhealthy(), timeout=60, interval=0.5,
+                    what="every service healthy at session start")
 
 
 @pytest.fixture(scope="session")

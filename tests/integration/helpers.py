@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
 import subprocess
-import threading
+import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -12,27 +15,65 @@ from pathlib import Path
 
 from ripcord import bus
 
+# Parallel workers (or developers) can each have a fleet: RIPCORD_TEST_FLEET / _BASE_PORT.
+TEST_FLEET = os.environ.get("RIPCORD_TEST_FLEET", "test-fleet")
+TEST_BASE_PORT = int(os.environ.get("RIPCORD_TEST_BASE_PORT", "25000"))
+
+
+def suite_port(offset: int) -> int:
+    """A port of this suite's own range (RIPCORD_TEST_BASE_PORT + offset, 100 ports): the
+    session fleet takes the first 50 (base+5..9 it never listens on); fleets of a test's own
+    take theirs from the rest, so suites run side by side never meet."""
+    assert 0 <= offset < 100, offset
+    return TEST_BASE_PORT + offset
+
+
+def commands_sent(monkeypatch) -> list[str]:
+    """Records, as they are made, every command line ripcord sends to a host (Connection.run:
+    the host's shell gets it as argv) and every process it starts here (subprocess.Popen): an
+    audit of what could show in some process's argv, which no sampling of `ps` can miss."""
+    from ripcord.connection import Connection
+
+    sent: list[str] = []
+    run, popen = Connection.run, subprocess.Popen.__init__
+
+    def recording_run(self, command, *args, **kwargs):
+        sent.append(f"{self.name}: {command}")
+        return run(self, command, *args, **kwargs)
+
+    def recording_popen(self, argv, *args, **kwargs):
+        sent.append("local: " + (argv if isinstance(argv, str | bytes) else shlex.join(map(str, argv))))
+        return popen(self, argv, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "run", recording_run)
+    monkeypatch.setattr(subprocess.Popen, "__init__", recording_popen)
+    return sent
+
 
 @contextmanager
-def watching_processes(interval_s: float = 0.005):
-    """Samples every process's command line (`ps -eo args`) while the block runs, to show that
-    no secret ever appears in anyone's argv."""
-    seen: list[str] = []
-    stop = threading.Event()
+def argv_recorded(host, *programs: str):
+    """Wrappers for `programs` first in the sandbox host's PATH (its bin directory) that append
+    their own argv to a log before exec'ing the real program: every run is recorded, however
+    short. Yields a function returning the recorded argv lists; the wrappers go afterwards."""
+    log = host.titan_home / "state" / f"argv-{time.time_ns()}.log"
+    wrappers = [host.bin / name for name in programs]
+    for wrapper in wrappers:
+        real = shutil.which(wrapper.name, path="/usr/local/bin:/usr/bin:/bin")
+        assert real, f"no {wrapper.name} to wrap"
+        wrapper.write_text(f"#!/bin/sh\nprintf '%s\\037' \"$0\" \"$@\" >> {shlex.quote(str(log))}\n"
+                           f"printf '\\n' >> {shlex.quote(str(log))}\nexec {shlex.quote(real)} \"$@\"\n")
+        wrapper.chmod(0o755)
 
-    def sample():
-        while True:  # at least once, however short the block
-            seen.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
-            if stop.wait(interval_s):
-                return
+    def recorded() -> list[list[str]]:
+        text = log.read_text() if log.exists() else ""
+        return [line.rstrip("\037").split("\037") for line in text.splitlines() if line]
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     try:
-        yield seen
+        yield recorded
     finally:
-        stop.set()
-        sampler.join()
+        for wrapper in wrappers:
+            wrapper.unlink(missing_ok=True)
+        log.unlink(missing_ok=True)
 
 
 def exchange(access, method: str, path: str, key: str | None, body: dict | None = None):

@@ -15,7 +15,7 @@ import shlex
 import subprocess
 
 import pytest
-from helpers import watching_processes
+from helpers import argv_recorded, commands_sent
 
 SCRATCH = "ripcord_scratch"
 
@@ -159,18 +159,24 @@ def test_restore_of_a_missing_file_fails_clearly(run_module):
     assert result.failed and result.msg == "cannot read /nonexistent/dump.sql"
 
 
-def test_the_password_is_in_no_result_and_no_command_line(run_module, db_password, scratch, backups):
-    with watching_processes() as seen:
+def test_the_password_is_in_no_result_and_no_command_line(run_module, access, db_password, scratch,
+                                                         backups, monkeypatch):
+    """Read where it cannot be missed: every command ripcord sends, and the argv the database
+    clients themselves record on db-1 (the password is expanded on the host, if anywhere)."""
+    sent = commands_sent(monkeypatch)
+    with argv_recorded(access.plan.db, "psql", "pg_dump", "pg_restore") as recorded:
         results = [
-            run_module("postgres", {"sql": "SELECT pg_sleep(0.3), current_user"}, host="db-1"),
-            run_module("postgres", {"action": "dump", "db": scratch,
-                                    "dest": f"{backups}/ripcord-test-argv.sql"}, host="db-1"),
+            run_module("postgres", {"sql": "SELECT current_user"}, host="db-1"),
+            run_module("postgres", {"action": "dump", "db": scratch, "format": "custom",
+                                    "dest": f"{backups}/ripcord-test-argv.dump"}, host="db-1"),
             run_module("postgres", {"action": "restore", "db": scratch,
-                                    "src": f"{backups}/ripcord-test-argv.sql"}, host="db-1"),
+                                    "src": f"{backups}/ripcord-test-argv.dump"}, host="db-1"),
         ]
+        argvs = recorded()
     assert all(not r.failed for r in results), [r.msg for r in results]
-    assert any("psql" in sample for sample in seen)  # the sampler did see the clients run
-    assert not any(db_password in sample for sample in seen)
+    assert {argv[0].rsplit("/", 1)[-1] for argv in argvs} == {"psql", "pg_dump", "pg_restore"}, argvs
+    assert sent and not any(db_password in command for command in sent)
+    assert not any(db_password in word for argv in argvs for word in argv)
     for result in results:
         assert db_password not in json.dumps(result.registered())
 

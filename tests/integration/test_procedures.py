@@ -118,7 +118,9 @@ def test_with_nats_stopped_the_halt_file_halts_every_engine(access, ripcord):
     access.ssh("db-1", "supervisorctl stop nats")
     result = ripcord("halt", "--host", "sandbox", "--json")
     assert result.returncode == 0, result.stderr
-    for host, record in halt_json(result).items():
+    records = halt_json(result)
+    assert set(records) == set(ENGINES), records
+    for host, record in records.items():
         assert "halted by the halt file" in record["msg"], record
         assert "NATS rung failed" in record["msg"] and "connection refused" in record["msg"]
         state = engine(access, host)
@@ -130,6 +132,7 @@ def test_an_engine_deaf_to_nats_is_halted_by_the_file(access, ripcord):
     result = ripcord("halt", "--host", "sandbox", "--json")
     assert result.returncode == 0, result.stderr
     rungs = halt_json(result)
+    assert set(rungs) == set(ENGINES), rungs
     assert "halted by the halt file" in rungs["exec-1"]["msg"]
     assert "no NATS answer from exec-1" in rungs["exec-1"]["msg"]
     assert "halted by NATS" in rungs["exec-2"]["msg"]
@@ -142,6 +145,7 @@ def test_with_nats_and_the_file_both_ignored_the_service_is_stopped(access, ripc
     result = ripcord("halt", "--host", "sandbox", "--deadline", "1.5", "--json")
     assert result.returncode == 0, result.stderr + result.stdout
     rungs = halt_json(result)
+    assert set(rungs) == set(ENGINES), rungs
     assert "stopping its service (last resort)" in rungs["exec-1"]["msg"], rungs["exec-1"]
     assert supervisor_state(access, "exec-1", "titan-execution") == "STOPPED"
     assert "halted by NATS" in rungs["exec-2"]["msg"]
@@ -164,7 +168,9 @@ def test_halt_cancels_orders_left_open_at_the_exchange(access, ripcord):
         assert result.returncode == 0, result.stderr
         assert exchange(access, "GET", f"/api/v1/order/{order['orderId']}", ops_key)[1]["status"] \
             == "CANCELED"
-    assert any("exchange: cancelled" in r["msg"] for r in halt_json(result).values())
+    records = halt_json(result)
+    assert set(records) == set(ENGINES), records
+    assert any("exchange: cancelled" in r["msg"] for r in records.values())
     assert exchange(access, "GET", "/api/v1/openOrders", ops_key) == (200, [])
 
 
@@ -263,6 +269,7 @@ def test_master_arm_and_breaker_go_through_the_brains_api_with_the_operator(acce
     assert ripcord("master-arm", "--host", "sandbox", "--disable").returncode == 0  # no prompt
     assert access.curl_json(f"{brain}/api/execution/master-arm") == {"enabled": False}
     assert ripcord("master-arm", "--host", "sandbox", "--enable").returncode == 4  # declined
+    assert access.curl_json(f"{brain}/api/execution/master-arm") == {"enabled": False}
     assert ripcord("master-arm", "--host", "sandbox", "--enable", "--yes").returncode == 0
     assert access.curl_json(f"{brain}/api/execution/master-arm") == {"enabled": True}
     assert ripcord("master-arm", "--host", "sandbox").returncode == 2  # neither: invalid input
@@ -281,18 +288,42 @@ def test_isolate_stops_the_strategies_and_no_signal_reaches_the_engines(access, 
     result = ripcord("isolate", "--host", "sandbox", "--yes")
     assert result.returncode == 0, result.stdout + result.stderr
     for host in ENGINES:
-        assert all(supervisor_state(access, host, s) == "STOPPED" for s in STRATEGIES)
-    counts = [engine(access, h)["signals_received"] for h in ENGINES]
-    subprocess.run(["sleep", "3"], check=True)
-    assert [engine(access, h)["signals_received"] for h in ENGINES] == counts
+        assert [supervisor_state(access, host, s) for s in STRATEGIES] == ["STOPPED"] * 3
+    monitor = f"http://127.0.0.1:{access.plan.nats_monitor_port}"
+
+    def strategies_connected() -> list[str]:  # each strategy names its connection service@host
+        names = [c.get("name") or "" for c in
+                 access.curl_json(f"{monitor}/connz?limit=1000")["connections"]]
+        assert any(n.startswith("titan-execution@") for n in names), names  # the listing works
+        return [n for n in names if n.split("@")[0] in STRATEGIES]
+
+    access.wait_for(lambda: strategies_connected() == [], what="no strategy left on NATS")
+
+    def nothing_to_deliver() -> bool:  # what the strategies sent before has reached the engines
+        jsz = access.curl_json(f"{monitor}/jsz?consumers=true")
+        consumers = [c for a in jsz["account_details"] for s in a["stream_detail"]
+                     if s["name"] == "TITAN_EXECUTION" for c in s["consumer_detail"]]
+        assert [c["name"] for c in consumers] == ["execution_group"], consumers
+        return consumers[0]["num_pending"] == 0 and consumers[0]["num_ack_pending"] == 0
+
+    access.wait_for(nothing_to_deliver, what="the signal queue drained")
 
 
 def engine_pid(access, host: str) -> str:
     return access.ssh(host, "supervisorctl pid titan-execution").stdout.strip()
 
 
+def process_start(access, host: str, service: str) -> int:
+    """When the service's process started, in clock ticks since boot (/proc/<pid>/stat)."""
+    pid = access.ssh(host, f"supervisorctl pid {service}").stdout.strip()
+    assert pid.isdigit() and pid != "0", f"{service} on {host} has no pid: {pid!r}"
+    stat = access.ssh(host, f"cat /proc/{pid}/stat").stdout
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; fields 1-2 end at the last ')'
+
+
 def test_restart_refuses_a_trading_engine_then_restarts_in_dependency_order(access, ripcord):
     pids = {h: engine_pid(access, h) for h in ENGINES}
+    postgres_before = process_start(access, "db-1", "postgresql")
     unknown = ripcord("restart", "--host", "sandbox", "--service", "titan-nosuch", "--yes")
     assert unknown.returncode == 2 and "'titan-nosuch' is not in the topology" in unknown.stderr
     refused = ripcord("restart", "--host", "sandbox", "--service", "postgresql", "--yes")
@@ -305,11 +336,13 @@ def test_restart_refuses_a_trading_engine_then_restarts_in_dependency_order(acce
     for host in ENGINES:
         assert engine_pid(access, host) != pids[host]
         assert engine(access, host)["status"] == "ok" and engine(access, host)["halted"]
-    started = {}  # each restarted service's start time: a tier only after the one it needs
-    for host, service in (("db-1", "postgresql"), ("exec-1", "titan-execution")):
-        pid = access.ssh(host, f"supervisorctl pid {service}").stdout.strip()
-        started[service] = float(access.ssh(host, f"stat -c %Y /proc/{pid}").stdout)
-    assert started["postgresql"] <= started["titan-execution"]
+    # each restarted service's start (clock ticks since boot, /proc/<pid>/stat field 22; the
+    # hosts share one kernel): a tier only after the one it needs, and both by this restart
+    started = {(h, s): process_start(access, h, s) for h, s in (
+        ("db-1", "postgresql"), ("exec-1", "titan-execution"), ("exec-2", "titan-execution"))}
+    assert started[("db-1", "postgresql")] > postgres_before
+    assert started[("db-1", "postgresql")] < started[("exec-1", "titan-execution")], started
+    assert started[("db-1", "postgresql")] < started[("exec-2", "titan-execution")], started
 
 
 def test_recover_crash_shows_the_log_restarts_and_checks_health(access, ripcord):
@@ -321,11 +354,22 @@ def test_recover_crash_shows_the_log_restarts_and_checks_health(access, ripcord)
     assert "Stopping: signal received" in result.stdout  # the log's tail, shown
     assert supervisor_state(access, "exec-2", "titan-execution") == "RUNNING"
     assert engine(access, "exec-2")["status"] == "ok"
+    pid = engine_pid(access, "exec-1")
     trading = ripcord("recover-crash", "--host", "exec-1", "--service", "titan-execution", "--yes")
     assert trading.returncode == 0 and "changed: [exec-1]" not in trading.stdout  # not crashed
+    assert engine_pid(access, "exec-1") == pid and not engine(access, "exec-1")["halted"]
 
 
 # --- the two-person rule ---------------------------------------------------------------------------
+
+def exchange_book(access) -> tuple:
+    """The exchange as its operator sees it: open orders, positions, and how many cancelAll
+    calls its own log holds (a refused cancel-all must add none)."""
+    ops_key = access.env("core-1")["EXCHANGE_OPS_API_KEY"]
+    log = (access.plan.exchange_home / "exchange.log").read_text()
+    return (exchange(access, "GET", "/api/v1/openOrders", ops_key),
+            exchange(access, "GET", "/api/v1/positions", ops_key), log.count("cancelAll by "))
+
 
 def test_two_person_rule(access, ripcord, tmp_path):
     rule = tmp_path / "rule.yml"
@@ -333,27 +377,35 @@ def test_two_person_rule(access, ripcord, tmp_path):
                     "        ripcord_require_approval: [cancel-all]\n")
     run = lambda *a, **k: ripcord("cancel-all", "--host", "sandbox", "--yes", *a,  # noqa: E731
                                   inventories=(rule,), **k)
+    assert ripcord("halt", "--host", "sandbox").returncode == 0  # the book stands still
+    book = access.wait_for(lambda: (b := exchange_book(access))[0] == (200, []) and b,
+                           what="no open order once halted")
+
+    def refused(result, why: str = "") -> None:
+        assert result.returncode == 4 and why in result.stderr, result.stdout + result.stderr
+        assert exchange_book(access) == book  # nothing cancelled, nothing traded
+
     first = run("--json")
-    assert first.returncode == 4, first.stdout + first.stderr
+    refused(first)
     request = json.loads(first.stdout)["approval_required"]
     assert request and f"invoke approve {request}" in first.stderr
 
     assert ripcord("approve", request, operator="alice").returncode == 4  # not by the requester
-    assert run("--approval", request).returncode == 4  # not approved yet
+    refused(run("--approval", request))  # not approved yet
     approved = ripcord("approve", request, operator="bob")
     assert approved.returncode == 0 and "requested by alice" in approved.stdout
-    assert run("--approval", request, operator="bob").returncode == 4  # the approver cannot run it
-    other = ripcord("cancel-all", "--host", "exec-1", "--yes", "--approval", request,
-                    inventories=(rule,))
-    assert other.returncode == 4 and "not `cancel-all --host exec-1`" in other.stderr
+    refused(run("--approval", request, operator="bob"))  # the approver cannot run it
+    refused(ripcord("cancel-all", "--host", "exec-1", "--yes", "--approval", request,
+                    inventories=(rule,)), "not `cancel-all --host exec-1`")
     ok = run("--approval", request)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert run("--approval", request).returncode == 4  # used once
+    assert exchange_book(access)[2] > book[2]  # the approved run did call cancelAll
+    book = exchange_book(access)
+    refused(run("--approval", request))  # used once
 
     expired = json.loads(run("--json").stdout)["approval_required"]
     assert ripcord("approve", expired, operator="bob").returncode == 0
-    late = run("--approval", expired, extra_env={"RIPCORD_APPROVAL_TTL_S": "0"})
-    assert late.returncode == 4 and "expired" in late.stderr
+    refused(run("--approval", expired, extra_env={"RIPCORD_APPROVAL_TTL_S": "0"}), "expired")
     kinds = [json.loads(line)["kind"] for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
     assert kinds.count("approval-requested") == 2 and "approval-used" in kinds
 

@@ -93,6 +93,7 @@ def test_handlers_run_once_at_the_end_in_definition_order(inventory, access, scr
                   T("never", "shell", {"cmd": f"echo never >> {scratch}"})],
     ))
     assert access.ssh("exec-1", f"cat {scratch}").stdout.split() == ["first", "second"]
+    assert access.ssh("exec-2", f"cat {scratch}").stdout.split() == ["first", "second"]
     assert runner.summary()["exec-2"]["failed"] == 0
 
 
@@ -148,12 +149,26 @@ def test_ignore_errors_until_retries_and_failed_when(inventory, access, scratch)
     stats = runner.summary()["exec-1"]
     assert stats["ignored"] == 2 and stats["failed"] == 0
     assert runner.hosts["exec-1"].facts["probe"]["attempts"] > 1
+    assert access.ssh("exec-1", f"test -e {scratch}", check=False).returncode == 0  # it appeared
 
 
 def test_check_mode_skips_commands_and_takes_no_lock(inventory, access, scratch):
-    runner = run(inventory, P([T("would write", "shell", {"cmd": f"touch {scratch}"})]), check=True)
+    """Another run holds exec-1's lock: a check-mode run neither waits for it nor touches it."""
+    lock = f'"$TITAN_HOME/{LOCK_NAME}"'
+    holder = json.dumps({"run": "other", "operator": "alice", "command": "ripcord halt",
+                         "since": time.time(), "controller": "elsewhere", "pid": 1})
+    access.ssh("exec-1", f"mkdir {lock} && printf %s {shlex.quote(holder)} > {lock}/owner.json")
+    try:
+        runner = run(inventory, P([T("would write", "shell", {"cmd": f"touch {scratch}"})]),
+                     check=True, lock_wait_s=0.5)
+        assert access.ssh("exec-1", f"cat {lock}/owner.json").stdout == holder  # untouched
+    finally:
+        access.ssh("exec-1", f"rm -rf {lock}")
     assert runner.summary()["exec-1"]["skipped"] == 1
-    assert access.ssh("exec-1", f"test -e {scratch}", check=False).returncode == 1
+    assert runner.summary()["exec-1"]["unreachable"] == 0
+    for host in EXECS:
+        assert access.ssh(host, f"test -e {scratch}", check=False).returncode == 1
+    assert access.ssh("exec-2", f"test -e {lock}", check=False).returncode == 1  # none taken
 
 
 def test_run_once_and_delegate_to(inventory, access, scratch):
@@ -244,6 +259,8 @@ def test_a_held_lock_stops_a_second_run_and_names_the_holder(inventory, access, 
     message = next(r.msg for r in runner.records if r.host == "exec-1")
     assert "alice" in message and "ripcord halt" in message
     assert runner.summary()["exec-2"]["changed"] == 1
+    assert access.ssh("exec-1", f"cat {scratch} 2>/dev/null", check=False).stdout == ""
+    assert access.ssh("exec-2", f"cat {scratch}").stdout.split() == ["hi"]
 
 
 def test_a_lock_left_by_a_dead_run_is_broken(inventory, access, scratch):
@@ -254,6 +271,7 @@ def test_a_lock_left_by_a_dead_run_is_broken(inventory, access, scratch):
     runner = run(inventory, P([T("write", "shell", {"cmd": f"echo hi >> {scratch}"})],
                               hosts="exec-1"), lock_wait_s=0.5)
     assert runner.summary()["exec-1"]["changed"] == 1
+    assert access.ssh("exec-1", f"cat {scratch}").stdout.split() == ["hi"]
     assert access.ssh("exec-1", f"test -e {lock}", check=False).returncode == 1  # released
 
 
@@ -306,11 +324,20 @@ all:
     assert elapsed < 8, f"a silent host held the run for {elapsed:.1f}s"
 
 
-def test_a_task_timeout_stops_a_hung_command(inventory, scratch):
-    runner = run(inventory, P([T("hangs", "shell", {"cmd": "sleep 30"}, timeout=1)], hosts="exec-1"))
-    record = next(r for r in runner.records if r.task == "hangs")
-    assert record.outcome == "failed" and "timed out" in record.msg
-    assert record.duration_s < 5
+@pytest.mark.xfail(strict=True, reason="issue 16: on a task timeout ripcord closes the channel "
+                   "but the remote command runs on (sshd does not kill it)")
+def test_a_task_timeout_stops_a_hung_command(inventory, access):
+    hung = f"sleep 30.{time.time_ns()}"  # a command line no other process has
+    try:
+        runner = run(inventory, P([T("hangs", "shell", {"cmd": hung}, timeout=1)], hosts="exec-1"))
+        record = next(r for r in runner.records if r.task == "hangs")
+        assert record.outcome == "failed" and "timed out" in record.msg
+        assert record.duration_s < 30  # it did not wait for the command
+        access.wait_for(lambda: access.ssh("exec-1", f"pgrep -f -x {shlex.quote(hung)}",
+                                           check=False).returncode == 1,
+                        timeout=10, what="the hung command gone from exec-1")
+    finally:
+        access.ssh("exec-1", f"pkill -f -x {shlex.quote(hung)}", check=False)
 
 
 def test_a_jump_host_carries_the_connection(fleet, access, tmp_path, scratch):

@@ -4,21 +4,52 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import yaml
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_host_logs_in_as_the_unprivileged_user_with_the_pinned_key(access):
-    for host in access.plan.hosts:
+    hosts = access.plan.hosts
+    assert [h.name for h in hosts] == ["db-1", "core-1", "exec-1", "exec-2"]
+    for host in hosts:
         out = access.ssh(host.name, 'echo "$TITAN_HOME"; id -un; id -u; stat -c %a "$TITAN_HOME/.env"')
         titan_home, user, uid, env_mode = out.stdout.split()
         assert titan_home == str(host.titan_home)
         assert user == access.fleet.user
-        if os.geteuid() == 0:
-            assert uid != "0", "sandbox hosts must not log in as root"
+        assert uid != "0", "sandbox hosts must not log in as root"  # whoever brought them up
         assert env_mode == "600"
+
+
+def login_user_as(access, user: str | None) -> str:
+    """login_user() as the sandbox would compute it when run by `user` (None: as we are)."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+            "from ripcord.sandbox.plan import login_user; print(login_user())")
+    python = str(access.fleet.runtime / "bin" / "python")  # a Python the login user may run
+    argv = ["runuser", "-u", user, "--", python, "-c", code] if user else [python, "-c", code]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd="/",
+                            env={k: v for k, v in os.environ.items() if k != "RIPCORD_SANDBOX_USER"})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_run_as_root_the_hosts_log_in_as_the_dedicated_user(access):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the root path of login_user")
+    assert login_user_as(access, None) == "ripcord" == access.fleet.user
+
+
+def test_run_as_another_user_the_hosts_log_in_as_that_user(access):
+    """The non-root path, run as the sandbox's (unprivileged) login user itself."""
+    user = access.fleet.user if os.geteuid() == 0 else None
+    assert login_user_as(access, user) == access.fleet.user
+    assert pwd.getpwnam(access.fleet.user).pw_uid != 0
 
 
 def test_a_changed_host_key_is_refused(access, tmp_path):

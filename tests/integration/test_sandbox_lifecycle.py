@@ -1,6 +1,7 @@
 """up is idempotent and recovers from a crash; down leaves no process and no port behind.
 
-These use fleets of their own (own directory, own ports), not the session fleet.
+These use fleets of their own, not the session fleet: named after it (RIPCORD_TEST_FLEET) and on
+ports of this suite's range (RIPCORD_TEST_BASE_PORT + 50..99), so suites side by side never meet.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 import urllib.request
 
 import pytest
+from helpers import TEST_BASE_PORT, TEST_FLEET, suite_port
 
 from ripcord.errors import SandboxError
 from ripcord.sandbox import procs, provision
@@ -20,7 +22,7 @@ from ripcord.sandbox.plan import state_base
 
 
 def make_fleet(name: str, base_port: int, hosts: int) -> Fleet:
-    root = state_base() / name
+    root = state_base() / f"{TEST_FLEET}-{name}"
     return Fleet(root, base_port=base_port, hosts=hosts, inventory=root / "inventory.yml")
 
 
@@ -39,18 +41,18 @@ def ssh_ok(fleet: Fleet, host: str) -> bool:
 
 
 def test_up_is_idempotent_recovers_from_a_crash_and_down_cleans_up():
-    fleet = make_fleet("test-lifecycle", 26000, hosts=3)
+    fleet = make_fleet("lifecycle", suite_port(50), hosts=3)
     try:
         fleet.up()
         control = fleet.control_pid()
         assert control and ssh_ok(fleet, "exec-1")
 
-        again = make_fleet("test-lifecycle", 26000, hosts=3)
+        again = make_fleet("lifecycle", suite_port(50), hosts=3)
         again.up()
         assert again.control_pid() == control, "up on a running fleet must be a no-op"
 
         # Growing a running fleet adds a host, whose new exchange key the exchange accepts.
-        fleet = make_fleet("test-lifecycle", 26000, hosts=4)
+        fleet = make_fleet("lifecycle", suite_port(50), hosts=4)
         fleet.up()
         assert fleet.control_pid() == control
         assert ssh_ok(fleet, "exec-2")
@@ -66,7 +68,9 @@ def test_up_is_idempotent_recovers_from_a_crash_and_down_cleans_up():
         os.kill(control, signal.SIGKILL)
         for proc in host_supervisord:
             os.kill(proc.pid, signal.SIGKILL)
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while fleet.control_pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)  # wait for the state (the pid file's process gone), with a deadline
         assert fleet.control_pid() is None
 
         fleet.up()  # recovers: orphans stopped, stale pid files replaced, all healthy again
@@ -85,19 +89,22 @@ def test_up_is_idempotent_recovers_from_a_crash_and_down_cleans_up():
 def test_up_refuses_ports_that_are_taken_and_names_them():
     import socket
 
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", 26503))
-        blocker.listen()
-        fleet = make_fleet("test-busy", 26500, hosts=3)
-        with pytest.raises(SandboxError, match="26503"):
-            fleet.up()
-    fleet.down(purge=True)
+    fleet = make_fleet("busy", suite_port(50), hosts=3)
+    try:
+        with socket.socket() as blocker:
+            blocker.bind(("127.0.0.1", suite_port(53)))
+            blocker.listen()
+            with pytest.raises(SandboxError, match=str(suite_port(53))):
+                fleet.up()
+    finally:
+        fleet.down(purge=True)
     assert not fleet.root.exists()
 
 
 @pytest.mark.scale
 def test_a_fleet_of_50_hosts_comes_up_and_goes_down_cleanly():
-    fleet = make_fleet("test-scale", 28000, hosts=50)
+    # 510 ports: more than the suite's 100, so the block ten ranges above it (run it alone)
+    fleet = make_fleet("scale", TEST_BASE_PORT + 1000, hosts=50)
     try:
         fleet.up(timeout=240)
         assert len(fleet.plan.hosts) == 50

@@ -46,6 +46,7 @@ def test_status_reports_what_the_hosts_say(fleet, access):
     assert list(report["hosts"]) == ["db-1", "core-1", "exec-1", "exec-2"]
     for name, host in report["hosts"].items():
         assert host["reachable"] is True and host["error"] is None
+        assert list(host["services"]) == [s.name for s in access.plan.host(name).services]
         for service, fact in host["services"].items():
             assert fact["state"] == supervisor_state(access, name, service) == "RUNNING"
     for name in EXECS:
@@ -112,4 +113,7 @@ def test_an_unreachable_host_is_listed_and_exits_3(fleet, tmp_path):
     assert report["ok"] is False
     assert report["hosts"]["exec-ghost"]["reachable"] is False
     assert "exec-ghost" in report["hosts"]["exec-ghost"]["error"]
-    assert all(report["hosts"][h]["reachable"] and report["hosts"][h]["engine"] for h in EXECS)
+    assert list(report["hosts"]) == ["exec-1", "exec-2", "exec-ghost"]
+    for host in EXECS:
+        assert report["hosts"][host]["reachable"] is True and report["hosts"][host]["error"] is None
+        assert report["hosts"][host]["engine"]["halted"] is False

@@ -53,13 +53,21 @@ def test_checks_reuse_the_open_connections(fleet, connect, hostvars):
 
 
 def test_retry_waits_until_the_check_passes(access, connect, hostvars):
-    """`retry: 30s` as Goss's --retry-timeout: the halt file appears after 1.5 s, the check waits."""
-    threading.Timer(1.5, lambda: access.ssh("exec-1", 'touch "$TITAN_HOME/system.halt"')).start()
-    started = time.monotonic()
-    report = run_checks("halt and situational", {"exec-1": connect("exec-1")},
-                        {"exec-1": hostvars["exec-1"]}, retry_s=10)
+    """`retry: 30s` as Goss's --retry-timeout: the halt file appears only after the first try
+    failed, and the check waits for it."""
+    halt_file = access.plan.host("exec-1").halt_file
+    late = threading.Timer(1.5, lambda: halt_file.write_text("retry test\n"))
+    started = time.time()
+    late.start()
+    try:
+        report = run_checks("halt and situational", {"exec-1": connect("exec-1")},
+                            {"exec-1": hostvars["exec-1"]}, retry_s=10)
+    finally:  # the timer never outlives the test, whatever happened
+        late.cancel()
+        late.join()
+    appeared = float(access.ssh("exec-1", 'stat -c %.9Y "$TITAN_HOME/system.halt"').stdout)
     assert not report.failed and report.attempts > 1
-    assert 1.0 < time.monotonic() - started < 10
+    assert appeared > started  # the file this test wrote late, not one left from before
     without = run_checks("halt and situational", {"exec-2": connect("exec-2")},
                          {"exec-2": hostvars["exec-2"]}, retry_s=1)
     halted = next(r for r in without.results if r.id == "test_halt.py::test_engine_is_halted")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import subprocess
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,11 +17,13 @@ from types import SimpleNamespace
 import paramiko
 import pytest
 
+from ripcord import dotenv
 from ripcord.connection import CommandResult
 from ripcord.modules import REGISTRY, TaskContext
 from ripcord.modules.envfile import redacted_diff
 from ripcord.modules.filesupport import parse_mode
 from ripcord.modules.httpchannel import MISSING, ChannelError, ForwardingDenied, dig, request, same_value
+from ripcord.sandbox.plan import login_user
 from ripcord.templating import Secrets
 
 
@@ -110,18 +114,21 @@ def test_modes(written, mode):
 class LocalShell:
     """Stands in for a Connection: runs the command line with /bin/sh here, stdin attached."""
 
-    def __init__(self):
+    def __init__(self, user: str | None = None):
         self.commands: list[str] = []
+        self.user = user  # run as this user (we are root), as the host's login user would
 
     def run(self, command: str, *, timeout=None, stdin=None) -> CommandResult:
         self.commands.append(command)
-        done = subprocess.run(["/bin/sh", "-c", command], input=stdin, capture_output=True,
+        as_user = ["runuser", "-u", self.user, "--"] if self.user else []
+        done = subprocess.run([*as_user, "/bin/sh", "-c", command], input=stdin, capture_output=True,
                               text=True, timeout=10)
         return CommandResult(done.returncode, done.stdout, done.stderr)
 
 
-def env(path: Path, key: str, value=None, *, check=False, diff=False, state="present"):
-    shell = LocalShell()
+def env(path: Path, key: str, value=None, *, check=False, diff=False, state="present",
+        shell: LocalShell | None = None):
+    shell = shell or LocalShell()
     args = {"path": str(path), "key": key, "state": state}
     if value is not None:
         args["value"] = value
@@ -144,7 +151,8 @@ def test_env_edits_in_place_and_keeps_the_value_off_the_command_line(tmp_path):
     path.chmod(0o644)
     result, shell, ctx = env(path, "SECRET", TRICKY, diff=True)
     assert result.changed and not result.failed, result.msg
-    assert path.read_text() == f"# comment\nA=1\nSECRET={TRICKY}\n\nB=2\n"
+    assert path.read_text() == f"# comment\nA=1\nSECRET={dotenv.quote(TRICKY)}\n\nB=2\n"
+    assert dotenv.parse(path.read_text())["SECRET"] == TRICKY  # single-quoted: sourcing runs nothing
     assert path.stat().st_mode & 0o777 == 0o600
     assert all(TRICKY not in command for command in shell.commands)
     shown = repr((result.msg, result.diff, result.data))
@@ -203,10 +211,45 @@ def test_env_refuses_multiline_values_and_reports_shell_failures(tmp_path):
     assert result.failed and "single line" in result.msg and shell.commands == []
     result, _, _ = env(tmp_path / "missing-dir" / ".env", "A", "1")
     assert result.failed and "missing-dir does not exist" in result.msg
-    if os.geteuid() != 0:
-        (tmp_path / "ro").mkdir(mode=0o500)
-        result, _, _ = env(tmp_path / "ro" / ".env", "A", "1")
-        assert result.failed and "Permission denied" in result.msg
+
+
+def unprivileged_user() -> str:
+    """The sandbox's login user when this machine has one (a fleet was brought up), else nobody."""
+    user = login_user()
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        user = "nobody"
+    assert pwd.getpwnam(user).pw_uid != 0
+    return user
+
+
+def test_env_in_a_directory_it_may_not_write_fails_with_permission_denied():
+    """The non-root path, as an unprivileged user: run as the sandbox's login user when we are
+    root (as CI is), as ourselves otherwise."""
+    root = os.geteuid() == 0
+    user = unprivileged_user() if root else None
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:
+        os.chmod(top, 0o755)
+        readonly = Path(top) / "ro"
+        readonly.mkdir(mode=0o500)
+        if user:
+            entry = pwd.getpwnam(user)
+            os.chown(readonly, entry.pw_uid, entry.pw_gid)
+        result, shell, _ = env(readonly / ".env", "A", "1", shell=LocalShell(user))
+        assert shell.commands, "the module ran nothing"
+        assert result.failed and "Permission denied" in result.msg, result.msg
+        assert list(readonly.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root path: needs root")
+def test_env_as_root_writes_even_where_the_mode_says_read_only(tmp_path):
+    """The root path: permission bits do not stop root, so the same write succeeds."""
+    readonly = tmp_path / "ro"
+    readonly.mkdir(mode=0o500)
+    result, _, _ = env(readonly / ".env", "A", "1")
+    assert not result.failed and result.changed, result.msg
+    assert (readonly / ".env").read_text() == "A=1\n"
 
 
 def test_redacted_diff_line_numbers():
@@ -312,8 +355,9 @@ def test_uri_and_wait_for_over_the_channel(server):
     skipped = run("uri", post, fake_ctx(FakeTransport(), check=True))
     assert skipped.skipped and skipped.msg == "skipped in check mode"
 
-    result = run("wait_for", {"url": f"{server}/health", "json_field": "halted", "json_value": False}, ctx)
-    assert not result.failed and result.data["elapsed"] < 1
+    result = run("wait_for", {"url": f"{server}/health", "json_field": "halted", "json_value": False,
+                              "sleep": 30}, ctx)
+    assert not result.failed and result.data["elapsed"] < 30  # true at once: it never slept
     result = run("wait_for", {"url": f"{server}/nope", "timeout": 0.3, "sleep": 0.1}, ctx)
     assert result.failed and result.msg.endswith("last seen: HTTP 404")
     result = run("wait_for", {"port": 9, "timeout": 1}, fake_ctx(FakeTransport(prohibited=True)))

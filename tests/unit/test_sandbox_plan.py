@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ripcord.sandbox import render
+from ripcord.sandbox import provision, render
 from ripcord.sandbox.plan import build_plan
 
 ROOT = Path("/var/lib/ripcord/unit-test")
@@ -49,13 +49,19 @@ def test_sshd_listens_on_loopback_with_keys_only():
     assert f"TITAN_HOME={host.titan_home}" in config
 
 
-def test_inventory_is_ansible_yaml_with_role_groups_and_no_secret():
-    plan = build_plan(ROOT, 24000, 2)
-    secrets = {"hmac_secret": "h" * 64, "db_password": "p" * 32, "exchange_key:ops": "o" * 40}
-    secrets.update({f"exchange_key:{h.name}": "k" * 40 for h in plan.hosts})
+def test_inventory_is_ansible_yaml_with_role_groups_and_no_secret(tmp_path):
+    """Provisioned as sandbox.up does it (each host's .env holding the fleet's secrets, where a
+    renderer could read them), the inventory rendered for that fleet holds none of them."""
+    plan = build_plan(tmp_path, 24000, 2)
+    secrets = provision.gather_secrets(plan)  # new random ones, as on a first `up`
+    for host in plan.hosts:
+        host.titan_home.mkdir(parents=True)
+        provision.write(host.titan_home / ".env", render.host_env(plan, host, secrets), mode=0o600)
+    assert provision.gather_secrets(plan) == secrets  # the hosts hold them now
+    assert len(set(secrets.values())) == len(secrets) == 3 + len(plan.hosts)
     text = render.inventory(plan, "ripcord")
-    for value in secrets.values():
-        assert value not in text
+    for name, value in secrets.items():
+        assert value not in text, name
     doc = yaml.safe_load(text)
     groups = doc["all"]["children"]["sandbox"]["children"]
     assert set(groups) == {"db", "core", "exec"}
