@@ -8,22 +8,28 @@ content comes back to the controller, only line numbers and flags. So the result
 and the diff name the key and never a value (the diff shows the key with the value redacted).
 
 The file is kept mode 0600 (created 0600 when missing); when the content changes, the previous
-file is kept as path.<timestamp>.bak, also 0600. A symlinked .env is edited at its target.
-Values are written as given, unquoted (as docker compose and the Titan services read them);
-only `KEY=` lines count as the key (`export KEY=...` lines are left alone).
+file is kept as path.<timestamp>.bak, also 0600. A symlinked .env is edited at its target. The
+temporary file and the backup's are made by mktemp (unpredictable names, O_EXCL) and renamed
+into place, so no planted name or symlink is ever written through.
+A value of plain characters (letters, digits, `_@%+=:,./-`) is written as is; any other is
+single-quoted, `'` written as `'\\''`, so `. .env` gives back the same bytes and never runs any of
+them (ripcord's dotenv reader and the Titan services read that form back). A value cannot hold a
+newline, CR or NUL: refused with a clear error. Only `KEY=` lines count as the key (`export
+KEY=...` lines are left alone).
 """
 
 from __future__ import annotations
 
 import re
 
+from ripcord.dotenv import quote
 from ripcord.modules.base import Arg, Result, TaskContext, _is_template, register
 from ripcord.modules.filesupport import HostFileError, HostModule, backup_name, q
 from ripcord.templating import REDACTED
 
 KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-# $1..: path, key, state, check (0|1), backup path; stdin: the value's one line.
+# $1..: path, key, state, check (0|1), backup path; stdin: the value as written (quoted), one line.
 SCRIPT = r"""
 p=$1 k=$2 state=$3 check=$4 bak=$5
 umask 077
@@ -31,7 +37,7 @@ IFS= read -r v || :
 f=$(readlink -f -- "$p" 2>/dev/null) && [ -n "$f" ] || f=$p
 d=$(dirname -- "$f")
 [ -d "$d" ] || { echo "ERR the directory $d does not exist"; exit 0; }
-exists=0 mode= n=0 found= same=0 changed=0
+exists=0 mode= n=0 found= same=0 changed=0 b=
 if [ -e "$f" ]; then
   [ -f "$f" ] || { echo "ERR $p is not a regular file"; exit 0; }
   [ -r "$f" ] || { echo "ERR $p is not readable"; exit 0; }
@@ -39,9 +45,13 @@ if [ -e "$f" ]; then
 elif [ "$state" = absent ]; then
   echo "OK exists=0 lines=0 changed=0 same=0 mode= found="; exit 0
 fi
-tmp=$d/.$(basename -- "$f").ripcord-$$
+tmp= out=/dev/null
 trap 'rm -f -- "$tmp"' EXIT
-out=$tmp; [ "$check" = 1 ] && out=/dev/null
+if [ "$check" = 0 ]; then
+  tmp=$(mktemp -- "$d/.$(basename -- "$f").ripcord-XXXXXXXXXX") ||
+    { echo "ERR cannot write beside $f"; exit 0; }
+  out=$tmp
+fi
 want="$k=$v"
 {
   if [ $exists = 1 ]; then
@@ -69,9 +79,10 @@ fi
 if [ "$check" = 0 ]; then
   if [ $changed = 1 ]; then
     if [ $exists = 1 ]; then
-      cp -- "$f" "$bak" && chmod 600 -- "$bak" || { echo "ERR cannot back up $p"; exit 0; }
+      b=$(mktemp -- "$bak.XXXXXXXXXX") && cat -- "$f" > "$b" && mv -fT -- "$b" "$bak" ||
+        { rm -f -- "$b"; echo "ERR cannot back up $p"; exit 0; }
     fi
-    chmod 600 -- "$tmp" && mv -f -- "$tmp" "$f" || { echo "ERR cannot replace $p"; exit 0; }
+    mv -fT -- "$tmp" "$f" || { echo "ERR cannot replace $p"; exit 0; }
   elif [ $exists = 1 ] && [ "$mode" != 600 ]; then
     chmod 600 -- "$f" || { echo "ERR cannot chmod $p"; exit 0; }
   fi
@@ -130,10 +141,11 @@ class Env(HostModule):
         if ctx.secrets is not None:
             ctx.secrets.add(value)
         if any(c in value for c in "\n\r\0"):
-            return Result(failed=True, msg=f"the value for {key} must be a single line")
+            return Result(failed=True, msg=f"the value for {key} must be a single line "
+                                           "(no newline, CR or NUL)")
         backup = backup_name(path)
         argv = " ".join(q(a) for a in (path, key, state, int(ctx.check), backup))
-        out = ctx.run(f"/bin/sh -c {q(SCRIPT)} env-edit {argv}", stdin=value + "\n")
+        out = ctx.run(f"/bin/sh -c {q(SCRIPT)} env-edit {argv}", stdin=quote(value) + "\n")
         report = self.parse(out.stdout, out.stderr, path)
         data = {"path": path, "key": key, "state": state, "mode": "0600"}
         mode_fixed = bool(report["exists"]) and report["mode"] != "600"
