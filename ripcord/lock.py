@@ -1,9 +1,16 @@
 """A lock per host, held on the host itself, so two ripcord runs never change one host at once.
 
-The lock is a directory (mkdir is atomic) in titan_home holding owner.json: who, what, since when,
-from which controller and process. A second run waits a bounded time, then fails naming the
-holder. A lock whose process is gone (same controller, pid dead) or that is older than the lease
-is stale and is broken.
+The lock is a directory in titan_home holding owner.json: who, what, since when, from which
+controller and process. Every change to it (take, break, release) runs on the host under flock(1)
+on titan_home, so checking and changing are one step: two runs never both take it, and a run
+breaking a stale lock removes only the record it judged stale. The record is written into a
+mktemp file inside the new directory and renamed to owner.json (it travels on stdin, never in
+argv); a lock directory without an owner file (its creator died mid-way) counts as held until
+the lease, never as stale. The record's command line keeps the words before the first option
+and the options' names only: -e values and other secrets never reach the host.
+
+A second run waits a bounded time, then fails naming the holder. A lock whose process is gone
+(same controller, pid dead) or that is older than the lease is stale and is broken.
 """
 
 from __future__ import annotations
@@ -21,6 +28,30 @@ from ripcord.sandbox import procs
 
 LOCK_NAME = ".ripcord.lock"
 LEASE_S = 3600  # no incident run holds a host for an hour: older locks are abandoned
+GUARD = 'exec 9<"$1" && flock -w 10 9 || { echo "ERR cannot lock $1 (flock)"; exit 0; }; d=$1/$2; '
+
+# $1 directory, $2 lock name; stdin: the owner record.
+# Prints TAKEN, or HELD <age_s> <sha256 of owner.json, or none> and the record.
+ACQUIRE = GUARD + r"""
+if mkdir -- "$d" 2>/dev/null; then
+  t=$(mktemp -- "$d/.owner.XXXXXXXXXX") && cat > "$t" && mv -fT -- "$t" "$d/owner.json" &&
+    { echo TAKEN; exit 0; }
+  rm -rf -- "$d"; echo "ERR cannot write $d/owner.json"; exit 0
+fi
+now=$(date +%s); made=$(stat -c %Y -- "$d" 2>/dev/null) || made=$now
+h=none; [ -f "$d/owner.json" ] && h=$(sha256sum < "$d/owner.json") && h=${h%% *}
+echo "HELD $((now - made)) $h"
+cat -- "$d/owner.json" 2>/dev/null
+"""
+
+# $3: sha256 of the owner file judged stale ("none": there was none). Removed only if unchanged.
+BREAK = GUARD + r"""
+h=none; [ -f "$d/owner.json" ] && h=$(sha256sum < "$d/owner.json") && h=${h%% *}
+[ "$h" = "$3" ] && rm -rf -- "$d"; echo OK
+"""
+
+# $3: the run id as it appears in owner.json. Removed only if the lock is still ours.
+RELEASE = GUARD + r"""grep -qF -- "$3" "$d/owner.json" 2>/dev/null && rm -rf -- "$d"; echo OK"""
 
 
 class LockHeld(RipcordError):
@@ -37,43 +68,45 @@ class HostLock:
     def path(self) -> str:
         return f"{self.directory.rstrip('/')}/{LOCK_NAME}"
 
+    def _script(self, script: str, *args: str, stdin: str | None = None) -> list[str]:
+        argv = " ".join(shlex.quote(a) for a in (self.directory.rstrip("/") or "/", LOCK_NAME, *args))
+        out = self.conn.run(f"sh -c {shlex.quote(script)} lock {argv}", stdin=stdin)
+        lines = out.stdout.splitlines()
+        if not out.ok or not lines or lines[0].startswith("ERR "):
+            why = lines[0][4:] if lines and lines[0].startswith("ERR ") else (
+                out.stderr.strip().splitlines() or [f"exit {out.rc}"])[-1]
+            raise RipcordError(f"{self.conn.name}: cannot use the lock {self.path}: {why}")
+        return lines
+
     def acquire(self, wait_s: float = 10.0) -> None:
         deadline = time.monotonic() + wait_s
-        quoted = shlex.quote(self.path)
-        record = shlex.quote(json.dumps(self.owner))  # json.dumps' spacing: release greps it
+        record = json.dumps(self.owner)  # json.dumps' spacing: release greps it
         while True:
-            made = self.conn.run(f"mkdir {quoted} 2>/dev/null && printf %s {record} > {quoted}/owner.json")
-            if made.ok:
+            lines = self._script(ACQUIRE, stdin=record)
+            if lines[0] == "TAKEN":
                 return
-            holder = self._holder()
+            _, age, seen = lines[0].split()
+            age, text = float(age), "\n".join(lines[1:])
+            holder = _parse(text)
             if holder and holder.get("run") == self.owner.get("run"):
                 return  # this run holds it already (a host reached twice, e.g. by delegation)
-            if holder is not None and self._stale(holder):
-                self.conn.run(f"rm -rf {quoted}")
+            if self._stale(holder, age):
+                self._script(BREAK, seen)
                 continue
             if time.monotonic() > deadline:
-                raise LockHeld(f"{self.conn.name}: locked by {_describe(holder)}",
+                raise LockHeld(f"{self.conn.name}: locked by {_describe(holder, age)}",
                                hint=f"wait for that run to finish; if it is dead, remove {self.path} "
                                     "on the host")
             time.sleep(0.2)
 
     def release(self) -> None:
         """Remove the lock if it is still ours (one round trip: the check runs on the host)."""
-        quoted = shlex.quote(self.path)
-        mine = shlex.quote(f'"run": {json.dumps(self.owner["run"])}')
-        self.conn.run(f"grep -qF {mine} {quoted}/owner.json 2>/dev/null && rm -rf {quoted}")
-
-    def _holder(self) -> dict | None:
-        out = self.conn.run(f"cat {shlex.quote(self.path)}/owner.json 2>/dev/null")
-        try:
-            return json.loads(out.stdout) if out.ok and out.stdout.strip() else {}
-        except ValueError:
-            return {}
+        self._script(RELEASE, f'"run": {json.dumps(self.owner["run"])}')
 
     @staticmethod
-    def _stale(holder: dict) -> bool:
-        if not holder:  # a lock directory without an owner: its creator died mid-way
-            return True
+    def _stale(holder: dict, age: float) -> bool:
+        if not holder:  # no owner file (or an unreadable one): held until the lease, never less
+            return age > LEASE_S
         if time.time() - float(holder.get("since", 0)) > LEASE_S:
             return True
         if holder.get("controller") == socket.gethostname():
@@ -81,21 +114,49 @@ class HostLock:
         return False
 
 
+def _parse(text: str) -> dict:
+    try:
+        record = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _pid_alive(pid: int, start: int | None) -> bool:
     proc = procs.read_proc(pid) if pid else None
     return proc is not None and not proc.zombie and (start is None or proc.start == start)
 
 
+def public_command(command: str) -> str:
+    """The command line as a lock record may show it: the words before the first option, then the
+    options' names with every value left out (`ripcord play x.yml -e …`): a value may be a secret."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    shown: list[str] = []
+    for word in words:
+        if word.startswith("-"):
+            name, eq, _ = word.partition("=")
+            shown.append(name + ("=…" if eq else ""))
+        elif any(w.startswith("-") for w in shown):
+            if shown[-1] != "…":
+                shown.append("…")
+        else:
+            shown.append(word)
+    return " ".join(shown)
+
+
 def owner_record(run_id: str, operator: str, command: str) -> dict:
     me = procs.read_proc(os.getpid())
-    return {"run": run_id, "operator": operator, "command": command, "since": time.time(),
-            "controller": socket.gethostname(), "pid": os.getpid(),
+    return {"run": run_id, "operator": operator, "command": public_command(command),
+            "since": time.time(), "controller": socket.gethostname(), "pid": os.getpid(),
             "pid_start": me.start if me else None}
 
 
-def _describe(holder: dict | None) -> str:
+def _describe(holder: dict, age: float) -> str:
     if not holder:
-        return "an unknown run"
+        return f"an unknown run (no owner record; the lock is {age:.0f}s old)"
     since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(holder.get("since", 0))))
     return (f"{holder.get('operator', '?')} running `{holder.get('command', '?')}` since {since} "
             f"(pid {holder.get('pid', '?')} on {holder.get('controller', '?')})")
