@@ -2,6 +2,10 @@
 
 Each line is one JSON record carrying the hash of the record before it, so an edited or deleted
 entry breaks the chain and `verify()` says where. Secrets are redacted before anything is written.
+The file is created 0600 (by open itself, never readable by others for a moment) and is never
+opened through a symlink. A corrupt line never stops a run from being journaled: append() chains
+the new record to the last good one, names the bad lines in a one-line warning on stderr and in
+the record's `journal_problems`, and verify() reports them by line number.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -42,38 +47,73 @@ class Journal:
 
     def append(self, record: dict[str, Any]) -> str:
         """Add a record (id, time, operator and controller are filled in); returns its id."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         entry = {"id": uuid.uuid4().hex[:12], "ts": time.time(), "operator": operator(),
                  "controller": socket.gethostname(), **record}
-        with open(self.path, "a+", encoding="utf-8") as handle:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        with open(fd, "a+b") as handle:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)  # a file made by an older ripcord
             fcntl.flock(handle, fcntl.LOCK_EX)  # concurrent runs append one at a time
             handle.seek(0)
-            prev = GENESIS
-            for line in handle:
-                if line.strip():
-                    prev = json.loads(line)["hash"]
+            prev, bad = GENESIS, []
+            for number, good in _scan(handle.read()):
+                if good is None:
+                    bad.append(number)
+                else:
+                    prev = good["hash"]
+            if bad:
+                entry["journal_problems"] = [f"line {n}: not a journal record" for n in bad]
+                sys.stderr.write(f"warning: {self.path}: line{'s' if len(bad) > 1 else ''} "
+                                 f"{', '.join(map(str, bad))} not a journal record (corrupt); "
+                                 "this run's record is chained to the last good one\n")
             entry["prev"] = prev
             entry["hash"] = _digest(prev, entry)
-            handle.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+            handle.write((json.dumps(entry, sort_keys=True, default=str) + "\n").encode())
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(self.path, 0o600)
         return entry["id"]
 
-    def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
+    def _lines(self) -> list[tuple[int, dict[str, Any] | None]]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        with open(fd, "rb") as handle:
+            return list(_scan(handle.read()))
+
+    def records(self) -> list[dict[str, Any]]:
+        """The good records, in order (corrupt lines left out: verify() names them)."""
+        return [record for _, record in self._lines() if record is not None]
 
     def verify(self) -> list[str]:
-        """Problems with the chain (empty when intact): which record was altered or removed."""
+        """Problems with the chain (empty when intact): which record was altered or removed,
+        which line is not a record at all."""
         problems = []
         prev = GENESIS
-        for number, record in enumerate(self.records(), start=1):
+        for number, record in self._lines():
+            if record is None:
+                problems.append(f"line {number}: not a journal record (corrupt)")
+                continue
             body = {k: v for k, v in record.items() if k != "hash"}
             if record.get("prev") != prev:
-                problems.append(f"record {number} ({record.get('id')}): previous record missing or changed")
+                problems.append(f"line {number} ({record.get('id')}): previous record missing or changed")
             if _digest(record.get("prev", ""), body) != record.get("hash"):
-                problems.append(f"record {number} ({record.get('id')}): content altered")
+                problems.append(f"line {number} ({record.get('id')}): content altered")
             prev = record.get("hash", "")
         return problems
+
+
+def _scan(data: bytes):
+    """(line number, record) for each non-blank line; record None when the line is not one."""
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except ValueError:  # includes a line that is not UTF-8
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("hash"), str):
+            record = None
+        yield number, record
