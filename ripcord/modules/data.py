@@ -113,7 +113,7 @@ class Postgres(Module):
         if not args["write"]:
             words += ["-c", "SET TRANSACTION READ ONLY"]
         words += ["-f", "-", "-c", ROW_COUNT]
-        out = ctx.run(login + quote(words), stdin=args["sql"])
+        out = ctx.run(login + quote(words) + " -v pw=\"$PGPASSWORD\"", stdin=args["sql"])
         if out.rc != 0:
             return Result(failed=True, msg=first_error(out))
         rows, count = parse_psql(out.stdout)
@@ -122,7 +122,8 @@ class Postgres(Module):
 
     def dump(self, ctx: TaskContext, args: dict, login: str, target: list, db: str) -> Result:
         """pg_dump to a temporary name, renamed when complete: a failed dump leaves no file that
-        looks like a backup. Plain dumps drop what they create, so they restore over a live db."""
+        looks like a backup; the dump is mode 600. Plain dumps drop what they create, so they
+        restore over a live db."""
         custom = args["format"] == "custom"
         dest = args.get("dest")
         if not dest:
@@ -131,12 +132,15 @@ class Postgres(Module):
                 return Result(failed=True, msg="no dest and no inventory variable titan_home")
             stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
             dest = f"{home}/backups/{db}-{stamp}.{'dump' if custom else 'sql'}"
-        partial = f"{dest}.partial"
         options = ["--format=custom"] if custom else ["--format=plain", "--clean", "--if-exists"]
-        script = (f"mkdir -p {shlex.quote(posixpath.dirname(dest) or '.')} && "
-                  f"{quote(['pg_dump', '-w', *target, *options, '--file', partial])} && "
-                  f"mv {shlex.quote(partial)} {shlex.quote(dest)} || "
-                  f"{{ rm -f {shlex.quote(partial)}; exit 1; }}; "
+        # the dump holds the database's data: a mktemp file (0600, unpredictable name, O_EXCL) that
+        # pg_dump fills, renamed over dest, so it is never readable by others and a planted name
+        # or symlink is never written through
+        script = (f"umask 077 && mkdir -p {shlex.quote(posixpath.dirname(dest) or '.')} && "
+                  f"partial=$(mktemp -- {shlex.quote(dest + '.partial-XXXXXXXXXX')}) && "
+                  f"{{ {quote(['pg_dump', '-w', *target, *options])} --file \"$partial\" && "
+                  f"chmod 600 -- \"$partial\" && mv -fT -- \"$partial\" {shlex.quote(dest)} || "
+                  f"{{ rm -f -- \"$partial\"; exit 1; }}; }} && "
                   f"wc -c < {shlex.quote(dest)} && sha256sum < {shlex.quote(dest)}")
         out = ctx.run(login + script)
         if out.rc != 0:

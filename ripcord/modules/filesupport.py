@@ -146,13 +146,16 @@ def backup_name(path: str) -> str:
 
 
 def make_backup(ctx: TaskContext, path: str, private: bool = False) -> str:
-    """Copy path beside itself (times and mode kept; private: created and kept 0600)."""
+    """Copy path beside itself (times and mode kept; private: created and kept 0600).
+
+    The copy goes into a mktemp file (unpredictable name, O_EXCL, 0600) renamed to the backup's
+    name, so a file or symlink planted at that name is replaced, never written through.
+    """
     dest = backup_name(path)
-    if private:
-        run_checked(ctx, f"umask 077 && cp -- {q(path)} {q(dest)} && chmod 600 -- {q(dest)}",
-                    f"cannot back up {path}")
-    else:
-        run_checked(ctx, f"cp -p -- {q(path)} {q(dest)}", f"cannot back up {path}")
+    keep = "" if private else "-p "
+    run_checked(ctx, f"umask 077 && t=$(mktemp -- {q(dest + '.XXXXXXXXXX')}) && "
+                     f"{{ cp {keep}-- {q(path)} \"$t\" && mv -fT -- \"$t\" {q(dest)} || "
+                     f"{{ rm -f -- \"$t\"; exit 1; }}; }}", f"cannot back up {path}")
     return dest
 
 
