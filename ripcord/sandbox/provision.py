@@ -3,15 +3,24 @@
 Idempotent: what exists is kept (host keys, .env secrets, data), what is derived from the plan
 (configs, known_hosts, inventory) is rewritten. Secrets are generated once and then read back
 from the hosts' .env files, which stay their only home.
+
+Provisioning runs as root and writes inside directories the hosts' login user owns (titan_home
+and below), where that user can plant symlinks. So no path is followed through a symlink below a
+directory root does not own: directories are opened one component at a time with O_NOFOLLOW (a
+planted link is refused with an error naming it), files are written to an O_EXCL temporary file
+renamed over the old name (a link there is replaced, its target untouched), and modes and owners
+are set on open descriptors, never by name.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pwd
 import secrets as random_secrets
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -60,32 +69,119 @@ def ensure_login_user(user: str) -> None:
     run(["usermod", "-p", "*", user])  # no password, but not locked: sshd refuses locked users
 
 
+def open_dir(path: Path, create: bool = False) -> int:
+    """A descriptor on directory path, opened one component at a time from /. As root, below a
+    directory that root does not own (or that others may write), a symlink is refused
+    (O_NOFOLLOW): the login user may have planted it. create: make missing components (0755)."""
+    root = os.geteuid() == 0
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        parts = Path(os.path.abspath(path)).parts
+        for depth, part in enumerate(parts[1:], start=2):
+            parent = os.fstat(fd)
+            trusted = not root or (parent.st_uid == 0 and not parent.st_mode & 0o022)
+            nofollow = 0 if trusted else os.O_NOFOLLOW
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | nofollow
+            try:
+                if create and not _lexists(part, fd):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                child = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    bad = Path(*parts[:depth])
+                    raise SandboxError(f"refusing to provision through {bad}: it is a symlink or not "
+                                       "a directory", hint=f"remove {bad} and retry") from None
+                raise
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _lexists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _read_nofollow(name: str, dir_fd: int) -> tuple[bytes, os.stat_result] | None:
+    """A regular file's content and stat, None when it is missing, a symlink or not a plain file."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:  # missing, or a symlink (ELOOP)
+        return None
+    with open(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return None
+        return handle.read(), st
+
+
 def write(path: Path, text: str, mode: int = 0o644, owner: Owner | None = None) -> None:
-    """Write text if it differs (so unchanged configs keep their mtime), then set mode/owner."""
-    if not path.exists() or path.read_text() != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.chmod(tmp, mode)
-        tmp.replace(path)
-    os.chmod(path, mode)
-    if owner:
-        owner.own(path)
+    """Write text if it differs (so unchanged configs keep their mtime), then set mode/owner.
+
+    Never through a symlink: a new file is an O_EXCL temporary renamed over path (a link at path
+    is replaced, not followed); an unchanged one gets its mode and owner through its descriptor.
+    """
+    data = text.encode()
+    dfd = open_dir(path.parent)
+    try:
+        found = _read_nofollow(path.name, dfd)
+        if found is not None and found[0] == data:
+            fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            try:
+                _set(fd, mode, owner)
+            finally:
+                os.close(fd)
+            return
+        tmp = f".{path.name}.{random_secrets.token_hex(8)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dfd)
+        try:
+            with open(fd, "wb", closefd=False) as handle:
+                handle.write(data)
+            _set(fd, mode, owner)
+            os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            os.unlink(tmp, dir_fd=dfd)
+            raise
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)
+
+
+def _set(fd: int, mode: int, owner: Owner | None) -> None:
+    os.fchmod(fd, mode)
+    if owner and owner.is_root:
+        os.fchown(fd, owner.uid, owner.gid)
 
 
 def mkdirs(owner: Owner | None, mode: int, *paths: Path) -> None:
     for path in paths:
-        path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, mode)
-        if owner:
-            owner.own(path)
+        fd = open_dir(path, create=True)
+        try:
+            _set(fd, mode, owner)
+        finally:
+            os.close(fd)
 
 
 def read_env(path: Path) -> dict[str, str]:
-    """A host's .env, or nothing when it does not exist yet."""
+    """A host's .env, or nothing when it does not exist yet (or is not a plain file: a symlink
+    is never read as root)."""
     try:
-        return dotenv.read(path)
+        dfd = open_dir(path.parent)
     except OSError:
         return {}
+    try:
+        found = _read_nofollow(path.name, dfd)
+    finally:
+        os.close(dfd)
+    return dotenv.parse(found[0].decode(errors="replace")) if found else {}
 
 
 def gather_secrets(plan: Plan) -> dict[str, str]:
@@ -147,7 +243,7 @@ def _provision_host(plan: Plan, host: Host, owner: Owner, runtime: Path, client_
     write(host.supervisor_conf, render.host_supervisord_conf(plan, host, runtime))
     write(host.bin / "supervisorctl", render.supervisorctl_wrapper(host, runtime), mode=0o755)
     env = home / ".env"
-    if not env.exists():  # never overwrite: the operator may have rotated secrets
+    if not os.path.lexists(env):  # never overwrite: the operator may have rotated secrets
         write(env, render.host_env(plan, host, secrets), mode=0o600, owner=owner)
     _install_release(home, owner)
     if host.role == "db":
