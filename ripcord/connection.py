@@ -2,7 +2,11 @@
 
 Fabric's Connection accepts any host key by default (paramiko's AutoAddPolicy, known_hosts never
 loaded). ripcord loads the inventory's known_hosts and rejects unknown and changed keys, because
-the worst five minutes are exactly when someone may be impersonating a host.
+the worst five minutes are exactly when someone may be impersonating a host. The same holds for
+every hop on the way: a jump host from the inventory (ansible_ssh_common_args' ProxyJump) or from
+~/.ssh/config (ProxyJump, which Fabric follows with connections of its own) is checked against
+the same known_hosts with the same policy, and an unknown jump host is named as such.
+A ProxyCommand from ~/.ssh/config is a program of the operator's: its own checks apply to it.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import posixpath
+import re
 import secrets
 import select
 import socket
@@ -26,6 +31,7 @@ from ripcord.inventory import ConnectionSpec
 BANNER_TIMEOUT_S = 10
 AUTH_TIMEOUT_S = 10
 DEFAULT_COMMAND_TIMEOUT_S = 60
+KILL_GRACE_S = 2  # a timed-out command's processes get this long after TERM, then KILL
 
 
 class HostKeyError(UnreachableError):
@@ -96,9 +102,15 @@ class Connection:
         conn = fabric.Connection(host=spec.host, port=spec.port, user=spec.user,
                                  connect_timeout=int(max(1, spec.connect_timeout)),
                                  connect_kwargs=kwargs, gateway=gateway)
-        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        if Path(self.known_hosts).exists():
-            conn.client.get_host_keys().load(self.known_hosts)
+        hop = conn
+        while isinstance(hop, fabric.Connection):  # the target, then each jump host before it
+            hop.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            if Path(self.known_hosts).exists():
+                hop.client.get_host_keys().load(self.known_hosts)
+            if hop is not conn and hop is not gateway:  # a hop Fabric made from ~/.ssh/config
+                for key, value in kwargs.items():
+                    hop.connect_kwargs.setdefault(key, value)
+            hop = hop.gateway
         return conn
 
     def open(self) -> None:
@@ -116,41 +128,82 @@ class Connection:
                 self.fabric.connect_kwargs["sock"] = sock
             self.fabric.open()
         except paramiko.BadHostKeyException as exc:
+            hop, hint = self._hop(exc.hostname)
             raise HostKeyError(
-                f"{where}: host key CHANGED: {exc.key.get_name()} "
-                f"{exc.key.fingerprint} does not match {self.known_hosts}",
-                hint=_accept_hint(spec.host, spec.port, self.known_hosts)) from None
+                f"{where}: {hop}host key CHANGED: {exc.key.get_name()} "
+                f"{exc.key.fingerprint} does not match {self.known_hosts}", hint=hint) from None
         except paramiko.SSHException as exc:
-            if "not found in known_hosts" in str(exc):
-                raise HostKeyError(f"{where}: host key unknown: not in {self.known_hosts}",
-                                   hint=_accept_hint(spec.host, spec.port, self.known_hosts)) from None
+            unknown = re.match(r"Server '(.*)' not found in known_hosts", str(exc))
+            if unknown:
+                hop, hint = self._hop(unknown.group(1))
+                raise HostKeyError(f"{where}: {hop}host key unknown: not in {self.known_hosts}",
+                                   hint=hint) from None
             raise UnreachableError(f"{where}: ssh failed: {exc}") from None
         except (TimeoutError, OSError, EOFError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
             raise UnreachableError(f"{where}: cannot connect: {reason}") from None
 
+    def _hop(self, server: str) -> tuple[str, str]:
+        """For a host key problem reported for server (known_hosts' spelling, "[host]:port"):
+        "jump host <server>: " when it is not the target itself (else ""), and the hint."""
+        host, port = self.spec.host, self.spec.port
+        if server != _known_host_name(host, port):
+            bracketed = re.fullmatch(r"\[(.*)\]:(\d+)", server)
+            host, port = (bracketed.group(1), int(bracketed.group(2))) if bracketed else (server, 22)
+            return f"jump host {server}: ", _accept_hint(host, port, self.known_hosts)
+        return "", _accept_hint(host, port, self.known_hosts)
+
     def run(self, command: str, *, timeout: float | None = None,
             stdin: str | None = None) -> CommandResult:
         """Run a shell command line on the host (the caller quotes every interpolated value).
 
-        One exec channel on the open transport, read with select: no threads, no polling sleeps,
-        so a command costs about one round trip (Fabric's run() adds ~50 ms of runner overhead).
+        sshd starts each command in a session of its own, led by the login shell; the line first
+        prints that shell's pid (the session id), so a command that outlives its timeout is
+        stopped with everything it started (_stop_session), not left running on the host.
         """
         limit = timeout or self.command_timeout
+        rc, out, err = self._exec(f"echo $$; {command}", limit, stdin)
+        session, _, out = out.partition(b"\n")
+        if rc is None:
+            stopped = self._stop_session(session)
+            raise CommandTimeout(f"{self.name}: command timed out after {limit:g}s"
+                                 + ("" if stopped else " (its processes could not be stopped)"))
+        return CommandResult(rc, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def _stop_session(self, session: bytes) -> bool:
+        """TERM, then KILL after a grace period, every process of a timed-out command's session
+        (and its process group, where pkill is missing), over a fresh channel."""
+        if not session.isdigit():
+            return False  # the command never started: nothing of it runs
+        sid = int(session)
+        script = (f"kill -TERM -- -{sid} 2>/dev/null; pkill -TERM -s {sid} 2>/dev/null; i=0; "
+                  f"while [ $i -lt {int(KILL_GRACE_S * 10)} ] && {{ kill -0 -- -{sid} 2>/dev/null "
+                  f"|| pgrep -s {sid} >/dev/null 2>&1; }}; do sleep 0.1; i=$((i+1)); done; "
+                  f"kill -KILL -- -{sid} 2>/dev/null; pkill -KILL -s {sid} 2>/dev/null; "
+                  f"! {{ kill -0 -- -{sid} 2>/dev/null || pgrep -s {sid} >/dev/null 2>&1; }}")
+        try:
+            rc, _, _ = self._exec(script, KILL_GRACE_S + 1, None)  # a hung host: give up soon
+        except UnreachableError:
+            return False
+        return rc == 0
+
+    def _exec(self, line: str, limit: float, stdin: str | None) -> tuple[int | None, bytes, bytes]:
+        """(exit status, stdout, stderr) of one exec channel, read with select: no threads, no
+        polling sleeps, so a command costs about one round trip. Status None: it ran past limit."""
         deadline = time.monotonic() + limit
         transport = self.fabric.client.get_transport()
         if transport is None or not transport.is_active():
             raise UnreachableError(f"{self.name}: connection lost")
         try:
             channel = transport.open_session(timeout=min(limit, BANNER_TIMEOUT_S))
-            channel.exec_command(command)
+            channel.exec_command(line)
             if stdin is not None:
                 channel.sendall(stdin.encode())
             channel.shutdown_write()
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise UnreachableError(f"{self.name}: connection lost: {exc}") from None
+        out, err = bytearray(), bytearray()
         try:
-            out, err = bytearray(), bytearray()
             while True:
                 if channel.recv_ready():
                     out += channel.recv(65536)
@@ -161,7 +214,7 @@ class Connection:
                 else:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise CommandTimeout(f"{self.name}: command timed out after {limit:.0f}s")
+                        return None, bytes(out), bytes(err)
                     select.select([channel], [], [], min(remaining, 1.0))
             rc = channel.recv_exit_status()
         finally:
@@ -169,7 +222,7 @@ class Connection:
                 channel.close()  # sends a message: fails when the connection just died
         if rc == -1 and not transport.is_active():  # paramiko's "no exit status": it died first
             raise UnreachableError(f"{self.name}: connection lost while running a command")
-        return CommandResult(rc, out.decode(errors="replace"), err.decode(errors="replace"))
+        return rc, bytes(out), bytes(err)
 
     def read(self, path: str) -> bytes:
         """A remote file's bytes (over SFTP)."""
