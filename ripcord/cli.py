@@ -17,7 +17,7 @@ from invoke import Exit
 from rich.console import Console
 from rich.markup import escape
 
-from ripcord.errors import EXIT_FAILED, RipcordError
+from ripcord.errors import EXIT_FAILED, EXIT_INTERRUPTED, RipcordError
 
 
 def console(json_mode: bool) -> Console:
@@ -38,7 +38,15 @@ def run_task(body: Callable[[Console], Any], *, json_mode: bool = False,
         print_error(exc)
         raise Exit(code=exc.exit_code) from None
     except KeyboardInterrupt:
-        raise Exit("interrupted", code=EXIT_FAILED) from None
+        raise Exit("interrupted", code=EXIT_INTERRUPTED) from None
+    except Exit:
+        raise
+    except Exception as exc:  # a bug: one line (the traceback with --debug), never a silent ok
+        if debug:
+            traceback.print_exc()
+        print_error(RipcordError(f"internal error: {exc.__class__.__name__}: {exc}",
+                                 hint="run again with --debug for the traceback, and report it"))
+        raise Exit(code=EXIT_FAILED) from None
 
 
 def print_error(exc: RipcordError) -> None:

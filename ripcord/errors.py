@@ -8,6 +8,7 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_UNREACHABLE = 3
 EXIT_DECLINED = 4
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 
 class RipcordError(Exception):

@@ -18,12 +18,20 @@ from rich.console import Console
 from rich.prompt import Prompt
 
 from ripcord.cli import print_error
-from ripcord.errors import EXIT_DECLINED, DeclinedError, InputError
+from ripcord.errors import (
+    EXIT_DECLINED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    DeclinedError,
+    InputError,
+    RipcordError,
+)
 from ripcord.inventory import Inventory, load_operator_inventory
 from ripcord.journal import Journal, operator
 from ripcord.playbook import load_playbook
 from ripcord.report import CHECK_COLUMNS, Display, exit_code, result_json
 from ripcord.runner import Options, Runner, TaskRecord
+from ripcord.unsafe import wrap
 
 
 @dataclass
@@ -46,7 +54,8 @@ def parse_extra_vars(items: list[str]) -> dict[str, Any]:
             try:
                 values.update(yaml.safe_load(item))
             except yaml.YAMLError as exc:
-                raise InputError(f"-e {item!r} is not a valid mapping: {exc}") from None
+                why = getattr(exc, "problem", None) or str(exc).splitlines()[0]  # one line
+                raise InputError(f"-e {item!r} is not a valid mapping: {why}") from None
             continue
         key, sep, raw = item.partition("=")
         if not sep or not key.isidentifier():
@@ -76,43 +85,75 @@ def run_playbook(path: str, *, pattern: str, options: Options, yes: bool, consol
                  reason: str = "", inventory_paths: list[str] | None = None,
                  inventory: Inventory | None = None,
                  approval: str | None = None, procedure: str | None = None) -> Outcome:
+    """Load, validate and run a playbook; journal the run whatever happens (an error, Ctrl-C).
+
+    For a procedure, a pattern that selects no host of the playbook's plays is invalid input,
+    never an ok that did nothing.
+    """
     started = time.monotonic()
     inventory = inventory or load_operator_inventory(inventory_paths)
     inventory.select(pattern)  # a pattern that matches nothing is an error before anything else
     options.limit = pattern
     options.reason = reason
+    options.extra_vars = wrap(options.extra_vars)  # operator text is data, never a template
     options.playbook_dir = str(Path(path).resolve().parent)
     playbook = load_playbook(path, extra_vars=options.extra_vars, inventory=inventory)
+    command = "ripcord " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    runner = Runner(inventory, options, confirm=confirmer(yes, console), display=Display(console),
+                    run_id=f"{os.getpid()}-{time.time_ns()}", operator=operator(), command=command)
+    if procedure and not any(runner.play_hosts(play) for play in playbook.plays):
+        raise InputError(f"--host {pattern} selects no host this procedure acts on",
+                         hint="its plays run on: " + ", ".join(p.hosts for p in playbook.plays))
     from ripcord.procedures import guard  # the two-person rule, on every path to a playbook
 
     guard(playbook, inventory, pattern, options, approval=approval, procedure=procedure)
-    command = "ripcord " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    journal = Journal()
-    runner = Runner(inventory, options, confirm=confirmer(yes, console), display=Display(console),
-                    run_id=f"{os.getpid()}-{time.time_ns()}", operator=operator(), command=command)
-    declined = None
+    declined: DeclinedError | None = None
+    interrupted = False
+    code = EXIT_FAILED
     try:
-        records = runner.run(playbook)
+        runner.run(playbook)
     except DeclinedError as exc:
-        declined, records = exc, runner.records
-    summary, checks = runner.summary(), runner.check_summary()
-    code = EXIT_DECLINED if declined else exit_code(summary, checks)
-    duration = time.monotonic() - started
-    journal_id = journal.append(runner.secrets.redact({
-        "kind": "play", "playbook": str(path), "pattern": pattern, "check": options.check,
-        "reason": reason, "command": command, "extra_vars": options.extra_vars,
-        "hosts": summary, "tasks": [vars(r) for r in records], "checks": checks,
-        "exit_code": code, "declined": str(declined) if declined else None,
-        "duration_s": round(duration, 3)}))
+        declined = exc
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:  # journaled whatever happened, even an exception on its way out
+        summary, checks = runner.summary(), runner.check_summary()
+        code = EXIT_INTERRUPTED if interrupted else EXIT_DECLINED if declined else \
+            exit_code(summary, checks)
+        duration = time.monotonic() - started
+        journal_id = _journal(runner.secrets.redact({
+            "kind": "play", "playbook": str(path), "pattern": pattern, "check": options.check,
+            "reason": reason, "command": command, "extra_vars": options.extra_vars,
+            "hosts": summary, "tasks": [vars(r) for r in runner.records], "checks": checks,
+            "exit_code": code, "declined": str(declined) if declined else None,
+            "interrupted": interrupted, "duration_s": round(duration, 3)}))
+    if journal_id is None:
+        code = code or EXIT_FAILED
     Display(console).recap(summary, checks)
     if declined:
         print_error(declined)
-    payload = result_json("play", summary, records, duration, journal_id, checks=checks,
+    if interrupted:
+        print_error(RipcordError("interrupted (Ctrl-C): tasks under way were stopped (a fleet task, the halt, "
+                                 "first finishes) and are reported above; nothing after them ran"))
+    payload = result_json("play", summary, runner.records, duration, journal_id, checks=checks,
                           playbook=str(path), check=options.check)
-    if declined:
+    if declined or interrupted or journal_id is None:
         payload["ok"] = False
+    if declined:
         payload["declined"] = str(declined)
+    if interrupted:
+        payload["interrupted"] = True
     return Outcome(code, runner.secrets.redact(payload))
+
+
+def _journal(record: dict[str, Any]) -> str | None:
+    """Append record to the journal; None (said on stderr) when it cannot be written."""
+    try:
+        return Journal().append(record)
+    except (OSError, ValueError, RipcordError) as exc:
+        print_error(RipcordError(f"the run could not be journaled: {exc}",
+                                 hint="check RIPCORD_JOURNAL / the state directory"))
+        return None
 
 
 def run_verify(*, pattern: str, select: str, inventory_paths: list[str] | None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from ripcord.lock import HostLock, owner_record
 from ripcord.modules import REGISTRY, Result, TaskContext
 from ripcord.playbook import Play, Playbook, Task
 from ripcord.templating import Secrets, Templar, resolve_vars
+from ripcord.unsafe import Unsafe, wrap
 
 if TYPE_CHECKING:
     from ripcord.verify import CheckResult
@@ -93,8 +95,11 @@ class Runner:
         self.records: list[TaskRecord] = []
         self.checks: list[CheckResult] = []
         self.owner = owner_record(run_id, operator, command)
-        self.operator = operator
+        self.operator = Unsafe(operator)  # operator text is data, never a template
+        self.reason = Unsafe(options.reason)
+        self.extra_vars = wrap(options.extra_vars)
         self.batch: list[str] = []
+        self.interrupted = False
         self.pool = ThreadPoolExecutor(max_workers=max(1, options.forks))
 
     # --- the run ------------------------------------------------------------------------
@@ -103,6 +108,9 @@ class Runner:
         try:
             for play in playbook.plays:
                 self._run_play(play)
+        except KeyboardInterrupt:
+            self.interrupted = True  # tasks under way end as "interrupted", not as lost hosts
+            raise
         finally:
             self._release()
         return self.records
@@ -118,7 +126,8 @@ class Runner:
         for conn in self.connections.values():
             if isinstance(conn, Connection):
                 conn.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        # After Ctrl-C, the tasks under way end with their connections: wait for their records.
+        self.pool.shutdown(wait=self.interrupted, cancel_futures=True)
 
     def play_hosts(self, play: Play) -> list[str]:
         hosts = self.inventory.select(play.hosts)
@@ -136,12 +145,15 @@ class Runner:
             self.hosts.setdefault(name, HostState(name))
         if self.display:
             self.display.play_start(play, hosts)
-        for batch in serial_batches(hosts, play.serial):
+        batches = serial_batches(hosts, play.serial)
+        for number, batch in enumerate(batches):
             self.batch = batch
             active = self._connect([h for h in batch if not self._gone(h)])
             aborted = self._run_tasks(play, play.tasks, active, batch)
             self._run_handlers(play, [h for h in active if not self._gone(h)])
             if aborted or all(self._gone(h) for h in batch):  # a batch lost entirely stops the play
+                for host in (h for later in batches[number + 1:] for h in later):
+                    self._fail(play, host, "not run: the play stopped after an earlier batch failed")
                 break
         if play.verify:
             self._verify(play, hosts)
@@ -182,6 +194,14 @@ class Runner:
     def _gone(self, host: str) -> bool:
         state = self.hosts[host]
         return state.failed or state.unreachable
+
+    def _fail(self, play: Play, host: str, msg: str, task: Task | None = None) -> None:
+        """A selected host the run could not act on, or that got no result: a failure."""
+        state = self.hosts[host]
+        state.failed = True
+        state.stats["failed"] += 1
+        self._record(task, host, "failed", msg, 0.0, None, play=play,
+                     name=None if task else "not run")
 
     # --- connections and locks ----------------------------------------------------------
 
@@ -254,7 +274,7 @@ class Runner:
         """Run tasks in lockstep; returns True when the play must stop (fatal or max fail %)."""
         for task in tasks:
             active = [h for h in hosts if not self._gone(h)]
-            if not active:
+            if not active and not self._reaches_unreachable(task, batch):
                 return False
             if not force and not self._selected(task):
                 continue
@@ -262,10 +282,19 @@ class Runner:
                 if self._run_block(play, task, active, batch, force):
                     return True
                 continue
-            self._run_task(play, task, active)
+            self._run_task(play, task, active, batch)
             if self._must_abort(play, batch):
                 return True
         return False
+
+    def _reaches_unreachable(self, task: Task, batch: list[str]) -> bool:
+        """Whether task still has hosts to act on when SSH reaches none: an SSH-optional fleet
+        module (the kill switch) acts on hosts it cannot log in to."""
+        if task.is_block:
+            return False
+        module = REGISTRY[task.module]
+        return module.fleet and module.ssh_optional and any(
+            self.hosts[h].unreachable and not self.hosts[h].failed for h in batch)
 
     def _run_block(self, play: Play, block: Task, hosts: list[str], batch: list[str],
                    force: bool) -> bool:
@@ -303,9 +332,13 @@ class Runner:
             return len(failed) / len(batch) * 100 > play.max_fail_percentage
         return False
 
-    def _run_task(self, play: Play, task: Task, hosts: list[str]) -> None:
+    def _run_task(self, play: Play, task: Task, hosts: list[str], batch: list[str] | None = None
+                  ) -> None:
         module = REGISTRY[task.module]
         if module.fleet:
+            if module.ssh_optional:  # also the batch's hosts SSH could not reach
+                hosts = [h for h in batch or hosts if h in hosts or
+                         (self.hosts[h].unreachable and not self.hosts[h].failed)]
             self._run_fleet_task(play, task, module, hosts)
             return
         once = task.run_once or module.once
@@ -323,40 +356,63 @@ class Runner:
 
     def _run_fleet_task(self, play: Play, task: Task, module_cls, hosts: list[str]) -> None:
         """A fleet module acts on every host of the batch at once (the kill switch publishes one
-        NATS command and writes every halt file in parallel) and answers for each host."""
+        NATS command and writes every halt file in parallel) and answers for each host.
+
+        Fail closed: whatever goes wrong (a template, the module itself) fails the task on every
+        host it concerned, and a host the module gave no answer for has failed. An SSH-optional
+        module is also given the hosts SSH could not reach (conn None); they stay unreachable in
+        the recap whatever the module did for them. Ctrl-C waits for the module (its rungs are
+        bounded by their deadlines) so that what was started is finished and reported.
+        """
         started = time.monotonic()
         if self.display:
             self.display.task_start(task, hosts)
-        try:
-            contexts: dict[str, TaskContext] = {}
-            args: dict[str, Any] = {}
+        results: dict[str, Result | UnreachableError] = {}
+        contexts: dict[str, TaskContext] = {}
+        with _deferred_interrupt() as interrupted:
+            try:
+                args: dict[str, Any] | None = None
+                for host in hosts:
+                    variables = self._vars(play, task, host)
+                    if not all(self.templar.truth(c, variables) for c in task.when):
+                        results[host] = Result(skipped=True, msg="condition false")
+                        continue
+                    if args is None:  # fleet-wide arguments: rendered once, with the first host's vars
+                        args = _drop_omitted(self.templar.render(task.args, variables))
+                    conn = self.connections.get(host)
+                    contexts[host] = self._context(task, host, variables,
+                                                   conn if isinstance(conn, Connection) else None)
+                    if not isinstance(conn, Connection):
+                        contexts[host].unreachable = str(conn) if conn else "not connected"
+                if contexts:
+                    problems = module_cls.check_args(args)
+                    if problems:
+                        raise RipcordError(f"{task.where}: " + "; ".join(problems))
+                    self._note_secrets(module_cls, args)
+                    results.update(module_cls().run_fleet(contexts, module_cls.with_defaults(args)))
+            except DeclinedError:
+                raise
+            except (jinja2.TemplateError, RipcordError) as exc:
+                results.update(dict.fromkeys((h for h in hosts if h not in results),
+                                             Result(failed=True, msg=_short(exc))))
+            except Exception as exc:  # a module bug fails its task, not the whole run
+                results.update(dict.fromkeys(
+                    (h for h in hosts if h not in results),
+                    Result(failed=True, msg=f"module {task.module} crashed: {exc!r}")))
+            finally:
+                if self.display:
+                    self.display.task_end()
             for host in hosts:
-                variables = self._vars(play, task, host)
-                if not all(self.templar.truth(c, variables) for c in task.when):
-                    self._apply(play, task, host, "skipped", Result(skipped=True, msg="condition false"),
-                                started=started)
+                result = results.get(host)
+                if isinstance(result, UnreachableError):
+                    if not self.hosts[host].unreachable:
+                        self._mark_unreachable(host, task, str(result))
                     continue
-                if not contexts:  # fleet-wide arguments: rendered once, with the first host's vars
-                    args = _drop_omitted(self.templar.render(task.args, variables))
-                contexts[host] = self._context(task, host, variables, self.connections[host])
-            if not contexts:
-                return
-            problems = module_cls.check_args(args)
-            if problems:
-                failed = Result(failed=True, msg=f"{task.where}: " + "; ".join(problems))
-                results: dict[str, Result | UnreachableError] = dict.fromkeys(contexts, failed)
-            else:
-                results = module_cls().run_fleet(contexts, module_cls.with_defaults(args))
-        except (jinja2.TemplateError, RipcordError) as exc:
-            results = dict.fromkeys(contexts, Result(failed=True, msg=_short(exc)))
-        finally:
-            if self.display:
-                self.display.task_end()
-        for host, result in results.items():
-            if isinstance(result, UnreachableError):
-                self._mark_unreachable(host, task, str(result))
-                continue
-            self._apply(play, task, host, _outcome(result), result, started=started)
+                if result is None:
+                    result = Result(failed=True, msg=f"module {task.module} gave no result for this host")
+                self._apply(play, task, host, _outcome(result), result, started=started)
+        if interrupted:
+            raise KeyboardInterrupt
 
     def _vars(self, play: Play, task: Task | None, host: str) -> dict[str, Any]:
         """Variables for one task on one host, by Ansible's precedence (later wins)."""
@@ -366,7 +422,7 @@ class Runner:
         values.update(play.vars)
         values.update(task.vars if task else {})
         values.update(state.facts)
-        values.update(self.options.extra_vars)
+        values.update(self.extra_vars)
         values.update({
             "inventory_hostname": host, "inventory_hostname_short": host.split(".")[0],
             "group_names": sorted(g for g in self.inventory.groups_of(host) if g not in ("all", "ungrouped")),
@@ -375,20 +431,23 @@ class Runner:
             "play_hosts": self.play_hosts(play), "ansible_play_hosts": self.play_hosts(play),
             "ansible_check_mode": self.options.check, "ansible_diff_mode": self.options.diff,
             "ansible_play_batch": list(self.batch), "playbook_dir": self.options.playbook_dir,
-            "omit": _OMIT, "ripcord_operator": self.operator, "ripcord_reason": self.options.reason,
+            "omit": _OMIT, "ripcord_operator": self.operator, "ripcord_reason": self.reason,
         })
         return resolve_vars(self.templar, values)
 
     def _execute(self, play: Play, task: Task, host: str) -> tuple[str, Result]:
         """Run one task on one host: when, render, module, until/retries, *_when overrides."""
         started = time.monotonic()
-        variables = self._vars(play, task, host)
         try:
+            variables = self._vars(play, task, host)
             if not all(self.templar.truth(c, variables) for c in task.when):
                 result = Result(skipped=True, msg="condition false")
                 return self._apply(play, task, host, "skipped", result, started=started)
             result = self._attempts(task, host, variables)
         except UnreachableError as exc:
+            if self.interrupted:
+                result = Result(failed=True, msg="interrupted (Ctrl-C) while it ran")
+                return self._apply(play, task, host, "failed", result, started=started)
             self._mark_unreachable(host, task, str(exc))
             return "unreachable", Result(failed=True, msg=str(exc))
         except DeclinedError:
@@ -415,6 +474,7 @@ class Runner:
             problems = module_cls.check_args(args) if not module_cls.open_args else []
             if problems:
                 return Result(failed=True, msg=f"{task.where}: " + "; ".join(problems))
+            self._note_secrets(module_cls, args)
             ctx = self._context(task, host, variables, conn)
             result = module_cls().run(ctx, module_cls.with_defaults(args))
             self._overrides(task, result, variables)
@@ -438,6 +498,15 @@ class Runner:
                            secrets=self.secrets, confirm=self.confirm,
                            playbook_dir=self.options.playbook_dir)
 
+    def _note_secrets(self, module_cls, args: dict[str, Any]) -> None:
+        """Arguments a module declares secret (Arg(secret=True)) join the run's secrets."""
+        for key, spec in module_cls.args.items():
+            if spec.secret and key in args:
+                value = args[key]
+                for item in value.values() if isinstance(value, dict) else \
+                        value if isinstance(value, list) else [value]:
+                    self.secrets.add(item)
+
     def _overrides(self, task: Task, result: Result, variables: dict[str, Any]) -> None:
         """changed_when / failed_when, evaluated with the registered result in scope."""
         if task.changed_when is None and task.failed_when is None:
@@ -458,11 +527,11 @@ class Runner:
         state.touched = True
         if outcome == "failed" and task.ignore_errors:
             outcome = "ignored"
-        if task.register:
-            state.facts[task.register] = result.registered()
+        if task.register:  # what a host returned is data: never rendered again
+            state.facts[task.register] = wrap(result.registered())
         facts = result.data.get("ansible_facts")
         if facts and not result.failed:
-            state.facts.update(facts)
+            state.facts.update(wrap(facts))
         if result.changed and not result.failed:
             state.notified.update(task.notify)
         state.stats[outcome] += 1
@@ -527,6 +596,24 @@ class _HostVars(dict):
 
 
 _OMIT = "__ripcord_omit__"
+
+
+class _deferred_interrupt:
+    """Hold Ctrl-C (SIGINT) while a block runs, then report whether it came.
+
+    Only in the main thread, where Python delivers signals; elsewhere the block runs as is.
+    """
+
+    def __enter__(self) -> list[bool]:
+        self.came: list[bool] = []
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, lambda *_: self.came.append(True))
+        return self.came
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def _outcome(result: Result) -> str:

@@ -63,3 +63,57 @@ def test_names_used_are_top_level_names_only():
     assert templar.names_used("{{ a.b }} {{ c | default(d) }}") == {"a", "c", "d"}
     assert templar.names_used("x == y", bare=True) == {"x", "y"}
     assert templar.names_used("no template here") == set()
+
+
+# --- data is never code (issues 13 and 15) ----------------------------------------------------
+
+def test_unsafe_text_is_returned_as_it_is_never_rendered():
+    from ripcord.unsafe import Unsafe
+
+    templar = Templar()
+    assert templar.render(Unsafe("{{ 7*7 }}"), {}) == "{{ 7*7 }}"
+    assert templar.render({"a": [Unsafe("{% if x %}")]}, {}) == {"a": ["{% if x %}"]}
+    assert templar.render("{{ v }}", {"v": Unsafe("{{ 7*7 }}")}) == "{{ 7*7 }}"
+    assert not templar.truth(Unsafe("{{ true }}"), {})  # text, as Ansible's bool reads it
+    assert templar.truth("{{ true }}", {})
+
+
+def test_a_variable_is_rendered_once_and_its_output_never_again():
+    from ripcord.templating import resolve_vars
+    from ripcord.unsafe import Unsafe
+
+    out = resolve_vars(Templar(), {"said": Unsafe("{{ 7*7 }}"), "msg": "host said {{ said }}",
+                                   "lit": "{{ '{{' }} 6*7 {{ '}}' }}", "use": "{{ lit }}",
+                                   "chain": "{{ home }}/x", "home": "{{ base }}/h", "base": "/b"})
+    assert out["msg"] == "host said {{ 7*7 }}"
+    assert out["lit"] == "{{ 6*7 }}" and out["use"] == "{{ 6*7 }}"  # never rendered a second time
+    assert out["chain"] == "/b/h/x"
+
+
+def test_variables_that_refer_to_each_other_are_undefined_only_where_used():
+    from ripcord.templating import resolve_vars
+
+    out = resolve_vars(Templar(), {"a": "{{ b }}", "b": "{{ a }}", "c": "{{ d", "ok": "{{ 1 }}"})
+    assert out["ok"] == 1
+    for name in ("a", "b", "c"):
+        with pytest.raises(jinja2.UndefinedError):
+            str(out[name])
+
+
+def test_templates_cannot_reach_python_internals():
+    templar = Templar()
+    for source in ("{{ ''.__class__.__mro__ }}", "{{ lipsum.__globals__ }}",
+                   "{{ (lipsum | attr('__globals__')) }}", "{{ cycler.__init__.__globals__ }}"):
+        with pytest.raises(jinja2.exceptions.SecurityError):
+            templar.render(source, {})
+    with pytest.raises(jinja2.exceptions.SecurityError):  # immutable: no mutation of what it gets
+        templar.render("{{ xs.append(1) }}", {"xs": []})
+
+
+def test_secrets_of_any_length_are_redacted():
+    secrets = Secrets()
+    for value in ("x9", "abc", 4242):
+        secrets.add(value)
+    assert secrets.redact("k=x9 v=abc n=4242") == f"k={REDACTED} v={REDACTED} n={REDACTED}"
+    secrets.add("")
+    assert secrets.redact("unchanged") == "unchanged"

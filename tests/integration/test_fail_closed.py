@@ -1,0 +1,151 @@
+"""Fail closed, and data is never code (issues 13 and 15), end to end on the sandbox.
+
+What a host prints, what an operator types and what a playbook tags `!unsafe` stays text: read
+back from the hosts over the system ssh client and from the controller's filesystem. A run that
+did not do its job never says ok, and every run is journaled, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ripcord.journal import Journal
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def invoke(fleet, tmp_path):
+    """invoke(*argv) -> CompletedProcess of `invoke ...` against the test fleet, journaled to
+    a file of the test's own."""
+    journal = tmp_path / "journal.jsonl"
+
+    def run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *argv,
+                               "--inventory", str(fleet.inventory)],
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              env={**os.environ, "RIPCORD_JOURNAL": str(journal)})
+
+    run.journal = Journal(journal)
+    return run
+
+
+def _write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+# The host prints `{{ lipsum.__globals__['os'].popen('touch MARKER').read() }} {{ 7*7 }}`.
+REMOTE_TEMPLATE_EXEC = """
+- name: remote template exec
+  hosts: exec-1
+  tasks:
+    - shell: >-
+        printf '%s' "{{ '{{' }} lipsum.__globals__['os'].popen('touch MARKER').read() {{ '}}' }}
+        {{ '{{' }} 7*7 {{ '}}' }}"
+      register: out
+      changed_when: false
+    - set_fact: {said: "{{ out.stdout }}"}
+    - debug: {msg: "host said {{ said }}"}
+    - copy: {content: "{{ said }}", dest: "{{ titan_home }}/state/e2e-said"}
+"""
+
+
+def test_host_output_never_runs_on_the_controller(invoke, access, tmp_path):
+    """Issue 13's playbook: a host prints a template reaching for os.popen; it must stay text."""
+    marker = tmp_path / "controller-pwned"
+    payload = f"{{{{ lipsum.__globals__['os'].popen('touch {marker}').read() }}}} {{{{ 7*7 }}}}"
+    playbook = _write(tmp_path, "remote.yml", REMOTE_TEMPLATE_EXEC.replace("MARKER", str(marker)))
+    result = invoke("play", playbook, "--host", "exec-1", "--json")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert not marker.exists(), "a host's output ran code on the controller"
+    assert access.ssh("exec-1", 'cat "$TITAN_HOME/state/e2e-said"').stdout == payload
+    said = [r["msg"] for r in json.loads(result.stdout)["results"] if r["module"] == "debug"]
+    assert said == [f"host said {payload}"]
+
+
+def test_unsafe_tags_and_extra_vars_stay_text(invoke, access, tmp_path):
+    playbook = _write(tmp_path, "unsafe.yml", """
+- name: unsafe values
+  hosts: exec-1
+  vars:
+    tagged: !unsafe "{{ 7*7 }}"
+  tasks:
+    - copy: {content: "{{ tagged }}|{{ typed }}", dest: "{{ titan_home }}/state/e2e-unsafe"}
+""")
+    result = invoke("play", playbook, "--host", "exec-1", "-e", "typed={{ 6*7 }}")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert access.ssh("exec-1", 'cat "$TITAN_HOME/state/e2e-unsafe"').stdout == "{{ 7*7 }}|{{ 6*7 }}"
+
+
+def test_a_template_reaching_for_internals_is_invalid_input(invoke, tmp_path):
+    marker = tmp_path / "pwned"
+    playbook = _write(tmp_path, "internals.yml", f"""
+- name: internals
+  hosts: exec-1
+  tasks:
+    - debug: {{msg: "{{{{ cycler.__init__.__globals__.os.popen('touch {marker}') }}}}"}}
+""")
+    result = invoke("play", playbook, "--host", "exec-1")
+    assert result.returncode == 2, result.stderr
+    assert f"{playbook}:5:" in result.stderr and "internals" in result.stderr
+    assert not marker.exists() and invoke.journal.records() == []
+
+
+def test_a_halt_reason_is_never_a_template_and_the_engines_halt(invoke, access):
+    """Issue 15: `--reason "spike {{BTC"` halted nothing and said ok; now it is the reason."""
+    engines = [h.name for h in access.plan.by_role("exec")]
+    try:
+        result = invoke("halt", "--host", "sandbox", "--reason", "spike {{BTC", "--json")
+        assert result.returncode == 0, result.stderr + result.stdout
+        assert sorted(json.loads(result.stdout)["hosts"]) == sorted(engines)
+        for host in engines:
+            assert access.health(host, "titan-execution")["halted"] is True
+            text = access.ssh(host, 'cat "$TITAN_HOME/system.halt"').stdout
+            assert "reason=spike {{BTC" in text, text
+    finally:
+        from tests.integration.conftest import reset_fleet
+        reset_fleet(access)
+
+
+def test_a_procedure_that_selects_no_host_of_its_play_is_refused(invoke):
+    result = invoke("halt", "--host", "db-1", "--json")
+    assert result.returncode == 2, result.stderr
+    assert "selects no host this procedure acts on" in result.stderr
+    assert invoke.journal.records() == []
+
+
+def test_ctrl_c_mid_play_exits_130_and_is_journaled(fleet, access, tmp_path):
+    playbook = _write(tmp_path, "slow.yml", """
+- name: slow
+  hosts: exec-1
+  tasks:
+    - command: sleep 27.5
+""")
+    journal = tmp_path / "journal.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "--search-root", str(REPO), "play",
+                             playbook, "--host", "exec-1", "--inventory", str(fleet.inventory)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env={**os.environ, "RIPCORD_JOURNAL": str(journal)})
+    try:
+        access.wait_for(lambda: access.ssh("exec-1", "pgrep -f '^sleep 27.5$'", check=False).returncode == 0,
+                        timeout=30, what="the remote command running")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 15
+    records = Journal(journal).records()
+    assert [r["interrupted"] for r in records] == [True], records
+    assert records[0]["exit_code"] == 130
