@@ -1,0 +1,148 @@
+"""The kill switch does not depend on SSH: with exec-1's sshd stopped (its engine up, on NATS,
+trading), `invoke halt` and `invoke cancel-all` still reach exec-1's engine over NATS, its orders
+are cancelled at the exchange, the result names the rungs that needed SSH, and the run exits 3
+(a host was unreachable).
+
+Outcomes are read independently: the engine's /health with curl, the exchange's API with the
+host's key (read over the system ssh client before its sshd stops).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import exchange, publish
+
+from ripcord import bus
+
+REPO = Path(__file__).resolve().parents[2]
+ENGINES = ("exec-1", "exec-2")
+
+
+@pytest.fixture
+def ripcord(fleet, tmp_path):
+    """ripcord(task, *args) -> CompletedProcess of `invoke TASK` on the test fleet."""
+    def run(task: str, *args: str) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), task,
+                "--inventory", str(fleet.inventory), *args]
+        env = {**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "journal.jsonl"),
+               "RIPCORD_APPROVALS": str(tmp_path / "approvals"), "RIPCORD_OPERATOR": "alice"}
+        return subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env,
+                              stdin=subprocess.DEVNULL)
+    return run
+
+
+@pytest.fixture
+def secret(access) -> str:
+    return access.env("exec-1")["TITAN_HMAC_SECRET"]
+
+
+def engine(access, host: str) -> dict:
+    return access.health(host, "titan-execution")
+
+
+@contextlib.contextmanager
+def sshd_stopped(access, host: str):
+    """The host's sshd stopped (its services go on), started again afterwards, whatever happens."""
+    fleet = access.fleet
+
+    def sshd(action: str) -> None:
+        fleet._supervisorctl(fleet.plan.control_conf, action, f"sshd-{host}", check=False)
+
+    sshd("stop")
+    try:
+        assert access.ssh(host, "true", check=False).returncode == 255, "sshd still answers"
+        yield
+    finally:
+        sshd("start")
+        access.wait_for(lambda: access.ssh(host, "true", check=False).returncode == 0,
+                        timeout=20, what=f"{host}'s sshd back")
+
+
+@pytest.fixture(autouse=True)
+def trading_afterwards(access, secret):
+    """Every test leaves the fleet trading: no halt file, signed NORMAL, engines trading."""
+    yield
+    for host in ENGINES:
+        access.ssh(host, 'rm -f "$TITAN_HOME/system.halt" "$TITAN_HOME"/state/faults/*')
+    publish(access, bus.HALT_SUBJECT, {"state": "NORMAL", "reason": "test cleanup",
+                                       "operator": "pytest", "source": "test"}, secret)
+    for host in ENGINES:
+        access.wait_for(lambda h=host: not engine(access, h)["halted"], timeout=10,
+                        what=f"{host} trading again")
+
+
+def records(result: subprocess.CompletedProcess, module: str) -> dict[str, dict]:
+    """Per host: the result record of the module's task (unreachable records aside)."""
+    payload = json.loads(result.stdout)
+    return {r["host"]: r for r in payload["results"]
+            if r["module"] == module and r.get("status") != "unreachable"}
+
+
+def trading_with_an_open_order(access, key: str) -> dict:
+    """exec-1 trading, with one LIMIT order of its own (its clientOrderId prefix) open."""
+    access.wait_for(lambda: not engine(access, "exec-1")["halted"], timeout=10,
+                    what="exec-1 trading")
+    body = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "quantity": 0.01, "price": 1000,
+            "clientOrderId": f"exec-1-nossh-{secrets.token_hex(4)}"}  # ids are never reused
+    status, order = exchange(access, "POST", "/api/v1/order", key, body)
+    assert status == 201, order
+    return order
+
+
+def settle(access, key: str, order: dict) -> None:
+    """Cancel the hand order if still open; offset it if the exchange filled it."""
+    path = f"/api/v1/order/{order['orderId']}"
+    if exchange(access, "DELETE", path, key)[0] != 200 and \
+            exchange(access, "GET", path, key)[1]["status"] == "FILLED":
+        exchange(access, "POST", "/api/v1/order", key, {
+            "symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": 0.01})
+
+
+def test_halt_reaches_an_engine_whose_sshd_is_down(access, ripcord):
+    key = access.env("exec-1")["EXCHANGE_API_KEY"]
+    with sshd_stopped(access, "exec-1"):
+        order = trading_with_an_open_order(access, key)
+        try:
+            result = ripcord("halt", "--host", "sandbox", "--reason", "sshd down", "--json")
+            assert result.returncode == 3, result.stdout + result.stderr  # a host was unreachable
+            state = engine(access, "exec-1")
+            assert state["halted"] is True and "nats" in state["halt_source"], state
+            assert exchange(access, "GET", f"/api/v1/order/{order['orderId']}", key)[1][
+                "status"] == "CANCELED"
+            assert exchange(access, "GET", "/api/v1/openOrders?clientPrefix=exec-1-", key) \
+                == (200, [])
+        finally:
+            settle(access, key, order)
+    done = records(result, "halt")
+    assert set(done) == set(ENGINES), done
+    msg = done["exec-1"]["msg"]
+    assert msg.startswith("halted by NATS"), msg
+    assert "halt file not written: SSH down" in msg, msg
+    assert "(through exec-2)" in msg, msg  # the exchange rung spoke for it through exec-2
+    assert "halted by NATS" in done["exec-2"]["msg"]
+    assert access.ssh("exec-1", 'test -e "$TITAN_HOME/system.halt"', check=False).returncode == 1
+    assert access.ssh("exec-2", 'test -e "$TITAN_HOME/system.halt"', check=False).returncode == 0
+
+
+def test_cancel_all_reaches_an_engine_whose_sshd_is_down(access, ripcord):
+    key = access.env("exec-1")["EXCHANGE_API_KEY"]
+    with sshd_stopped(access, "exec-1"):
+        order = trading_with_an_open_order(access, key)
+        try:
+            result = ripcord("cancel-all", "--host", "sandbox", "--yes", "--json")
+            assert result.returncode == 3, result.stdout + result.stderr
+            assert exchange(access, "GET", f"/api/v1/order/{order['orderId']}", key)[1][
+                "status"] == "CANCELED"
+        finally:
+            settle(access, key, order)
+    done = records(result, "titan_command")
+    assert set(done) == set(ENGINES), done
+    assert "answered in" in done["exec-1"]["msg"] and "SSH down" in done["exec-1"]["msg"]
