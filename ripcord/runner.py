@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 import signal
 import threading
 import time
@@ -32,6 +33,7 @@ from ripcord.unsafe import Unsafe, wrap
 if TYPE_CHECKING:
     from ripcord.verify import CheckResult
 
+SECRET_NAME = re.compile(r"secret|passw|token|key|credential", re.IGNORECASE)
 OUTCOMES = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
 
 
@@ -98,6 +100,9 @@ class Runner:
         self.operator = Unsafe(operator)  # operator text is data, never a template
         self.reason = Unsafe(options.reason)
         self.extra_vars = wrap(options.extra_vars)
+        for name, value in self.extra_vars.items():  # -e db_password=...: never shown
+            if SECRET_NAME.search(name):
+                self._add_secrets(value)
         self.batch: list[str] = []
         self.interrupted = False
         self.pool = ThreadPoolExecutor(max_workers=max(1, options.forks))
@@ -502,10 +507,13 @@ class Runner:
         """Arguments a module declares secret (Arg(secret=True)) join the run's secrets."""
         for key, spec in module_cls.args.items():
             if spec.secret and key in args:
-                value = args[key]
-                for item in value.values() if isinstance(value, dict) else \
-                        value if isinstance(value, list) else [value]:
-                    self.secrets.add(item)
+                self._add_secrets(args[key])
+
+    def _add_secrets(self, value: Any) -> None:
+        """value, or each value inside a mapping or list, as a secret of the run."""
+        for item in value.values() if isinstance(value, dict) else \
+                value if isinstance(value, list) else [value]:
+            self.secrets.add(item)
 
     def _overrides(self, task: Task, result: Result, variables: dict[str, Any]) -> None:
         """changed_when / failed_when, evaluated with the registered result in scope."""

@@ -149,3 +149,73 @@ def test_ctrl_c_mid_play_exits_130_and_is_journaled(fleet, access, tmp_path):
     records = Journal(journal).records()
     assert [r["interrupted"] for r in records] == [True], records
     assert records[0]["exit_code"] == 130
+
+
+def test_every_secret_the_run_knows_is_redacted_everywhere(fleet, access, tmp_path):
+    """-e values named like secrets, lookups and a module's secret argument: planted, then
+    searched for in stdout, stderr, the --json object and every file the run wrote."""
+    planted = {"e": "Pw-planted-e", "lookup": "tok-planted-l", "arg": "val-planted-a", "short": "k9"}
+    playbook = _write(tmp_path, "secrets.yml", """
+- name: secrets
+  hosts: exec-1
+  tasks:
+    - debug: {msg: "e={{ db_password }} l={{ lookup('env', 'RIPCORD_PLANT_TOKEN') }} s={{ api_key }}"}
+    - env: {path: "{{ titan_home }}/state/e2e-secret.env", key: PLANTED, value: "{{ planted_value }}"}
+    - fail: {msg: "boom {{ db_password }} {{ planted_value }}"}
+      ignore_errors: true
+""")
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {**os.environ, "RIPCORD_JOURNAL": str(state / "journal.jsonl"),
+           "RIPCORD_PLANT_TOKEN": planted["lookup"], "RIPCORD_STATE_DIR": str(state)}
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO), "play", playbook, "--host",
+         "exec-1", "--inventory", str(fleet.inventory), "-e", f"db_password={planted['e']}",
+         "-e", f"api_key={planted['short']}", "-e", f"planted_value={planted['arg']}", "--json"],
+        capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr + result.stdout
+    written = access.ssh("exec-1", 'cat "$TITAN_HOME/state/e2e-secret.env"').stdout
+    assert planted["arg"] in written  # the module did its job: the secret is on the host
+    files = [p for p in state.rglob("*") if p.is_file()]
+    assert any(p.name == "journal.jsonl" for p in files)
+    texts = {"stdout": result.stdout, "stderr": result.stderr,
+             **{str(p): p.read_text(errors="replace") for p in files}}
+    for where, text in texts.items():
+        for name, value in planted.items():
+            assert value not in text, f"the {name} secret appears in {where}"
+    messages = [r["msg"] for r in json.loads(result.stdout)["results"] if r["module"] == "debug"]
+    assert messages == ["e=******** l=******** s=********"]
+
+
+def test_ctrl_c_mid_halt_finishes_the_ladder_and_reports_it(fleet, access, tmp_path):
+    """exec-1's engine ignores NATS and the halt file, so only the last resort (stopping its
+    service at the deadline) halts it; Ctrl-C comes while the ladder waits for that deadline.
+    The ladder still finishes: exec-1's engine is stopped, and the journal says so."""
+    from tests.integration.conftest import reset_fleet
+
+    journal = tmp_path / "journal.jsonl"
+    faults = '"$TITAN_HOME/state/faults"'
+    access.ssh("exec-1", f"mkdir -p {faults} && touch {faults}/deaf_nats {faults}/ignore_halt_file")
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "--search-root", str(REPO), "halt",
+                             "--host", "sandbox", "--deadline", "4", "--reason", "ctrl-c drill",
+                             "--inventory", str(fleet.inventory)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env={**os.environ, "RIPCORD_JOURNAL": str(journal)})
+    try:
+        access.wait_for(lambda: access.health("exec-2", "titan-execution")["halted"], timeout=30,
+                        what="the halt under way (exec-2 halted)")
+        assert proc.poll() is None, "the halt ended before Ctrl-C could interrupt it"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        status = access.ssh("exec-1", "supervisorctl status titan-execution", check=False).stdout
+        assert "STOPPED" in status, status
+        record = Journal(journal).records()[-1]
+        assert record["interrupted"] is True
+        said = {t["host"]: t["msg"] for t in record["tasks"] if t["module"] == "halt"}
+        assert set(said) == {"exec-1", "exec-2"}, said
+        assert "last resort" in said["exec-1"] and "halted by" in said["exec-2"], said
+    finally:
+        proc.kill()
+        access.ssh("exec-1", f"rm -f {faults}/deaf_nats {faults}/ignore_halt_file")
+        reset_fleet(access)
