@@ -55,6 +55,9 @@ SECTIONS = ("hosts", "vars", "children")
 # Files a directory source skips besides non-YAML ones (they live beside the inventories).
 SKIPPED_FILES = re.compile(r"(^\.|\.example\.ya?ml$|^topology\.ya?ml$)")
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+# What no host name (nor host pattern) holds: a name is also a directory of fetch's dest and a
+# line of the output, so '/', line breaks and other control characters are refused outright.
+UNSAFE_NAME = re.compile(r"[\s/\x00-\x1f\x7f]")
 
 
 class Unsafe(str):
@@ -149,7 +152,10 @@ class _Document:
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
+        except UnicodeDecodeError as e:  # where the first bad byte is
+            raise InputError(f"not UTF-8 text (byte {e.object[e.start]:#04x})", file=path,
+                             line=e.object[:e.start].count(b"\n") + 1) from None
+        except OSError as e:
             raise InputError(f"cannot read {path}: {e}") from None
         yamlbounds.check(text, path)  # nesting or aliases no walk over the data could finish
         try:  # Ansible tries JSON first, then YAML (ansible.parsing.utils.yaml.from_yaml)
@@ -439,6 +445,9 @@ class _Builder:
         if not isinstance(host_vars, dict):
             raise fail(f"host {key!r} in group {group!r} must map to a mapping of variables "
                        f"(or nothing), got a {_type_name(host_vars)}")
+        if UNSAFE_NAME.search(key):  # a name becomes a path (fetch's dest/<host>/) and a log line
+            raise fail(f"host name {key!r} in group {group!r} holds whitespace, a control "
+                       "character or '/'")
         try:
             names, port = expand_host_pattern(key)
         except ValueError as e:
@@ -791,6 +800,9 @@ class Inventory:
         """Hosts matching an Ansible host pattern, in Ansible's order (see ripcord.patterns).
         Raises InputError when nothing matches or the pattern is malformed; with `strict`, also
         when any one term matches nothing."""
+        if UNSAFE_NAME.search(pattern.replace(" ", "")):  # spaces may pad a pattern's terms
+            raise InputError(f"host pattern {pattern!r} holds a control character or '/'",
+                             hint="a pattern names hosts and groups: e.g. exec, exec-1, 'exec:!exec-2'")
         if self._group_hosts is None:
             self.group_hosts("all")
         assert self._group_hosts is not None

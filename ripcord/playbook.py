@@ -341,8 +341,13 @@ class _Reader:
         try:
             with open(path, encoding="utf-8") as stream:
                 text = stream.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        except UnicodeDecodeError as exc:  # where the first bad byte is, in the file itself
+            self.problem(path, exc.object[:exc.start].count(b"\n") + 1,
+                         f"not UTF-8 text (byte {exc.object[exc.start]:#04x})")
+            yield _FAILED
+            return
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
             if by:
                 self.problem(*by, f"cannot include {path}: {reason}")
             else:

@@ -324,8 +324,6 @@ all:
     assert elapsed < 8, f"a silent host held the run for {elapsed:.1f}s"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: on a task timeout ripcord closes the channel "
-                   "but the remote command runs on (sshd does not kill it)")
 def test_a_task_timeout_stops_a_hung_command(inventory, access):
     hung = f"sleep 30.{time.time_ns()}"  # a command line no other process has
     try:
