@@ -2,10 +2,14 @@
 
 On a terminal, rich colours the lines and shows which hosts a task still waits for; piped, the
 same lines come out plain, one per event, so logs and CI read them too.
+
+Text from hosts (log lines, command output, engine errors, diffs) reaches the terminal only
+through inert(): a host must not be able to repaint what the operator reads (docs/security.md).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -17,6 +21,22 @@ STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachable"
          "waived": "yellow"}
 RECAP_COLUMNS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
 CHECK_COLUMNS = ("passed", "failed", "waived", "skipped", "unreachable")
+
+
+# C0 controls but tab and newline, DEL, C1 controls, and the bidi overrides that reorder a line.
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: object) -> str:
+    """Text with every terminal control character shown as an escape (ESC as \\x1b): a sequence
+    from a host cannot move the cursor, erase, recolour or retitle what the operator reads."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                       else f"\\u{ord(m.group()):04x}", str(text))
+
+
+def inert(text: object) -> str:
+    """Host text for a rich console: controls made visible, markup shown literally."""
+    return escape(visible(text))
 
 
 # Modules whose message is their result: shown on every outcome, not only on failure.
@@ -32,13 +52,13 @@ class Display:
         self.waiting: list[str] = []
 
     def play_start(self, play, hosts: list[str]) -> None:
-        self.console.rule(f"[bold]PLAY[/] {escape(play.name)}  [dim]({len(hosts)} hosts)[/]",
+        self.console.rule(f"[bold]PLAY[/] {inert(play.name)}  [dim]({len(hosts)} hosts)[/]",
                           align="left", style="dim")
 
     def task_start(self, task, hosts: list[str]) -> None:
         with self.lock:
             self._stop_status()
-            self.console.print(f"[bold]TASK[/] {escape(task.name)}  [dim]{task.where}[/]")
+            self.console.print(f"[bold]TASK[/] {inert(task.name)}  [dim]{inert(task.where)}[/]")
             if self.console.is_terminal:
                 self.waiting = list(hosts)
                 self.status = self.console.status(self._waiting_text())
@@ -50,7 +70,7 @@ class Display:
 
     def _waiting_text(self) -> str:
         shown = ", ".join(self.waiting[:5]) + (" ..." if len(self.waiting) > 5 else "")
-        return f"[dim]waiting for {len(self.waiting)} host(s): {escape(shown)}[/]"
+        return f"[dim]waiting for {len(self.waiting)} host(s): {inert(shown)}[/]"
 
     def _stop_status(self) -> None:
         if self.status is not None:
@@ -60,24 +80,24 @@ class Display:
     def host_result(self, record) -> None:
         with self.lock:
             style = STYLE.get(record.outcome, "white")
-            line = f"  [{style}]{record.outcome}[/]: {escape(f'[{record.host}]')}"
+            line = f"  [{style}]{record.outcome}[/]: {inert(f'[{record.host}]')}"
             shown = record.outcome in ("failed", "unreachable", "ignored") or record.module in TELLING
             if record.msg and (shown or self.verbose):
-                line += f" {escape(record.msg)}"
+                line += f" {inert(record.msg)}"
             self.console.print(line, soft_wrap=True)
             if record.diff:
-                self.console.print(record.diff, markup=False, highlight=False)
+                self.console.print(visible(record.diff), markup=False, highlight=False)
             if self.status is not None and record.host in self.waiting:
                 self.waiting.remove(record.host)
                 self.status.update(self._waiting_text())
 
     def note(self, message: str) -> None:
         with self.lock:
-            self.console.print(f"[dim]{escape(message)}[/]")
+            self.console.print(f"[dim]{inert(message)}[/]")
 
     def verify_start(self, select: str, hosts: list[str]) -> None:
         with self.lock:
-            self.console.print(f"[bold]VERIFY[/] {escape(select)}  [dim]({len(hosts)} hosts)[/]")
+            self.console.print(f"[bold]VERIFY[/] {inert(select)}  [dim]({len(hosts)} hosts)[/]")
 
     def check_result(self, result) -> None:
         style = {"passed": "green", "failed": "bold red", "waived": "yellow", "skipped": "cyan"}
@@ -85,9 +105,9 @@ class Display:
             return
         with self.lock:
             line = (f"  [{style.get(result.outcome, 'white')}]{result.outcome}[/]: "
-                    f"{escape(f'[{result.host}]')} {escape(result.id)}")
+                    f"{inert(f'[{result.host}]')} {inert(result.id)}")
             if result.message and result.outcome != "passed":
-                line += f": {escape(result.message)}"
+                line += f": {inert(result.message)}"
             self.console.print(line, soft_wrap=True)
 
     def recap(self, summary: dict[str, dict[str, int]], checks: dict | None = None,
@@ -101,7 +121,7 @@ class Display:
         for host, stats in summary.items():
             cells = "".join(f"  [{STYLE[c]}]{stats[c]:>{widths[c]}}[/]" if stats[c]
                             else f"  {0:>{widths[c]}}" for c in columns)
-            lines.append(escape(host.ljust(width)) + cells)
+            lines.append(inert(host.ljust(width)) + cells)
         if checks and checks["results"]:
             lines.append(f"checks: {checks['passed']} passed, {checks['failed']} failed, "
                          f"{checks.get('waived', 0)} waived")

@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ripcord.errors import RipcordError, UnreachableError
@@ -24,6 +23,7 @@ from ripcord.modules.base import TaskContext
 from ripcord.modules.httpchannel import ChannelError, request
 from ripcord.modules.service import control_for
 from ripcord.modules.trading import ExchangeAccount
+from ripcord.report import inert
 from ripcord.services import ServiceControl
 from ripcord.templating import Secrets, Templar, resolve_vars
 from ripcord.verify import connect
@@ -157,7 +157,7 @@ def fleet_status(pattern: str, inventory_paths: list[str] | None = None, forks: 
 
 
 def _cell(value: Any, style: str = "") -> str:
-    text = "-" if value is None else escape(str(value))
+    text = "-" if value is None else inert(value)  # facts come from hosts: shown, never obeyed
     return f"[{style}]{text}[/]" if style else text
 
 
@@ -167,10 +167,12 @@ def _hosts_table(report: dict) -> Table:
         table.add_column(column)
     for name, host in report["hosts"].items():
         if not host["reachable"]:
-            table.add_row(name, _cell("UNREACHABLE", "bold magenta"), "", _cell(host["error"]), "")
+            table.add_row(_cell(name), _cell("UNREACHABLE", "bold magenta"), "", _cell(host["error"]),
+                          "")
         for i, (service, fact) in enumerate(host["services"].items()):
             state, health = fact["state"], fact["health"]
-            table.add_row(name if i == 0 else "", service, _cell(state, STATE_STYLE.get(state, "red")),
+            table.add_row(_cell(name) if i == 0 else "", _cell(service),
+                          _cell(state, STATE_STYLE.get(state, "red")),
                           _cell(health, "green" if health == "ok" else "yellow" if health else "dim"),
                           _cell(fact["version"]))
         table.add_section()
@@ -189,7 +191,7 @@ def _engines_table(report: dict) -> Table:
         trading = {True: ("HALTED", "bold red"), False: ("trading", "green")}.get(
             engine["halted"], ("unknown", "yellow"))
         positions = "\n".join(f"{s} {q:g}" for s, q in (engine["positions"] or {}).items() if q)
-        table.add_row(name, _cell(*trading), _cell(engine["halt_source"]),
+        table.add_row(_cell(name), _cell(*trading), _cell(engine["halt_source"]),
                       _cell("present", "red") if engine["halt_file"] else "absent",
                       _cell(positions or "flat"), _cell(engine["open_orders"]),
                       _cell(engine["version"], "bold red" if differ else ""))
@@ -202,11 +204,11 @@ def _summary(report: dict) -> Table:
     if brain["error"]:
         lines.add_row("[bold]brain[/]", _cell(brain["error"], "red"))
     else:
-        breaker = brain["breaker"] + (f" ({brain['breaker_reason']})" if brain["breaker_reason"] else "")
+        breaker = str(brain["breaker"]) + (f" ({brain['breaker_reason']})" if brain["breaker_reason"] else "")
         lines.add_row("[bold]brain[/]", f"master arm {_cell('ON' if brain['armed'] else 'OFF', 'bold')}, "
                       f"breaker {_cell(breaker, 'green' if brain['breaker'] == 'CLOSED' else 'bold red')}")
     lines.add_row("[bold]exchange[/]", _cell(exchange["error"], "red") if exchange["error"] else
-                  f"{exchange['open_orders']} open orders (asked from {escape(exchange['host'])})")
+                  f"{exchange['open_orders']} open orders (asked from {inert(exchange['host'])})")
     for name, host in report["hosts"].items():
         if MARKET_DATA in host["services"]:
             age = host["services"][MARKET_DATA].get("last_price_age_s")
@@ -216,7 +218,7 @@ def _summary(report: dict) -> Table:
     found = sorted(set(versions["engines"].values()) - {None})
     if found:
         lines.add_row("[bold]versions[/]", _cell(f"engines DIFFER: {', '.join(found)}", "bold red")
-                      if versions["engines_differ"] else f"engines agree: {escape(found[0])}")
+                      if versions["engines_differ"] else f"engines agree: {inert(found[0])}")
     return lines
 
 

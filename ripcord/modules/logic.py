@@ -1,9 +1,14 @@
-"""Controller-side modules: assert, fail, set_fact, debug, confirm. They touch no host."""
+"""Controller-side modules: assert, fail, set_fact, debug, confirm. They touch no host.
+
+What they show may hold host text (a breaker's reason in a prompt, a log in a debug message):
+the prompt goes to the terminal through report.inert, never as markup or escape sequences.
+"""
 
 from __future__ import annotations
 
 from ripcord.errors import DeclinedError
 from ripcord.modules.base import ANY, Arg, Module, Result, TaskContext, register
+from ripcord.report import inert, visible
 
 
 @register
@@ -74,6 +79,7 @@ class Confirm(Module):
             "typed": Arg(str, help="a word the operator must type, e.g. FLATTEN")}
 
     def run(self, ctx: TaskContext, args: dict) -> Result:
-        if not ctx.confirm(args["prompt"], args.get("typed")):
-            raise DeclinedError(f"declined: {args['prompt']}", hint="nothing further was changed")
+        if not ctx.confirm(inert(args["prompt"]), args.get("typed")):  # the prompt is markup
+            raise DeclinedError(f"declined: {visible(args['prompt'])}",
+                                hint="nothing further was changed")
         return Result(msg="confirmed")

@@ -368,11 +368,11 @@ class Restart(Module):
         wanted = self._selection(topology, contexts, args.get("service") or None)
         if not any(wanted.values()):
             return {h: Result(msg=f"{args.get('service')} does not run here") for h in contexts}
-        trading = [] if args["force"] else self._trading_engines(contexts, wanted, args["engine"])
+        trading = {} if args["force"] else self._trading_engines(contexts, wanted, args["engine"])
         if trading:
-            why = (f"{', '.join(trading)}: the engine is trading; halt first (invoke halt) "
-                   "or pass --force")
-            return {h: Result(failed=True, msg=why) for h in contexts}
+            why = "; ".join(f"{h}: {reason}" for h, reason in trading.items())
+            return {h: Result(failed=True, msg=f"{why}; halt first (invoke halt) or pass --force")
+                    for h in contexts}
         if any(ctx.check for ctx in contexts.values()):
             return {h: Result(changed=bool(s), msg="would restart " + (", ".join(s) or "nothing"))
                     for h, s in wanted.items()}
@@ -420,17 +420,34 @@ class Restart(Module):
 
     @staticmethod
     def _trading_engines(contexts: dict[str, TaskContext], wanted: dict[str, list[str]],
-                         engine: str) -> list[str]:
-        """Hosts whose engine would be restarted while it trades (its health says not halted)."""
-        trading = []
-        for host, ctx in contexts.items():
-            url = _host_health_url(ctx, engine)
-            if engine not in wanted[host] or not url:
-                continue
-            try:
-                answer = httpchannel.request(ctx, url, timeout=PROBE_TIMEOUT_S).json
-            except httpchannel.ChannelError:
-                continue  # not answering: not trading
-            if isinstance(answer, dict) and answer.get("halted") is False:
-                trading.append(host)
-        return trading
+                         engine: str) -> dict[str, str]:
+        """Hosts whose engine would be restarted while it may trade, and why."""
+        return {h: why for h, ctx in contexts.items()
+                if engine in wanted[h] and (why := may_trade(ctx, engine))}
+
+
+def may_trade(ctx: TaskContext, engine: str) -> str | None:
+    """Why the engine on this host may be trading, or None when it cannot be. Fails closed: only
+    its own health saying `halted: true`, or a service manager that has no process up for it,
+    proves it is not trading; a health that does not answer (a frozen process, a closed port)
+    proves nothing."""
+    url = _host_health_url(ctx, engine)
+    why = f"no health URL for {engine}"
+    if url:
+        try:
+            answer = httpchannel.request(ctx, url, timeout=PROBE_TIMEOUT_S)
+            halted = answer.json.get("halted") if isinstance(answer.json, dict) else None
+            if halted is True:
+                return None
+            if halted is False:
+                return "the engine is trading"
+            why = f"{url} answered HTTP {answer.status} without a halted flag"
+        except httpchannel.ChannelError as exc:
+            why = f"its health does not answer ({exc})"
+    try:
+        status = control_for(ctx).status(engine)
+    except RipcordError as exc:
+        return f"{why}, and its service state is unknown ({exc}): it may be trading"
+    if status.active or status.state in (RUNNING, STARTING):
+        return f"{why}, but {engine} is {status.raw}: it may be trading"
+    return None  # no process up: it cannot trade

@@ -403,9 +403,12 @@ def test_two_person_rule(access, ripcord, tmp_path):
     book = exchange_book(access)
     refused(run("--approval", request))  # used once
 
-    expired = json.loads(run("--json").stdout)["approval_required"]
-    assert ripcord("approve", expired, operator="bob").returncode == 0
-    refused(run("--approval", expired, extra_env={"RIPCORD_APPROVAL_TTL_S": "0"}), "expired")
+    short = tmp_path / "short.yml"  # the lifetime is the inventory's, not the environment's
+    short.write_text(rule.read_text() + "        ripcord_approval_ttl_s: 0.001\n")
+    expired = json.loads(ripcord("cancel-all", "--host", "sandbox", "--yes", "--json",
+                                 inventories=(short,)).stdout)["approval_required"]
+    late = ripcord("approve", expired, operator="bob", extra_env={"RIPCORD_APPROVAL_TTL_S": "900"})
+    assert late.returncode == 4 and "expired" in late.stderr, late.stdout + late.stderr
     kinds = [json.loads(line)["kind"] for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
     assert kinds.count("approval-requested") == 2 and "approval-used" in kinds
 
