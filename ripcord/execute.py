@@ -133,8 +133,9 @@ def run_playbook(path: str, *, pattern: str, options: Options, yes: bool, consol
     if declined:
         print_error(declined)
     if interrupted:
-        print_error(RipcordError("interrupted (Ctrl-C): tasks under way were stopped (a fleet task, the halt, "
-                                 "first finishes) and are reported above; nothing after them ran"))
+        print_error(RipcordError("interrupted (Ctrl-C): tasks under way were stopped (a fleet "
+                                 "task, the halt, finishes first) and are reported above; "
+                                 "nothing after them ran"))
     payload = result_json("play", summary, runner.records, duration, journal_id, checks=checks,
                           playbook=str(path), check=options.check)
     if declined or interrupted or journal_id is None:
