@@ -79,6 +79,7 @@ class Connection:
         self.spec = spec
         self.command_timeout = command_timeout
         self.known_hosts = str(Path(spec.known_hosts).expanduser())
+        self.running: set[bytes] = set()  # session ids of commands under way (stop_running)
         gateway = self._fabric(self._jump_spec()) if spec.jump else None
         self.fabric = self._fabric(spec, gateway)
 
@@ -128,7 +129,7 @@ class Connection:
                 self.fabric.connect_kwargs["sock"] = sock
             self.fabric.open()
         except paramiko.BadHostKeyException as exc:
-            hop, hint = self._hop(exc.hostname)
+            hop, hint = self._hop(exc.hostname, exc.expected_key)
             raise HostKeyError(
                 f"{where}: {hop}host key CHANGED: {exc.key.get_name()} "
                 f"{exc.key.fingerprint} does not match {self.known_hosts}", hint=hint) from None
@@ -143,15 +144,22 @@ class Connection:
             reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
             raise UnreachableError(f"{where}: cannot connect: {reason}") from None
 
-    def _hop(self, server: str) -> tuple[str, str]:
-        """For a host key problem reported for server (known_hosts' spelling, "[host]:port"):
-        "jump host <server>: " when it is not the target itself (else ""), and the hint."""
-        host, port = self.spec.host, self.spec.port
-        if server != _known_host_name(host, port):
-            bracketed = re.fullmatch(r"\[(.*)\]:(\d+)", server)
-            host, port = (bracketed.group(1), int(bracketed.group(2))) if bracketed else (server, 22)
-            return f"jump host {server}: ", _accept_hint(host, port, self.known_hosts)
-        return "", _accept_hint(host, port, self.known_hosts)
+    def _hop(self, server: str, expected: paramiko.PKey | None = None) -> tuple[str, str]:
+        """Which hop a host key problem is about: "jump host [host]:port: " or "" (the target),
+        and the hint. paramiko names the server "[host]:port" for an unknown key, only "host"
+        for a changed one: then the hop is the one whose known_hosts entry holds expected."""
+        hops = [(self.spec.host, self.spec.port, "")]
+        gateway = self.fabric.gateway
+        while isinstance(gateway, fabric.Connection):
+            hops.append((gateway.host, int(gateway.port), "jump host "))
+            gateway = gateway.gateway
+        known = self.fabric.client.get_host_keys()
+        for host, port, label in hops:
+            name = _known_host_name(host, port)
+            entry = known.lookup(name) or {}
+            if server in (name, host) and (expected is None or expected in entry.values()):
+                return label and f"{label}{name}: ", _accept_hint(host, port, self.known_hosts)
+        return "", _accept_hint(self.spec.host, self.spec.port, self.known_hosts)
 
     def run(self, command: str, *, timeout: float | None = None,
             stdin: str | None = None) -> CommandResult:
@@ -162,7 +170,7 @@ class Connection:
         stopped with everything it started (_stop_session), not left running on the host.
         """
         limit = timeout or self.command_timeout
-        rc, out, err = self._exec(f"echo $$; {command}", limit, stdin)
+        rc, out, err = self._exec(f"echo $$; {command}", limit, stdin, track=True)
         session, _, out = out.partition(b"\n")
         if rc is None:
             stopped = self._stop_session(session)
@@ -187,7 +195,14 @@ class Connection:
             return False
         return rc == 0
 
-    def _exec(self, line: str, limit: float, stdin: str | None) -> tuple[int | None, bytes, bytes]:
+    def stop_running(self) -> None:
+        """Stop every command under way on this connection, with everything it started (Ctrl-C:
+        nothing of an interrupted run is left running on the host)."""
+        for session in list(self.running):
+            self._stop_session(session)
+
+    def _exec(self, line: str, limit: float, stdin: str | None, track: bool = False
+              ) -> tuple[int | None, bytes, bytes]:
         """(exit status, stdout, stderr) of one exec channel, read with select: no threads, no
         polling sleeps, so a command costs about one round trip. Status None: it ran past limit."""
         deadline = time.monotonic() + limit
@@ -203,10 +218,14 @@ class Connection:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise UnreachableError(f"{self.name}: connection lost: {exc}") from None
         out, err = bytearray(), bytearray()
+        session = b""
         try:
             while True:
                 if channel.recv_ready():
                     out += channel.recv(65536)
+                    if track and not session and b"\n" in out:  # `echo $$` came: it runs
+                        session = bytes(out.partition(b"\n")[0])
+                        self.running.add(session)
                 elif channel.recv_stderr_ready():
                     err += channel.recv_stderr(65536)
                 elif channel.eof_received or channel.closed:
@@ -218,6 +237,7 @@ class Connection:
                     select.select([channel], [], [], min(remaining, 1.0))
             rc = channel.recv_exit_status()
         finally:
+            self.running.discard(session)
             with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
                 channel.close()  # sends a message: fails when the connection just died
         if rc == -1 and not transport.is_active():  # paramiko's "no exit status": it died first
