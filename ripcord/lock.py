@@ -41,7 +41,7 @@ fi
 now=$(date +%s); made=$(stat -c %Y -- "$d" 2>/dev/null) || made=$now
 h=none; [ -f "$d/owner.json" ] && h=$(sha256sum < "$d/owner.json") && h=${h%% *}
 echo "HELD $((now - made)) $h"
-cat -- "$d/owner.json" 2>/dev/null
+cat -- "$d/owner.json" 2>/dev/null || :
 """
 
 # $3: sha256 of the owner file judged stale ("none": there was none). Removed only if unchanged.

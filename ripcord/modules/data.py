@@ -113,7 +113,7 @@ class Postgres(Module):
         if not args["write"]:
             words += ["-c", "SET TRANSACTION READ ONLY"]
         words += ["-f", "-", "-c", ROW_COUNT]
-        out = ctx.run(login + quote(words) + " -v pw=\"$PGPASSWORD\"", stdin=args["sql"])
+        out = ctx.run(login + quote(words), stdin=args["sql"])
         if out.rc != 0:
             return Result(failed=True, msg=first_error(out))
         rows, count = parse_psql(out.stdout)
