@@ -15,9 +15,9 @@ from typing import Any
 
 from invoke import Exit
 from rich.console import Console
-from rich.markup import escape
 
 from ripcord.errors import EXIT_FAILED, EXIT_INTERRUPTED, RipcordError
+from ripcord.report import inert  # errors may quote host text
 
 
 def console(json_mode: bool) -> Console:
@@ -52,9 +52,9 @@ def run_task(body: Callable[[Console], Any], *, json_mode: bool = False,
 def print_error(exc: RipcordError) -> None:
     """One line saying what is wrong, and one saying what to do about it, on stderr."""
     err = Console(stderr=True, highlight=False)
-    err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+    err.print(f"[bold red]error:[/] {inert(exc.message)}", soft_wrap=True)
     if exc.hint:
-        err.print(f"[dim]hint:[/] {escape(exc.hint)}", soft_wrap=True)
+        err.print(f"[dim]hint:[/] {inert(exc.hint)}", soft_wrap=True)
 
 
 def emit_json(payload: dict) -> None:
