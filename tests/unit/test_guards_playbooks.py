@@ -84,6 +84,10 @@ def test_check_runs_and_halts_need_none_and_an_unknown_name_is_invalid_input(tmp
     assert needs(flatten, inv, options=Options(check=True)) is None
     halt = load_playbook(procedures.PLAYBOOKS / "halt.yml", inventory=inventory(tmp_path, "[halt]"))
     assert needs(halt, inventory(tmp_path, "[halt]"), procedure="halt") is None
+    broken = inventory(tmp_path, "'{{ nosuch }}'")  # a rule that cannot render never stops a halt
+    assert needs(halt, broken, procedure="halt") is None
+    with pytest.raises(InputError, match="cannot be rendered"):
+        needs(flatten, broken)
     with pytest.raises(InputError, match="flaten: not a procedure"):
         needs(flatten, inventory(tmp_path, "[flaten]"))
 
