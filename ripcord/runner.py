@@ -76,16 +76,24 @@ class Runner(TaskRunner):
         return self.records
 
     def _release(self) -> None:
-        """Release every lock (in parallel) and close every connection."""
+        """Release every lock (in parallel) and close every connection. After Ctrl-C, first stop
+        what the interrupted tasks started on the hosts (which also frees their workers)."""
+        opened = [c for c in self.connections.values() if isinstance(c, Connection)]
+        if self.interrupted:
+            stoppers = [threading.Thread(target=c.stop_running) for c in opened if c.running]
+            for thread in stoppers:
+                thread.start()
+            for thread in stoppers:
+                thread.join()
+
         def release(lock: HostLock) -> None:
             try:
                 lock.release()
             except RipcordError:
                 pass  # a host lost mid-run keeps its lock until the lease or pid check breaks it
         list(self.pool.map(release, self.locks.values()))
-        for conn in self.connections.values():
-            if isinstance(conn, Connection):
-                conn.close()
+        for conn in opened:
+            conn.close()
         # After Ctrl-C, the tasks under way end with their connections: wait for their records.
         self.pool.shutdown(wait=self.interrupted, cancel_futures=True)
 

@@ -149,17 +149,18 @@ class TaskRunner:
                 return self._apply(play, task, host, "skipped", result, started=started)
             result = self._attempts(task, host, variables)
         except UnreachableError as exc:
-            if self.interrupted:
-                result = Result(failed=True, msg="interrupted (Ctrl-C) while it ran")
-                return self._apply(play, task, host, "failed", result, started=started)
-            self._mark_unreachable(host, task, str(exc))
-            return "unreachable", Result(failed=True, msg=str(exc))
+            if not self.interrupted:
+                self._mark_unreachable(host, task, str(exc))
+                return "unreachable", Result(failed=True, msg=str(exc))
+            result = Result(failed=True)
         except DeclinedError:
             raise
         except (jinja2.TemplateError, RipcordError) as exc:
             result = Result(failed=True, msg=_short(exc))
         except Exception as exc:  # a module bug must fail the task, not the whole run
             result = Result(failed=True, msg=f"module {task.module} crashed: {exc!r}")
+        if self.interrupted:  # whatever it said, Ctrl-C stopped it
+            result = Result(failed=True, msg="interrupted (Ctrl-C) while it ran: stopped")
         return self._apply(play, task, host, _outcome(result), result, started=started)
 
     def _attempts(self, task: Task, host: str, variables: dict[str, Any]) -> Result:

@@ -149,6 +149,10 @@ def test_ctrl_c_mid_play_exits_130_and_is_journaled(fleet, access, tmp_path):
     records = Journal(journal).records()
     assert [r["interrupted"] for r in records] == [True], records
     assert records[0]["exit_code"] == 130
+    assert [(t["host"], t["outcome"]) for t in records[0]["tasks"]] == [("exec-1", "failed")]
+    assert "interrupted" in records[0]["tasks"][0]["msg"]
+    left = access.ssh("exec-1", "pgrep -af '^sleep 27.5$'; ls -a \"$TITAN_HOME\"", check=False).stdout
+    assert "sleep" not in left and ".ripcord.lock" not in left, left  # no process, no lock left
 
 
 def test_every_secret_the_run_knows_is_redacted_everywhere(fleet, access, tmp_path):
