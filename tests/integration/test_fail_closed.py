@@ -125,11 +125,12 @@ def test_a_procedure_that_selects_no_host_of_its_play_is_refused(invoke):
 
 
 def test_ctrl_c_mid_play_exits_130_and_is_journaled(fleet, access, tmp_path):
-    playbook = _write(tmp_path, "slow.yml", """
+    sleep = f"sleep 27.{time.time_ns() % 10**6}"  # this run's own: nothing older matches it
+    playbook = _write(tmp_path, "slow.yml", f"""
 - name: slow
   hosts: exec-1
   tasks:
-    - command: sleep 27.5
+    - command: {sleep}
 """)
     journal = tmp_path / "journal.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "--search-root", str(REPO), "play",
@@ -137,7 +138,7 @@ def test_ctrl_c_mid_play_exits_130_and_is_journaled(fleet, access, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, env={**os.environ, "RIPCORD_JOURNAL": str(journal)})
     try:
-        access.wait_for(lambda: access.ssh("exec-1", "pgrep -f '^sleep 27.5$'", check=False).returncode == 0,
+        access.wait_for(lambda: access.ssh("exec-1", f"pgrep -f '^{sleep}$'", check=False).returncode == 0,
                         timeout=30, what="the remote command running")
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -151,7 +152,7 @@ def test_ctrl_c_mid_play_exits_130_and_is_journaled(fleet, access, tmp_path):
     assert records[0]["exit_code"] == 130
     assert [(t["host"], t["outcome"]) for t in records[0]["tasks"]] == [("exec-1", "failed")]
     assert "interrupted" in records[0]["tasks"][0]["msg"]
-    left = access.ssh("exec-1", "pgrep -af '^sleep 27.5$'; ls -a \"$TITAN_HOME\"", check=False).stdout
+    left = access.ssh("exec-1", f"pgrep -af '^{sleep}$'; ls -a \"$TITAN_HOME\"", check=False).stdout
     assert "sleep" not in left and ".ripcord.lock" not in left, left  # no process, no lock left
 
 
