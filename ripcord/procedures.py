@@ -58,7 +58,8 @@ def guard(playbook, inventory, pattern: str, options: Options, *, approval: str 
     if procedure in NEVER_GUARDED:
         return  # the kill switch reads nothing more before it acts
     hosts = inventory.select(pattern)
-    listed = set().union(*(approvals.guarded(inventory, h) for h in hosts)) - NEVER_GUARDED
+    reached = sorted(set(hosts) | delegates(playbook, inventory))
+    listed = set().union(*(approvals.guarded(inventory, h) for h in reached)) - NEVER_GUARDED
     unknown = listed - set(procedure_names()) - {"play"}
     if unknown:
         raise InputError(f"{approvals.RULE} names {', '.join(sorted(unknown))}: not a procedure",
@@ -91,6 +92,29 @@ def bound_options(options: Options) -> dict[str, Any]:
     if options.skip_tags:
         bound["--skip-tags"] = sorted(options.skip_tags)
     return bound
+
+
+def delegates(playbook, inventory) -> set[str]:
+    """Hosts the playbook's tasks delegate to: their rule counts as the selected hosts' does. A
+    target that names no host before the run (a host variable, a typo) counts as every host."""
+    from ripcord.templating import Templar
+
+    known = inventory.select("all")
+    context = {"groups": {g: inventory.group_hosts(g) for g in inventory.groups}}
+    found: set[str] = set()
+    for task in all_tasks(playbook):
+        if not task.delegate_to:
+            continue
+        try:
+            target = Templar().render(task.delegate_to, context)
+        except Exception:  # noqa: BLE001 - any failure to tell the target: assume the worst
+            target = None
+        if target in ("localhost", "127.0.0.1"):
+            continue  # the controller
+        if target not in known:
+            return set(known)
+        found.add(target)
+    return found
 
 
 def procedure_names() -> list[str]:

@@ -106,3 +106,17 @@ def test_an_approval_for_invoke_flatten_does_not_run_a_copy(tmp_path):
                          approval=asked.value.request_id, procedure="flatten")
     procedures.guard(flatten, inv, "exec-1", Options(), approval=asked.value.request_id,
                      procedure="flatten")
+
+
+@pytest.mark.parametrize("target", ["exec-1", "'{{ groups.exec[0] }}'", "'{{ somewhere }}'"])
+def test_a_task_delegated_to_a_guarded_host_is_guarded(tmp_path, target):
+    path = tmp_path / "inv.yml"
+    path.write_text(PROD.format(rule="[isolate]") + "    lab:\n      hosts:\n        lab-1: {}\n")
+    inv = Inventory.load([path])
+    pb = tmp_path / "reach.yml"
+    pb.write_text("- name: reach\n  hosts: lab\n  tasks:\n"
+                  "    - services: {state: stopped, names: [titan-hunter]}\n"
+                  f"      delegate_to: {target}\n"
+                  "      vars: {somewhere: exec-1}\n")
+    with pytest.raises(ApprovalRequired, match="isolate on lab-1"):
+        procedures.guard(load_playbook(pb, inventory=inv), inv, "lab-1", Options(), approval=None)
