@@ -1,0 +1,51 @@
+"""Engine answers: the stand-in engine signs them as ripcord verifies them, and during a secret
+rotation with the key the command came with; the controller reads an SSH-down host's health
+only where it sees the URL as the host does."""
+
+import importlib.util
+import time
+from pathlib import Path
+
+from ripcord import bus
+from ripcord.modules import TaskContext
+from ripcord.modules.httpchannel import direct_reason
+
+spec = importlib.util.spec_from_file_location(
+    "titan_common", Path(__file__).resolve().parents[2] / "sandbox" / "titan" / "common.py")
+common = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(common)
+
+INBOX = "_INBOX.abc.1"
+ANSWER = b'{"host":"exec-1","halted":true}'
+
+
+def test_an_engine_answer_verifies_only_over_its_inbox_body_and_key():
+    headers = common.sign_headers(INBOX, ANSWER, b"current")
+    assert bus.verify(INBOX, headers, ANSWER, "current") is None
+    assert bus.verify("_INBOX.abc.2", headers, ANSWER, "current") == "bad signature"
+    assert bus.verify(INBOX, headers, ANSWER.replace(b"exec-1", b"exec-2"), "current") \
+        == "bad signature"
+    assert bus.verify(INBOX, headers, ANSWER, "other") == "bad signature"
+    assert bus.verify(INBOX, None, ANSWER, "current") == "unsigned"
+    assert bus.verify(INBOX, {**headers, bus.SIG_HEADER: "é"}, ANSWER, "current") == "bad signature"
+    stale = bus.sign(INBOX, ANSWER, "current", timestamp_ms=int((time.time() - 31) * 1000))
+    assert bus.verify(INBOX, stale, ANSWER, "current").startswith("stale")
+
+
+def test_an_engine_answers_with_the_key_the_command_was_signed_with():
+    verifier = common.CommandVerifier(["new", "old"])
+    body = bus.encode({"state": "HARD_HALT"})
+    assert verifier.verify(bus.HALT_SUBJECT, bus.sign(bus.HALT_SUBJECT, body, "old"), body) is None
+    assert verifier.matched == b"old"
+
+
+def test_the_controller_reads_health_directly_only_where_it_sees_what_the_host_sees():
+    def ctx(address: str) -> TaskContext:
+        return TaskContext(host="exec-1", vars={"ansible_host": address}, conn=None)
+
+    assert direct_reason(ctx("127.0.0.1"), "http://127.0.0.1:24031/health") is None  # this machine
+    assert direct_reason(ctx("10.0.0.7"), "http://10.0.0.7:8081/health") is None
+    assert direct_reason(ctx("10.0.0.7"), "http://127.0.0.1:8081/health") \
+        == "http://127.0.0.1:8081/health is on exec-1's loopback"
+    assert "loopback" in direct_reason(ctx("exec-1.prod"), "http://localhost:8081/health")
+    assert "loopback" in direct_reason(ctx("10.0.0.7"), "http://[::1]:8081/health")
