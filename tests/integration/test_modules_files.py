@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ripcord import dotenv
 from ripcord.modules import REGISTRY, TaskContext
 from ripcord.templating import Secrets, Templar, resolve_vars
 
@@ -260,7 +261,8 @@ def test_env_sets_a_key_in_place_keeping_600_and_a_backup(call, host, scratch):
     _no_secret(result, SECRET, old_value, *others)
     assert SECRET in ctx.secrets.values
     after = host.cat(envf).splitlines()
-    assert after[index] == f"{key}={SECRET}", "the key must stay on its line"
+    assert after[index] == f"{key}={dotenv.quote(SECRET)}", "the key must stay on its line"
+    assert host.sh(f'set -a; . {q(envf)}; printf %s "${key}"') == SECRET, "sourced back as written"
     assert after[:index] + after[index + 1:] == lines[:index] + lines[index + 1:]
     assert host.mode(envf) == "600"
     backups = host.backups(envf)
