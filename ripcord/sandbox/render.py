@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from ripcord import dotenv
 from ripcord.sandbox.plan import Host, Plan
 
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
@@ -197,7 +198,7 @@ def host_env(plan: Plan, host: Host, secrets: dict[str, str]) -> str:
     for service in host.services:
         if service.port:
             values[service.env_port_key] = str(service.port)
-    return "".join(f"{k}={v}\n" for k, v in values.items())
+    return "".join(f"{k}={dotenv.quote(v)}\n" for k, v in values.items())  # as the env module writes
 
 
 def exchange_env(plan: Plan) -> str:
