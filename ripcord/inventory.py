@@ -34,6 +34,8 @@ import yaml
 from ripcord import yamlbounds
 from ripcord.errors import InputError
 from ripcord.patterns import parse_address, select_hosts
+from ripcord.unsafe import Unsafe
+from ripcord.unsafe import mark as _mark_unsafe
 
 __all__ = ["ConnectionSpec", "Group", "Inventory", "Unsafe", "dumps", "expand_host_pattern",
            "expand_sources"]
@@ -58,12 +60,6 @@ DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 # What no host name (nor host pattern) holds: a name is also a directory of fetch's dest and a
 # line of the output, so '/', line breaks and other control characters are refused outright.
 UNSAFE_NAME = re.compile(r"[\s/\x00-\x1f\x7f]")
-
-
-class Unsafe(str):
-    """A string tagged ``!unsafe`` in the inventory: the engine must never template it."""
-
-    __slots__ = ()
 
 
 # -- reading YAML / JSON with line numbers ---------------------------------------------------------
@@ -111,17 +107,6 @@ _Loader.add_constructor("tag:yaml.org,2002:python/unicode", _Loader.construct_ya
 _Loader.add_constructor("!unsafe", _Loader.construct_unsafe)
 _Loader.add_constructor("!vault", _Loader.construct_vault)
 _Loader.add_constructor("!vault-encrypted", _Loader.construct_vault)
-
-
-def _mark_unsafe(value: Any) -> Any:
-    if isinstance(value, str):
-        return Unsafe(value)
-    if isinstance(value, dict):
-        for k, v in value.items():
-            value[k] = _mark_unsafe(v)
-    elif isinstance(value, list):
-        value[:] = [_mark_unsafe(v) for v in value]
-    return value
 
 
 class _VaultInJSON(ValueError):

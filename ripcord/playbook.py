@@ -8,6 +8,7 @@ YAML (with line numbers), follows includes and assembles the objects.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import yaml
 
-from ripcord import validate, yamlbounds
+from ripcord import unsafe, validate, yamlbounds
 from ripcord.errors import InputError
 from ripcord.modules import REGISTRY  # importing the package registers the built-in modules
 from ripcord.templating import Templar
@@ -201,9 +202,16 @@ class _Loader(yaml.SafeLoader):
                         (_line(key_node), f"duplicate key {key!r} (already given at line {first[key]})"))
                 first.setdefault(key, _line(key_node))
 
+    def construct_unsafe(self, node: yaml.Node) -> Any:
+        """`!unsafe`, as Ansible: the value (every string inside it) is never templated."""
+        plain = copy.copy(node)
+        plain.tag = self.resolve(type(node), node.value, (True, False))
+        return unsafe.mark(self.construct_object(plain, deep=True))
+
 
 _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_yaml_seq)
+_Loader.add_constructor("!unsafe", _Loader.construct_unsafe)
 
 
 def _load_yaml(text: str) -> tuple[Any, list[tuple[int, str]]]:
