@@ -8,7 +8,6 @@ YAML (with line numbers), follows includes and assembles the objects.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -18,95 +17,19 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import yaml
 
-from ripcord import unsafe, validate, yamlbounds
+from ripcord import validate, yamlbounds
 from ripcord.errors import InputError
 from ripcord.modules import REGISTRY  # importing the package registers the built-in modules
+from ripcord.plays import MAGIC_VARS, RESCUE_VARS, Play, Playbook, Task, VerifySpec
 from ripcord.templating import Templar
 from ripcord.validate import PlayRefs, Problem, Ref, Use, is_template, shown
+from ripcord.yamllines import Map, items_of, load_yaml, plain, strings, with_lines, yaml_problem
 
 if TYPE_CHECKING:
     from ripcord.inventory import Inventory
 
 __all__ = ["MAGIC_VARS", "Play", "Playbook", "PlaybookError", "Problem", "Task", "VerifySpec",
            "load_playbook"]
-
-# Variables the runner provides on every host, as Ansible does.
-# What a rescue section knows about the failure it handles, as in Ansible.
-RESCUE_VARS = frozenset({"ansible_failed_task", "ansible_failed_result"})
-
-MAGIC_VARS = frozenset({
-    "inventory_hostname", "inventory_hostname_short", "groups", "group_names", "hostvars",
-    "play_hosts", "ansible_play_hosts", "ansible_play_batch", "ansible_check_mode",
-    "ansible_diff_mode", "playbook_dir", "omit", "ripcord_operator", "ripcord_reason",
-})
-
-
-@dataclass
-class Task:
-    """A task (module + arguments) or a block (block/rescue/always), with its keywords."""
-
-    name: str
-    file: str
-    line: int
-    module: str | None = None  # None for a block
-    args: dict[str, Any] = field(default_factory=dict)  # as written; rendered per host at run time
-    when: list[Any] = field(default_factory=list)  # all must hold
-    register: str | None = None
-    until: Any = None
-    retries: int = 3
-    delay: float = 5.0
-    changed_when: Any = None  # None: the module decides; a list means all must hold
-    failed_when: Any = None
-    ignore_errors: bool = False
-    notify: list[str] = field(default_factory=list)
-    listen: list[str] = field(default_factory=list)  # handlers: extra names to be notified by
-    tags: frozenset[str] = frozenset()
-    run_once: bool = False
-    delegate_to: str | None = None
-    timeout: float | None = None
-    vars: dict[str, Any] = field(default_factory=dict)
-    block: list[Task] | None = None
-    rescue: list[Task] = field(default_factory=list)
-    always: list[Task] = field(default_factory=list)
-
-    @property
-    def is_block(self) -> bool:
-        return self.block is not None
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
-
-
-@dataclass
-class VerifySpec:
-    """A check selector run after the play on the hosts it touched (see docs/checks.md)."""
-
-    select: str  # a pytest marker expression or a node id
-    retry_s: float | None = None  # keep re-running until it passes, up to this long
-    line: int = 0
-
-
-@dataclass
-class Play:
-    name: str
-    hosts: str  # a host pattern
-    file: str
-    line: int
-    vars: dict[str, Any] = field(default_factory=dict)
-    serial: int | str | list[int | str] | None = None  # int, "30%", or a ramp list
-    max_fail_percentage: float | None = None
-    any_errors_fatal: bool = False
-    tasks: list[Task] = field(default_factory=list)
-    handlers: list[Task] = field(default_factory=list)
-    verify: list[VerifySpec] = field(default_factory=list)
-
-
-@dataclass
-class Playbook:
-    path: str
-    plays: list[Play]
-
 
 # -- loading ---------------------------------------------------------------------------------------
 
@@ -139,136 +62,6 @@ def load_playbook(path: str | os.PathLike, *, extra_vars: dict[str, Any] | None 
             hint += " (host vars were not checked: no inventory given)"
         raise PlaybookError(reader.problems, hint)
     return Playbook(path=path, plays=plays)
-
-
-# -- YAML with line numbers ------------------------------------------------------------------------
-
-class _Map(dict):
-    """A YAML mapping that remembers the 1-based line where it, each key and each value start."""
-
-    line = 0
-    key_lines: dict[Any, int]
-    value_lines: dict[Any, int]
-
-    def key_line(self, key: Any) -> int:
-        return self.key_lines.get(key, self.line)
-
-    def value_line(self, key: Any) -> int:
-        return self.value_lines.get(key, self.line)
-
-
-class _Seq(list):
-    """A YAML sequence that remembers the 1-based line where it and each item start."""
-
-    line = 0
-    item_lines: list[int]
-
-
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader (YAML 1.1: yes/no are booleans) recording lines, and noting the
-    duplicate keys that PyYAML would let silently win."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.duplicates: list[tuple[int, str]] = []
-
-    def construct_yaml_map(self, node: yaml.MappingNode) -> Iterator[_Map]:
-        data = _Map()
-        data.line, data.key_lines, data.value_lines = _line(node), {}, {}
-        yield data
-        self._note_duplicates(node)
-        data.update(self.construct_mapping(node))  # expands << merge keys into node.value
-        for key_node, value_node in node.value:
-            key = self.construct_object(key_node)
-            data.key_lines[key], data.value_lines[key] = _line(key_node), _line(value_node)
-
-    def construct_yaml_seq(self, node: yaml.SequenceNode) -> Iterator[_Seq]:
-        data = _Seq()
-        data.line, data.item_lines = _line(node), [_line(item) for item in node.value]
-        yield data
-        data.extend(self.construct_sequence(node))
-
-    def _note_duplicates(self, node: yaml.MappingNode) -> None:
-        first: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = self.construct_object(key_node)
-                if key in first:
-                    self.duplicates.append(
-                        (_line(key_node), f"duplicate key {key!r} (already given at line {first[key]})"))
-                first.setdefault(key, _line(key_node))
-
-    def construct_unsafe(self, node: yaml.Node) -> Any:
-        """`!unsafe`, as Ansible: the value (every string inside it) is never templated."""
-        plain = copy.copy(node)
-        plain.tag = self.resolve(type(node), node.value, (True, False))
-        return unsafe.mark(self.construct_object(plain, deep=True))
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_yaml_seq)
-_Loader.add_constructor("!unsafe", _Loader.construct_unsafe)
-
-
-def _load_yaml(text: str) -> tuple[Any, list[tuple[int, str]]]:
-    """The one document in text, and its duplicate keys (line, message). Raises yaml.YAMLError."""
-    loader = _Loader(text)
-    try:
-        return loader.get_single_data(), loader.duplicates
-    finally:
-        loader.dispose()
-
-
-def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int, str]:
-    """Where PyYAML found a problem and what it is, in one line."""
-    if not isinstance(exc, yaml.MarkedYAMLError):
-        position = getattr(exc, "position", None)  # a ReaderError: a character YAML refuses
-        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
-        return line, f"invalid YAML: {str(exc).splitlines()[0]}"
-    mark = exc.problem_mark or exc.context_mark
-    message = f"invalid YAML: {exc.problem or exc.context}"
-    if exc.context and exc.context_mark and exc.problem:
-        message += f" ({exc.context} at line {exc.context_mark.line + 1})"
-    if "'\\t'" in message:
-        message += ": indent with spaces, not tabs"
-    return (mark.line + 1 if mark else 1), message
-
-
-def _plain(value: Any) -> Any:
-    """The value as plain dicts and lists, for the typed objects."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _with_lines(items: list[Any], line: int) -> Iterator[tuple[Any, int]]:
-    """A list's items with their lines (`line` for each, when the list did not come from YAML)."""
-    lines = items.item_lines if isinstance(items, _Seq) else [line] * len(items)
-    return zip(items, lines, strict=True)
-
-
-def _strings(value: Any, line: int) -> Iterator[tuple[str, int]]:
-    """Every string inside value, with the line it starts on."""
-    if isinstance(value, str):
-        yield value, line
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, value.value_line(key) if isinstance(value, _Map) else line)
-    elif isinstance(value, list):
-        for item, item_line in _with_lines(value, line):
-            yield from _strings(item, item_line)
-
-
-def _items(data: _Map, key: str) -> list[tuple[Any, int]]:
-    """The items of a one-or-a-list value, each with its line."""
-    value, line = data[key], data.value_line(key)
-    return list(_with_lines(value, line)) if isinstance(value, list) else [(value, line)]
 
 
 def _summary(module: str | None, args: dict[str, Any]) -> str:
@@ -375,9 +168,9 @@ class _Reader:
             self.problem(path, *bound)
             return _FAILED
         try:
-            content, duplicates = _load_yaml(text)
+            content, duplicates = load_yaml(text)
         except yaml.YAMLError as exc:
-            self.problem(path, *_yaml_problem(exc, text))
+            self.problem(path, *yaml_problem(exc, text))
             return _FAILED
         for line, message in duplicates:
             self.problem(path, line, message)
@@ -387,7 +180,7 @@ class _Reader:
         return content
 
     @contextmanager
-    def _include(self, file: str, data: _Map) -> Iterator[tuple[str, Any]]:
+    def _include(self, file: str, data: Map) -> Iterator[tuple[str, Any]]:
         """The (path, content) an `include:` names, relative to the including file."""
         target = data["include"]
         if not isinstance(target, str) or not target.strip() or is_template(target):
@@ -407,7 +200,7 @@ class _Reader:
                          f"(- hosts: ...), got {shown(content)}")
             return []
         plays: list[Play] = []
-        for entry, line in _with_lines(content, 1):
+        for entry, line in with_lines(content, 1):
             if isinstance(entry, dict) and "include" in entry:
                 plays += self._include_plays(entry, file, inherited)
             elif isinstance(entry, dict):
@@ -417,7 +210,7 @@ class _Reader:
                              f"got {shown(entry)}")
         return plays
 
-    def _include_plays(self, data: _Map, file: str, inherited: _FromInclude) -> list[Play]:
+    def _include_plays(self, data: Map, file: str, inherited: _FromInclude) -> list[Play]:
         """`- include: other.yml` between plays: that playbook's plays, with these vars, when
         and tags (Ansible's import_playbook)."""
         self._closed_keys(data, validate.PLAYBOOK_INCLUDE_KEYS, "playbook include", file)
@@ -430,7 +223,7 @@ class _Reader:
         with self._include(file, data) as (path, content):
             return [] if content is _FAILED else self._plays(content, path, inner)
 
-    def _play(self, data: _Map, file: str, inherited: _FromInclude) -> Play:
+    def _play(self, data: Map, file: str, inherited: _FromInclude) -> Play:
         """One play, read whole, then checked whole (see validate.check_play)."""
         self._closed_keys(data, validate.PLAY_KEYS, "play", file)
         found = self._convert(data, validate.PLAY_SHAPES, file)
@@ -474,7 +267,7 @@ class _Reader:
             return pattern
         return rendered
 
-    def _verify(self, data: _Map, file: str) -> list[VerifySpec]:
+    def _verify(self, data: Map, file: str) -> list[VerifySpec]:
         """The checks to run on the play's hosts afterwards (see ripcord.verify)."""
         value = data.get("verify")
         if value is None:
@@ -483,7 +276,7 @@ class _Reader:
             self.problem(file, data.value_line("verify"),
                          f"verify: expected a list of check selectors, got {shown(value)}")
             return []
-        specs = [self._selector(item, line, file) for item, line in _with_lines(value, 1)]
+        specs = [self._selector(item, line, file) for item, line in with_lines(value, 1)]
         return [spec for spec in specs if spec]
 
     def _selector(self, item: Any, line: int, file: str) -> VerifySpec | None:
@@ -502,7 +295,7 @@ class _Reader:
         return VerifySpec(select=found.get("checks", ""), retry_s=found.get("retry"), line=line)
 
     # -- tasks -----------------------------------------------------------------------------------
-    def _task_list(self, data: _Map, key: str, scope: _Scope) -> list[Task]:
+    def _task_list(self, data: Map, key: str, scope: _Scope) -> list[Task]:
         """The tasks under data[key] (tasks, handlers, block, rescue, always), includes expanded."""
         return self._tasks(data.get(key), data.value_line(key), key, scope)
 
@@ -514,7 +307,7 @@ class _Reader:
             self.problem(scope.file, line, f"{what}: expected a list of tasks, got {shown(value)}")
             return []
         tasks: list[Task] = []
-        for item, item_line in _with_lines(value, line):
+        for item, item_line in with_lines(value, line):
             if not isinstance(item, dict):
                 self.problem(scope.file, item_line, "a task must be a mapping (name:, a module, "
                              f"...), got {shown(item)}")
@@ -529,7 +322,7 @@ class _Reader:
                 tasks.append(self._module_task(item, scope))
         return tasks
 
-    def _include_tasks(self, data: _Map, scope: _Scope) -> list[Task]:
+    def _include_tasks(self, data: Map, scope: _Scope) -> list[Task]:
         """`- include: file.yml` among tasks: that file's tasks, in place, with these vars, when
         and tags."""
         self._closed_keys(data, validate.INCLUDE_KEYS, "include", scope.file)
@@ -548,7 +341,7 @@ class _Reader:
             task.when[:0] = found.get("when", [])
         return tasks
 
-    def _block(self, data: _Map, scope: _Scope) -> Task:
+    def _block(self, data: Map, scope: _Scope) -> Task:
         """block/rescue/always: try the block's tasks; on failure run rescue; always run always."""
         for key in data:
             if key not in validate.BLOCK_KEYWORDS and key not in validate.BLOCK_PARTS:
@@ -568,7 +361,7 @@ class _Reader:
         self._record(task, data, scope, inner.local)
         return task
 
-    def _module_task(self, data: _Map, scope: _Scope) -> Task:
+    def _module_task(self, data: Map, scope: _Scope) -> Task:
         """A task that runs one module; `listen` is for handlers only."""
         keywords = validate.TASK_KEYWORDS - (set() if scope.handlers else {"listen"})
         module = self._module_key(data, keywords, scope.file)
@@ -587,7 +380,7 @@ class _Reader:
         self._record(task, data, scope, scope.local | set(task_vars), module)
         return task
 
-    def _module_key(self, data: _Map, keywords: frozenset[str], file: str) -> str | None:
+    def _module_key(self, data: Map, keywords: frozenset[str], file: str) -> str | None:
         """The one module a task runs; a problem for none, several, or a key that is neither a
         module nor a keyword."""
         modules = [key for key in data if key in REGISTRY and key not in keywords]
@@ -603,7 +396,7 @@ class _Reader:
                          f"{', '.join(sorted(REGISTRY))}; or block:)")
         return modules[0] if modules else None
 
-    def _args(self, module: str, data: _Map, file: str) -> dict[str, Any]:
+    def _args(self, module: str, data: Map, file: str) -> dict[str, Any]:
         """A module's arguments as a mapping (a string fills its free-form argument), checked
         against the module's schema; problems are reported at the task."""
         spec, value = REGISTRY[module], data[module]
@@ -612,7 +405,7 @@ class _Reader:
         elif isinstance(value, str) and spec.free_form:
             args = {spec.free_form: value}
         elif isinstance(value, dict):
-            args = _plain(value)
+            args = plain(value)
         else:
             hint = " (key=value strings are not supported)" if isinstance(value, str) else ""
             self.problem(file, data.value_line(module), f"module {module!r}: expected a mapping "
@@ -622,7 +415,7 @@ class _Reader:
             self.problem(file, data.line, f"module {module!r}: {message}")
         return args
 
-    def _record(self, task: Task, data: _Map, scope: _Scope, local: frozenset[str],
+    def _record(self, task: Task, data: Map, scope: _Scope, local: frozenset[str],
                 module: str | None = None) -> None:
         """Note what the task defines and refers to, for check_play once the play is read."""
         refs = scope.refs
@@ -633,35 +426,35 @@ class _Reader:
         if scope.handlers:
             refs.handlers.update([task.name, *task.listen])
         if task.notify:
-            refs.notifies += [Ref(name, scope.file, line) for name, line in _items(data, "notify")]
+            refs.notifies += [Ref(name, scope.file, line) for name, line in items_of(data, "notify")]
         if task.delegate_to:
             refs.delegates.append(Ref(task.delegate_to, scope.file, data.value_line("delegate_to")))
         refs.uses += self._values(data, scope.file, local, validate.TEMPLATED, via=scope.via)
         if module:
             refs.uses += self._module_values(module, data, scope, local)
 
-    def _module_values(self, module: str, data: _Map, scope: _Scope,
+    def _module_values(self, module: str, data: Map, scope: _Scope,
                        local: frozenset[str]) -> list[Use]:
         """Each argument's Jinja2 at its own line; bare-expression arguments (assert's that)
         are checked like `when:`."""
         node, spec, uses = data[module], REGISTRY[module], []
         for key, value in self._args_of(module, data).items():
             arg = spec.args.get(key)
-            line = node.value_line(key) if isinstance(node, _Map) and key in node \
+            line = node.value_line(key) if isinstance(node, Map) and key in node \
                 else data.value_line(module)
             uses += self._templates(value, line, scope.file, local,
                                     bare=bool(arg and arg.expression), via=scope.via)
         return uses
 
     @staticmethod
-    def _args_of(module: str, data: _Map) -> dict[str, Any]:
+    def _args_of(module: str, data: Map) -> dict[str, Any]:
         value = data[module]
         if isinstance(value, str) and REGISTRY[module].free_form:
             return {REGISTRY[module].free_form: value}
         return value if isinstance(value, dict) else {}
 
     # -- values ----------------------------------------------------------------------------------
-    def _values(self, data: _Map, file: str, local: frozenset[str], keys: Iterable[Any], *,
+    def _values(self, data: Map, file: str, local: frozenset[str], keys: Iterable[Any], *,
                 via: str = "") -> list[Use]:
         """Check the Jinja2 in data's conditions (bare expressions) and its values under keys."""
         uses = []
@@ -676,7 +469,7 @@ class _Reader:
         """Check the Jinja2 syntax of every string inside value now; return the variables they
         need, which check_play looks up once the whole play is known."""
         uses = []
-        for text, text_line in _strings(value, line):
+        for text, text_line in strings(value, line):
             names = self._names_in(text, bare)
             if isinstance(names, str):
                 self.problem(file, text_line, names)
@@ -699,19 +492,19 @@ class _Reader:
             self._templates_seen[key] = found
         return self._templates_seen[key]
 
-    def _convert(self, data: _Map, shapes: validate.Shapes, file: str) -> dict[str, Any]:
+    def _convert(self, data: Map, shapes: validate.Shapes, file: str) -> dict[str, Any]:
         """data's values under the keys shapes knows, each in its shape; a value of the wrong
         shape is a problem at its line."""
         found = {}
         for key, shape in shapes.items():
             if key in data:
                 try:
-                    found[key] = _plain(shape(data[key]))
+                    found[key] = plain(shape(data[key]))
                 except validate.BadValue as exc:
                     self.problem(file, data.value_line(key), f"{key}: {exc}")
         return found
 
-    def _vars(self, data: _Map, file: str) -> dict[str, Any]:
+    def _vars(self, data: Map, file: str) -> dict[str, Any]:
         """A `vars:` mapping, whose keys must be valid variable names."""
         value = data.get("vars")
         if value is None:
@@ -724,9 +517,9 @@ class _Reader:
             if not validate.is_identifier(name):
                 self.problem(file, value.key_line(name), f"vars: {shown(name)} is not a valid "
                              "variable name (letters, digits and _, not starting with a digit)")
-        return _plain(value)
+        return plain(value)
 
-    def _closed_keys(self, data: _Map, allowed: frozenset[str], where: str, file: str) -> None:
+    def _closed_keys(self, data: Map, allowed: frozenset[str], where: str, file: str) -> None:
         """A problem for each key of data not in allowed (a play, an include, a verify entry)."""
         for key in data:
             if key not in allowed:

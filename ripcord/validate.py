@@ -26,7 +26,7 @@ from ripcord.unsafe import Unsafe
 
 if TYPE_CHECKING:
     from ripcord.inventory import Inventory
-    from ripcord.playbook import Play
+    from ripcord.plays import Play
     from ripcord.templating import Templar
 
 # -- the language's keys (Ansible's spelling) -------------------------------------------------------

@@ -1,0 +1,87 @@
+"""A playbook's typed objects: plays, tasks (and blocks), verify selectors.
+
+Plain data, below both the reader that builds them (playbook.py) and the validator that checks
+what they hold (validate.py), so neither imports the other for its types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Variables the runner provides on every host, as Ansible does.
+# What a rescue section knows about the failure it handles, as in Ansible.
+RESCUE_VARS = frozenset({"ansible_failed_task", "ansible_failed_result"})
+
+MAGIC_VARS = frozenset({
+    "inventory_hostname", "inventory_hostname_short", "groups", "group_names", "hostvars",
+    "play_hosts", "ansible_play_hosts", "ansible_play_batch", "ansible_check_mode",
+    "ansible_diff_mode", "playbook_dir", "omit", "ripcord_operator", "ripcord_reason",
+})
+
+
+@dataclass
+class Task:
+    """A task (module + arguments) or a block (block/rescue/always), with its keywords."""
+
+    name: str
+    file: str
+    line: int
+    module: str | None = None  # None for a block
+    args: dict[str, Any] = field(default_factory=dict)  # as written; rendered per host at run time
+    when: list[Any] = field(default_factory=list)  # all must hold
+    register: str | None = None
+    until: Any = None
+    retries: int = 3
+    delay: float = 5.0
+    changed_when: Any = None  # None: the module decides; a list means all must hold
+    failed_when: Any = None
+    ignore_errors: bool = False
+    notify: list[str] = field(default_factory=list)
+    listen: list[str] = field(default_factory=list)  # handlers: extra names to be notified by
+    tags: frozenset[str] = frozenset()
+    run_once: bool = False
+    delegate_to: str | None = None
+    timeout: float | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    block: list[Task] | None = None
+    rescue: list[Task] = field(default_factory=list)
+    always: list[Task] = field(default_factory=list)
+
+    @property
+    def is_block(self) -> bool:
+        return self.block is not None
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class VerifySpec:
+    """A check selector run after the play on the hosts it touched (see docs/checks.md)."""
+
+    select: str  # a pytest marker expression or a node id
+    retry_s: float | None = None  # keep re-running until it passes, up to this long
+    line: int = 0
+
+
+@dataclass
+class Play:
+    name: str
+    hosts: str  # a host pattern
+    file: str
+    line: int
+    vars: dict[str, Any] = field(default_factory=dict)
+    serial: int | str | list[int | str] | None = None  # int, "30%", or a ramp list
+    max_fail_percentage: float | None = None
+    any_errors_fatal: bool = False
+    tasks: list[Task] = field(default_factory=list)
+    handlers: list[Task] = field(default_factory=list)
+    verify: list[VerifySpec] = field(default_factory=list)
+
+
+@dataclass
+class Playbook:
+    path: str
+    plays: list[Play]
