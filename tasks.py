@@ -110,6 +110,7 @@ def play(c, playbook, host=None, inventory=None, check=False, diff=False, tags=N
     """Run a playbook on the hosts a pattern selects (validated before anything is touched)."""
     from invoke import Exit
 
+    from ripcord.approvals import ApprovalRequired
     from ripcord.execute import parse_extra_vars, run_playbook
     from ripcord.runner import Options
 
@@ -122,8 +123,14 @@ def play(c, playbook, host=None, inventory=None, check=False, diff=False, tags=N
             raise InputError(f"--forks must be a whole number, not {forks!r}") from None
         options = Options(check=check, diff=diff, tags=_csv(tags), skip_tags=_csv(skip_tags),
                           extra_vars=parse_extra_vars(extra_vars or []), forks=max(1, fork_count))
-        outcome = run_playbook(playbook, pattern=host, inventory_paths=inventory, options=options,
-                               yes=yes, console=out, reason=reason, approval=approval)
+        try:
+            outcome = run_playbook(playbook, pattern=host, inventory_paths=inventory,
+                                   options=options, yes=yes, console=out, reason=reason,
+                                   approval=approval)
+        except ApprovalRequired as exc:
+            if json_:
+                emit_json({"ok": False, "task": "play", "approval_required": exc.request_id})
+            raise
         if json_:
             emit_json(outcome.payload)
         if outcome.code:

@@ -135,28 +135,29 @@ def test_the_two_person_rule_cannot_be_walked_around(access, ripcord, tmp_path):
     before = positions(access)
     assert any(before.values()), before
 
-    refusals = {
-        "a copied flatten.yml": ripcord("play", str(copy), "--host", "sandbox", "--yes",
-                                        inventories=(rule,)),
-        "a templated rule": flatten(inventories=(templated,)),
-    }
-    first = flatten("--json", inventories=(rule,))
+    def refused(what: str, result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+        assert result.returncode == 4, f"{what}: {result.stdout}{result.stderr}"
+        assert positions(access) == before, what  # nothing was flattened
+        return result
+
+    copied = refused("a copied flatten.yml", ripcord("play", str(copy), "--host", "sandbox",
+                                                     "--yes", "--json", inventories=(rule,)))
+    assert json.loads(copied.stdout)["approval_required"]
+    refused("a templated rule", flatten(inventories=(templated,)))
+    first = refused("no approval", flatten("--json", inventories=(rule,)))
     request = json.loads(first.stdout)["approval_required"]
     path = tmp_path / "approvals" / f"{request}.json"
     forged = json.loads(path.read_text())
     forged.update(approved_by="bob", approved_at=forged["requested_at"])
     path.write_text(json.dumps(forged))
-    refusals["a hand-edited approval"] = flatten("--approval", request, inventories=(rule,))
+    refused("a hand-edited approval", flatten("--approval", request, inventories=(rule,)))
 
     real = json.loads(flatten("--json", inventories=(rule,)).stdout)["approval_required"]
     assert ripcord("approve", real, operator="bob").returncode == 0
-    refusals["the approval with a copied playbook"] = ripcord(
-        "play", str(copy), "--host", "sandbox", "--yes", "--approval", real, inventories=(rule,))
-    refusals["the approval with another inventory"] = flatten("--approval", real,
-                                                              inventories=(rule, other))
-    for what, result in refusals.items():
-        assert result.returncode == 4, f"{what}: {result.stdout}{result.stderr}"
-    assert positions(access) == before
+    refused("the approval with a copied playbook", ripcord(
+        "play", str(copy), "--host", "sandbox", "--yes", "--approval", real, inventories=(rule,)))
+    refused("the approval with another inventory",
+            flatten("--approval", real, inventories=(rule, other)))
 
     done = flatten("--approval", real, inventories=(rule,))  # as approved: it flattens
     assert done.returncode == 0, done.stdout + done.stderr
