@@ -53,11 +53,12 @@ class HostHalt:
 
     @property
     def rung(self) -> str | None:
-        """Which rung halted the host: nats, file, stop, or None when none did."""
+        """Which rung halted the host: nats, file, stop, seen (halted, but neither of our first
+        rungs can claim it: e.g. already halted, SSH down and no answer), or None when none did."""
         if self.halted and self.acked_ms is not None:
             return "nats"
         if self.halted:
-            return "file"
+            return "file" if self.halt_file == "written" else "seen"
         return "stop" if self.stopped else None
 
 
@@ -277,6 +278,8 @@ class Halt(Module):
             said = f"halted by NATS (answered in {state.acked_ms:g} ms)"
         elif rung == "file":
             said = "halted by the halt file"
+        elif rung == "seen":
+            said = f"halted (its health says so, source: {state.halt_source})"
         elif rung == "stop":
             said = "halted by stopping its service (last resort)"
         else:

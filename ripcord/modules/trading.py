@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import time
 import urllib.parse
@@ -47,9 +48,16 @@ def ssh_down(ctx: TaskContext) -> str:
 
 
 def fleet_secret(contexts: dict[str, TaskContext]) -> str:
-    """The HMAC secret from the first host that answers over SSH and has it in its env_file;
+    """The HMAC secret: from the controller's file named by inventory titan_hmac_secret_file
+    (needs no host), else from the first host that answers over SSH and has it in its env_file;
     EnvFileError saying why none had it."""
     problems = []
+    first = next(iter(contexts.values()))
+    if first.vars.get("titan_hmac_secret_file"):
+        try:
+            return controller_secret(first, str(first.vars["titan_hmac_secret_file"]))
+        except EnvFileError as exc:
+            problems.append(f"controller: {exc}")
     for ctx in contexts.values():
         if ctx.conn is None:
             problems.append(f"{ctx.host}: {ssh_down(ctx)}")
@@ -59,6 +67,25 @@ def fleet_secret(contexts: dict[str, TaskContext]) -> str:
         except (EnvFileError, UnreachableError) as exc:
             problems.append(f"{ctx.host}: {exc}")
     raise EnvFileError("cannot sign: " + "; ".join(problems))
+
+
+def controller_secret(ctx: TaskContext, path: str) -> str:
+    """The first line of a file on the controller, which only its owner may read (as ssh asks of
+    a key), registered for redaction."""
+    path = os.path.expanduser(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd) as file:
+            if os.fstat(file.fileno()).st_mode & 0o077:
+                raise EnvFileError(f"{path} is readable by others than its owner (chmod 600 it)")
+            value = file.readline().strip()
+    except OSError as exc:
+        raise EnvFileError(f"cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise EnvFileError(f"{path} is empty")
+    if ctx.secrets is not None:
+        ctx.secrets.add(value)
+    return value
 
 
 def command_engines(contexts: dict[str, TaskContext], subject: str, fields: dict,

@@ -29,9 +29,10 @@ ENGINES = ("exec-1", "exec-2")
 @pytest.fixture
 def ripcord(fleet, tmp_path):
     """ripcord(task, *args) -> CompletedProcess of `invoke TASK` on the test fleet."""
-    def run(task: str, *args: str) -> subprocess.CompletedProcess:
+    def run(task: str, *args: str, inventories: tuple = ()) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), task,
-                "--inventory", str(fleet.inventory), *args]
+                *[a for path in (fleet.inventory, *inventories) for a in ("--inventory", str(path))],
+                *args]
         env = {**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "journal.jsonl"),
                "RIPCORD_APPROVALS": str(tmp_path / "approvals"), "RIPCORD_OPERATOR": "alice"}
         return subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env,
@@ -146,3 +147,23 @@ def test_cancel_all_reaches_an_engine_whose_sshd_is_down(access, ripcord):
     done = records(result, "titan_command")
     assert set(done) == set(ENGINES), done
     assert "answered in" in done["exec-1"]["msg"] and "SSH down" in done["exec-1"]["msg"]
+
+
+def test_with_the_secret_on_the_controller_a_lone_host_without_ssh_is_halted(access, ripcord,
+                                                                           secret, tmp_path):
+    """Inventory titan_hmac_secret_file: the controller signs without any host's SSH."""
+    held = tmp_path / "titan_hmac"
+    held.write_text(secret + "\n")
+    held.chmod(0o600)
+    extra = tmp_path / "secret.yml"
+    extra.write_text(f"all:\n  vars:\n    titan_hmac_secret_file: {held}\n")
+    with sshd_stopped(access, "exec-1"):
+        result = ripcord("halt", "--host", "exec-1", "--json", inventories=(extra,))
+        assert result.returncode == 3, result.stdout + result.stderr
+        state = engine(access, "exec-1")
+        assert state["halted"] is True and state["halt_source"] == "nats", state
+    assert not engine(access, "exec-2")["halted"]
+    msg = records(result, "halt")["exec-1"]["msg"]
+    assert msg.startswith("halted by NATS"), msg
+    assert "exchange not checked: no host of the batch answers over SSH" in msg, msg
+    assert secret not in result.stdout + result.stderr
