@@ -46,7 +46,7 @@ def resume(fleet: Fleet, inventory: Inventory) -> None:
         try:
             answers = await bus.scatter(nc, bus.HALT_SUBJECT, data,
                                         bus.sign(bus.HALT_SUBJECT, data, secret),
-                                        expect=set(engines), timeout=5.0)
+                                        expect=set(engines), timeout=5.0, secret=secret)
         finally:
             await bus.close(nc)
         return answers
@@ -54,7 +54,7 @@ def resume(fleet: Fleet, inventory: Inventory) -> None:
     deadline = time.monotonic() + 30  # a fleet just up: engines still connecting to NATS
     while True:
         answers = asyncio.run(send())
-        missing = set(engines) - {h for h, (_, a) in answers.items() if not a.get("halted")}
+        missing = set(engines) - {h for h, (_, a) in answers.by_host.items() if not a.get("halted")}
         if not missing:
             return
         if time.monotonic() > deadline:
