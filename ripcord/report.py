@@ -9,6 +9,7 @@ through inert(): a host must not be able to repaint what the operator reads (doc
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from typing import Any
@@ -46,7 +47,7 @@ TELLING = {"debug", "halt", "titan_command", "exchange", "restart", "checks"}
 class Display:
     def __init__(self, console: Console, verbose: bool = False):
         self.console = console
-        self.verbose = verbose
+        self.verbose = verbose or os.environ.get("RIPCORD_VERBOSE", "0") not in ("", "0")  # -v
         self.lock = threading.Lock()  # results arrive from worker threads
         self.status = None  # on a terminal: which hosts the running task still waits for
         self.waiting: list[str] = []
@@ -129,8 +130,10 @@ class Display:
 
 
 def result_json(task: str, summary: dict[str, dict[str, int]], records: list, duration_s: float,
-                journal_id: str | None, checks: dict | None = None, **extra: Any) -> dict[str, Any]:
-    """The --json object of the operator contract (DESIGN.md)."""
+                journal_id: str | None, journal_head: dict | None = None, checks: dict | None = None,
+                **extra: Any) -> dict[str, Any]:
+    """The --json object of the operator contract (DESIGN.md). journal_head ({seq, hash}) is the
+    journal chain's end after this run: kept elsewhere, it finds the last records deleted."""
     hosts = {}
     for host, stats in summary.items():
         hosts[host] = {"ok": stats["failed"] == 0 and stats["unreachable"] == 0,
@@ -141,7 +144,7 @@ def result_json(task: str, summary: dict[str, dict[str, int]], records: list, du
     ok = all(h["ok"] for h in hosts.values()) and checks["failed"] == 0
     return {"ok": ok, "task": task, "hosts": hosts, "checks": checks,
             "results": [vars(r) for r in records], "duration_s": round(duration_s, 3),
-            "journal_id": journal_id, **extra}
+            "journal_id": journal_id, "journal_head": journal_head, **extra}
 
 
 def exit_code(summary: dict[str, dict[str, int]], checks: dict | None = None) -> int:

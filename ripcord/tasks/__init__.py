@@ -1,0 +1,30 @@
+"""Every task ripcord has, grouped by area, in the one namespace that both `invoke` in the
+checkout (tasks.py) and the installed `ripcord` command (ripcord.program) run:
+
+    sandbox.up | sandbox.down | sandbox.status     the local fleet             (tasks/sandbox.py)
+    play | inventory | verify                      playbooks, inventory, checks (tasks/playbooks.py)
+    halt | resume | flatten | cancel-all | master-arm | breaker | isolate | restart |
+    recover-crash | status | drill                 the runbooks' procedures    (tasks/procedures.py)
+    approve                                        the two-person rule         (tasks/approvals.py)
+    config                                         the configuration in force  (tasks/configuration.py)
+
+Exit codes (docs/exit-codes.md): 0 ok, 1 failed, 2 invalid input, 3 unreachable, 4 declined.
+"""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from ripcord.tasks import approvals, configuration, playbooks, procedures, sandbox
+
+
+def _namespace() -> Collection:
+    ns = Collection()
+    ns.add_collection(sandbox.collection)
+    for area in (playbooks, procedures, approvals, configuration):
+        for name, task in area.collection.tasks.items():
+            ns.add_task(task, name=name)
+    return ns
+
+
+ns = _namespace()
