@@ -877,15 +877,15 @@ def _drop_internal(merged: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in merged.items() if k not in INTERNAL_VARS}
 
 
-DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "inventory")
-
-
 def load_operator_inventory(paths: Iterable[str | os.PathLike] | None = None) -> Inventory:
-    """The operator's inventory: the given files or directories, else every file in inventory/."""
+    """The operator's inventory: the given files or directories, else the configured ones
+    (ripcord.yaml, RIPCORD_INVENTORY), else every file in the checkout's inventory/."""
     import sys
 
+    from ripcord.config import default_inventory
+
     paths = list(paths or [])
-    inventory = Inventory.load(paths or [DEFAULT_DIR])
+    inventory = Inventory.load(paths or default_inventory())
     for warning in inventory.warnings:  # stderr: stdout may be reserved for --json
         print(f"warning: {warning}", file=sys.stderr)
     return inventory

@@ -11,7 +11,6 @@ the record's `journal_problems`, and verify() reports them by line number.
 from __future__ import annotations
 
 import fcntl
-import getpass
 import hashlib
 import json
 import os
@@ -32,8 +31,10 @@ def default_path() -> Path:
 
 
 def operator() -> str:
-    """Who is running ripcord: RIPCORD_OPERATOR, else the login name."""
-    return os.environ.get("RIPCORD_OPERATOR") or getpass.getuser()
+    """Who is running ripcord: config's operator (ripcord.yaml, RIPCORD_OPERATOR), else the login name."""
+    from ripcord.config import value
+
+    return value("operator")
 
 
 def _digest(prev: str, record: dict[str, Any]) -> str:

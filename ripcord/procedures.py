@@ -13,7 +13,6 @@ counts as any) needs that procedure's approval, whatever the file is called or w
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,9 +22,10 @@ from ripcord import approvals
 from ripcord.errors import InputError
 from ripcord.execute import Outcome, run_playbook
 from ripcord.journal import operator
+from ripcord.paths import data_dir
 from ripcord.runner import Options
 
-PLAYBOOKS = Path(__file__).resolve().parents[1] / "playbooks"
+PLAYBOOKS = data_dir("playbooks")  # the shipped ones: a procedure is never an operator's file
 NO_LOCKS = {"halt"}  # halting is the safe direction: it must not queue behind a stuck run
 NEVER_GUARDED = {"halt"}  # nor wait for a second person
 ANY = "*"  # a templated value: it may be anything at run time

@@ -17,10 +17,11 @@ from pathlib import Path
 import yaml
 
 from ripcord.errors import InputError
+from ripcord.paths import data_dir
 
 SERVICE_KEYS = frozenset({"depends_on", "health", "description"})
 DEFAULT_TOPOLOGY = Path("inventory") / "topology.yml"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = data_dir("inventory").parent  # the checkout, or the package with its copy
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from testinfra.backend.base import BaseBackend, CommandResult
 
 from ripcord.connection import Connection
 from ripcord.errors import InputError, RipcordError
+from ripcord.paths import data_dir
 
-CHECKS = Path(__file__).resolve().parent.parent / "checks"
+CHECKS = data_dir("checks")  # the shipped checks; an operator's own are in config's check_dirs
 DEFAULT_SELECTION = "not situational"  # what a healthy fleet must pass: `invoke verify` default
 WAIVERS = CHECKS / "waivers.yml"
 
@@ -87,6 +88,15 @@ class _Plugin:
         self.hosts = {name: testinfra.host.Host(RipcordBackend(conn, hostvars[name]))
                       for name, conn in connections.items()}
         self.results: list[CheckResult] = []
+        self.dirs = [Path(d) for d in _check_dirs()]
+
+    def check_id(self, item: pytest.Item) -> str:
+        """'file.py::test', relative to the check directory the file is in (shipped or own)."""
+        nodeid = item.nodeid.split("[")[0]
+        for directory in self.dirs:
+            if item.path.is_relative_to(directory) and "::" in nodeid:
+                return f"{item.path.relative_to(directory)}::{nodeid.split('::', 1)[1]}"
+        return nodeid.removeprefix("checks/")
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "ripcord_host" in metafunc.fixturenames:  # Host objects, as testinfra's own plugin
@@ -114,7 +124,7 @@ class _Plugin:
                 message = _first_line(call.excinfo.exconly())
             elif report.skipped:
                 message = str(call.excinfo.value) if call.excinfo else ""
-            self.results.append(CheckResult(host, item.nodeid.split("[")[0].removeprefix("checks/"),
+            self.results.append(CheckResult(host, self.check_id(item),
                                             report.outcome, message, round(report.duration, 3)))
 
 
@@ -190,14 +200,27 @@ def _selection(select: str) -> list[str]:
     """pytest arguments for node ids ("test_halt.py::test_engine_is_trading") or a marker
     expression ("halt and not resume"); nothing selected means every check. A marker expression
     leaves out situational checks (a fleet halted, flattened) unless it names them."""
-    words = select.split()
+    words, dirs = select.split(), _check_dirs()
     if words and all("::" in w or w.endswith(".py") for w in words):
-        return [str(CHECKS / w.removeprefix("checks/")) for w in words]
+        return [_node(w.removeprefix("checks/"), dirs) for w in words]
     if not select.strip():
-        return [str(CHECKS)]
+        return dirs
     if not re.search(r"\bsituational\b", select):  # post-procedure states only when asked for
         select = f"({select}) and not situational"
-    return [str(CHECKS), "-m", select]
+    return [*dirs, "-m", select]
+
+
+def _check_dirs() -> list[str]:
+    """The shipped checks, then the operator's own (ripcord.yaml check_dirs, RIPCORD_CHECK_DIRS)."""
+    from ripcord.config import value
+
+    return [str(CHECKS), *(str(d) for d in value("check_dirs"))]
+
+
+def _node(word: str, dirs: list[str]) -> str:
+    """A node id in the first check directory that has its file."""
+    file = word.split("::", 1)[0]
+    return str(next((Path(d) for d in dirs if (Path(d) / file).exists()), CHECKS) / word)
 
 
 @dataclass(frozen=True)

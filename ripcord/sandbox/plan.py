@@ -219,13 +219,11 @@ def build_plan(root: Path, base_port: int = DEFAULT_BASE_PORT, exec_hosts: int =
 
 
 def state_base() -> Path:
-    """Where sandbox fleets live. Not /tmp: sshd's StrictModes refuses world-writable parents."""
-    if "RIPCORD_STATE_DIR" in os.environ:
-        return Path(os.environ["RIPCORD_STATE_DIR"])
-    if os.geteuid() == 0:
-        return Path("/var/lib/ripcord")
-    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(xdg) / "ripcord"
+    """Where sandbox fleets, the journal and approvals live: config's state_dir (ripcord.yaml,
+    RIPCORD_STATE_DIR), by default /var/lib/ripcord as root, else $XDG_STATE_HOME/ripcord."""
+    from ripcord.config import value
+
+    return Path(value("state_dir"))
 
 
 def default_root(name: str = "sandbox") -> Path:
