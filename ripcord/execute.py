@@ -121,7 +121,7 @@ def run_playbook(path: str, *, pattern: str, options: Options, yes: bool, consol
         code = EXIT_INTERRUPTED if interrupted else EXIT_DECLINED if declined else \
             exit_code(summary, checks)
         duration = time.monotonic() - started
-        journal_id = _journal(runner.secrets.redact({
+        journal_id, head = _journal(runner.secrets.redact({
             "kind": "play", "playbook": str(path), "pattern": pattern, "check": options.check,
             "reason": reason, "command": command, "extra_vars": options.extra_vars,
             "hosts": summary, "tasks": [vars(r) for r in runner.records], "checks": checks,
@@ -136,7 +136,7 @@ def run_playbook(path: str, *, pattern: str, options: Options, yes: bool, consol
         print_error(RipcordError("interrupted (Ctrl-C): tasks under way were stopped (a fleet "
                                  "task, the halt, finishes first) and are reported above; "
                                  "nothing after them ran"))
-    payload = result_json("play", summary, runner.records, duration, journal_id, checks=checks,
+    payload = result_json("play", summary, runner.records, duration, journal_id, head, checks=checks,
                           playbook=str(path), check=options.check)
     if declined or interrupted or journal_id is None:
         payload["ok"] = False
@@ -147,14 +147,15 @@ def run_playbook(path: str, *, pattern: str, options: Options, yes: bool, consol
     return Outcome(code, runner.secrets.redact(payload))
 
 
-def _journal(record: dict[str, Any]) -> str | None:
+def _journal(record: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
     """Append record to the journal; None (said on stderr) when it cannot be written."""
     try:
-        return Journal().append(record)
+        journal = Journal()
+        return journal.append(record), journal.head
     except (OSError, ValueError, RipcordError) as exc:
         print_error(RipcordError(f"the run could not be journaled: {exc}",
                                  hint="check RIPCORD_JOURNAL / the state directory"))
-        return None
+        return None, None
 
 
 def run_verify(*, pattern: str, select: str, inventory_paths: list[str] | None,
@@ -190,8 +191,11 @@ def run_verify(*, pattern: str, select: str, inventory_paths: list[str] | None,
                    "unreachable": int(h in unreachable)} for h in hosts}
     duration = time.monotonic() - started
     code = exit_code(summary, checks)
-    journal_id = Journal().append({"kind": "verify", "pattern": pattern, "select": select,
-                                   "hosts": summary, "checks": checks, "exit_code": code,
-                                   "duration_s": round(duration, 3)})
+    journal_id, head = _journal({"kind": "verify", "pattern": pattern, "select": select,
+                                 "hosts": summary, "checks": checks, "exit_code": code,
+                                 "duration_s": round(duration, 3)})
     display.recap(summary, checks, title="VERIFY RECAP", columns=CHECK_COLUMNS)
-    return Outcome(code, result_json("verify", summary, [], duration, journal_id, checks=checks))
+    payload = result_json("verify", summary, [], duration, journal_id, head, checks=checks)
+    if journal_id is None:
+        code, payload["ok"] = code or EXIT_FAILED, False
+    return Outcome(code, payload)

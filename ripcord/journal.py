@@ -45,6 +45,7 @@ def _digest(prev: str, record: dict[str, Any]) -> str:
 class Journal:
     def __init__(self, path: Path | None = None):
         self.path = Path(path or default_path())
+        self.head: dict[str, Any] | None = None  # after append(): {seq, hash} of the chain's end
 
     def append(self, record: dict[str, Any]) -> str:
         """Add a record (id, time, operator and controller are filled in); returns its id."""
@@ -57,23 +58,21 @@ class Journal:
             if os.fstat(fd).st_mode & 0o077:
                 os.fchmod(fd, 0o600)  # a file made by an older ripcord
             fcntl.flock(handle, fcntl.LOCK_EX)  # concurrent runs append one at a time
-            handle.seek(0)
-            prev, bad = GENESIS, []
-            for number, good in _scan(handle.read()):
-                if good is None:
-                    bad.append(number)
-                else:
-                    prev = good["hash"]
+            last, bad = _tail(handle)
+            prev = last["hash"] if last else GENESIS
             if bad:
-                entry["journal_problems"] = [f"line {n}: not a journal record" for n in bad]
-                sys.stderr.write(f"warning: {self.path}: line{'s' if len(bad) > 1 else ''} "
-                                 f"{', '.join(map(str, bad))} not a journal record (corrupt); "
-                                 "this run's record is chained to the last good one\n")
+                entry["journal_problems"] = [f"{bad} line{'s' if bad > 1 else ''} before this "
+                                             "record: not a journal record"]
+                sys.stderr.write(f"warning: {self.path}: the last {bad} line(s) are not journal "
+                                 "records (corrupt); this run's record is chained to the last good "
+                                 "one (`invoke journal.verify` names them)\n")
+            entry["seq"] = _seq(last, handle) + 1
             entry["prev"] = prev
             entry["hash"] = _digest(prev, entry)
             handle.write((json.dumps(entry, sort_keys=True, default=str) + "\n").encode())
             handle.flush()
             os.fsync(handle.fileno())
+        self.head = {"seq": entry["seq"], "hash": entry["hash"]}
         return entry["id"]
 
     def _lines(self) -> list[tuple[int, dict[str, Any] | None]]:
@@ -88,11 +87,12 @@ class Journal:
         """The good records, in order (corrupt lines left out: verify() names them)."""
         return [record for _, record in self._lines() if record is not None]
 
-    def verify(self) -> list[str]:
-        """Problems with the chain (empty when intact): which record was altered or removed,
-        which line is not a record at all."""
+    def verify(self, head: dict[str, Any] | None = None) -> list[str]:
+        """Problems with the chain (empty when intact): which record was altered, inserted or
+        removed, which line is not a record at all. `head` ({seq, hash}, as a run's --json and an
+        incident's folder keep it) also finds the last records deleted: the chain must reach it."""
         problems = []
-        prev = GENESIS
+        prev, seq, seen = GENESIS, 0, False
         for number, record in self._lines():
             if record is None:
                 problems.append(f"line {number}: not a journal record (corrupt)")
@@ -102,19 +102,65 @@ class Journal:
                 problems.append(f"line {number} ({record.get('id')}): previous record missing or changed")
             if _digest(record.get("prev", ""), body) != record.get("hash"):
                 problems.append(f"line {number} ({record.get('id')}): content altered")
+            seq = record["seq"] if isinstance(record.get("seq"), int) else seq + 1
+            if head and seq == head.get("seq"):
+                seen = True
+                if record.get("hash") != head.get("hash"):
+                    problems.append(f"line {number} ({record.get('id')}): not the record the "
+                                    f"head names (seq {seq})")
             prev = record.get("hash", "")
+        if head and not seen:
+            problems.append(f"the chain ends at seq {seq}, before the head's seq {head.get('seq')}: "
+                            "the last records were deleted")
         return problems
+
+
+TAIL_BLOCK = 64 * 1024
+
+
+def _tail(handle) -> tuple[dict[str, Any] | None, int]:
+    """The file's last good record and how many bad lines follow it, reading backwards from the
+    end one block at a time: an append costs the same on a journal of any length."""
+    end = handle.seek(0, os.SEEK_END)
+    position, buffered, bad = end, b"", 0
+    while position > 0:
+        step = min(TAIL_BLOCK, position)
+        position -= step
+        handle.seek(position)
+        buffered = handle.read(step) + buffered
+        lines = buffered.split(b"\n")
+        buffered = lines[0] if position > 0 else b""  # maybe a partial line: wait for more
+        for raw in reversed(lines[1:] if position > 0 else lines):
+            if not raw.strip():
+                continue
+            record = _record(raw)
+            if record is not None:
+                return record, bad
+            bad += 1
+    return None, bad
+
+
+def _seq(last: dict[str, Any] | None, handle) -> int:
+    """The last record's sequence number (0 for an empty journal). A journal written before
+    records were numbered is counted once."""
+    if last is None:
+        return 0
+    if isinstance(last.get("seq"), int):
+        return last["seq"]
+    handle.seek(0)
+    return sum(1 for _, record in _scan(handle.read()) if record is not None)
 
 
 def _scan(data: bytes):
     """(line number, record) for each non-blank line; record None when the line is not one."""
     for number, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except ValueError:  # includes a line that is not UTF-8
-            record = None
-        if not isinstance(record, dict) or not isinstance(record.get("hash"), str):
-            record = None
-        yield number, record
+        if raw.strip():
+            yield number, _record(raw)
+
+
+def _record(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:  # includes a line that is not UTF-8
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("hash"), str) else None

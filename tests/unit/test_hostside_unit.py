@@ -215,11 +215,10 @@ def test_a_corrupt_journal_line_is_reported_and_the_run_still_journaled(tmp_path
     last_good = journal.records()[-1]["hash"]
     new_id = journal.append({"kind": "two"})
     warning = capsys.readouterr().err
-    assert "lines 2, 3 not a journal record" in warning and str(journal.path) in warning
+    assert "the last 2 line(s) are not journal records" in warning and str(journal.path) in warning
     records = journal.records()
     assert [r["kind"] for r in records] == ["one", "two"] and records[-1]["id"] == new_id
     assert records[-1]["prev"] == last_good != GENESIS
-    assert records[-1]["journal_problems"] == ["line 2: not a journal record",
-                                               "line 3: not a journal record"]
+    assert records[-1]["journal_problems"] == ["2 lines before this record: not a journal record"]
     assert journal.verify() == ["line 2: not a journal record (corrupt)",
                                 "line 3: not a journal record (corrupt)"]

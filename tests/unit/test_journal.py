@@ -1,0 +1,72 @@
+"""The journal's chain: numbered records, a head that finds deleted last records, and appends
+that read only the end of the file."""
+
+from __future__ import annotations
+
+import json
+
+from ripcord import journal as journal_module
+from ripcord.journal import Journal
+
+
+def test_records_are_numbered_and_the_head_is_the_last(tmp_path):
+    journal = Journal(tmp_path / "j.jsonl")
+    for n in range(3):
+        journal.append({"kind": "run", "n": n})
+    records = journal.records()
+    assert [r["seq"] for r in records] == [1, 2, 3]
+    assert journal.head == {"seq": 3, "hash": records[-1]["hash"]}
+    assert journal.verify(journal.head) == []
+
+
+def test_deleting_the_last_records_is_found_with_the_head(tmp_path):
+    journal = Journal(tmp_path / "j.jsonl")
+    for n in range(4):
+        journal.append({"kind": "run", "n": n})
+    head = journal.head
+    lines = journal.path.read_bytes().splitlines(keepends=True)
+    journal.path.write_bytes(b"".join(lines[:2]))  # the last two records gone, chain intact
+    assert journal.verify() == []  # the chain alone cannot tell
+    assert journal.verify(head) == ["the chain ends at seq 2, before the head's seq 4: "
+                                    "the last records were deleted"]
+
+
+def test_a_record_rewritten_at_the_heads_place_is_named(tmp_path):
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.append({"kind": "run"})
+    head = journal.head
+    journal.path.write_bytes(b"")
+    journal.append({"kind": "forged"})  # a new chain with a record of the same number
+    assert journal.verify(head) == [f"line 1 ({journal.records()[0]['id']}): not the record the "
+                                    "head names (seq 1)"]
+
+
+class _Counting:
+    """A file handle that counts the bytes read through it."""
+
+    def __init__(self, handle):
+        self.handle, self.read_bytes = handle, 0
+
+    def seek(self, *args):
+        return self.handle.seek(*args)
+
+    def read(self, size=-1):
+        data = self.handle.read(size)
+        self.read_bytes += len(data)
+        return data
+
+
+def test_an_append_reads_only_the_end_of_a_long_journal(tmp_path):
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    journal.append({"kind": "first"})
+    first = journal.records()[0]
+    with open(path, "ab") as handle:  # 100,000 records' worth of lines, then a real last one
+        line = (json.dumps({**first, "kind": "filler"}) + "\n").encode()
+        handle.write(line * 100_000)
+    journal.append({"kind": "last"})
+    with open(path, "rb") as raw:
+        counting = _Counting(raw)
+        last, bad = journal_module._tail(counting)
+    assert last["kind"] == "last" and bad == 0
+    assert counting.read_bytes <= journal_module.TAIL_BLOCK < path.stat().st_size / 100
