@@ -192,7 +192,11 @@ class Connection:
         try:
             rc, _, _ = self._exec(script, KILL_GRACE_S + 1, None)  # a hung host: give up soon
         except UnreachableError:
-            return False
+            rc = None
+        if rc is None:  # the host does not answer: drop the connection, so nothing else of the
+            transport = self.fabric.client.get_transport()  # run waits on it (lock release...)
+            if transport is not None:
+                transport.close()
         return rc == 0
 
     def stop_running(self) -> None:
@@ -261,6 +265,12 @@ class Connection:
                 handle.chmod(0o600)
                 handle.set_pipelined(True)
                 handle.write(data)
+                handle.flush()
+                # paramiko drops a failed pipelined write's answer (a full disk left an empty
+                # file, reported written): the size the host holds says whether all of it landed
+                written = handle.stat().st_size
+                if written != len(data):
+                    raise OSError(f"only {written} of {len(data)} bytes written (is the disk full?)")
             sftp.chmod(tmp, mode)
             sftp.posix_rename(tmp, path)
         except BaseException:
