@@ -70,3 +70,48 @@ def test_an_append_reads_only_the_end_of_a_long_journal(tmp_path):
         last, bad = journal_module._tail(counting)
     assert last["kind"] == "last" and bad == 0
     assert counting.read_bytes <= journal_module.TAIL_BLOCK < path.stat().st_size / 100
+
+
+# --- `invoke journal.verify`: every kind of tampering named, exit 1 -------------------------------
+
+def _verify_cli(path, *args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(repo),
+                           "journal.verify", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "RIPCORD_JOURNAL": str(path)})
+
+
+def _five(tmp_path):
+    journal = Journal(tmp_path / "j.jsonl")
+    for n in range(5):
+        journal.append({"kind": "run", "n": n})
+    return journal, journal.path.read_bytes().splitlines(keepends=True)
+
+
+def test_journal_verify_names_an_edit_an_insert_and_a_deletion(tmp_path):
+    journal, lines = _five(tmp_path)
+    assert _verify_cli(journal.path).returncode == 0
+    edited = lines[2].replace(b'"n": 2', b'"n": 7')
+    inserted = lines[1]
+    for name, content, needle in (
+            ("edit", [*lines[:2], edited, *lines[3:]], "line 3 ("),
+            ("insert", [*lines[:2], inserted, *lines[2:]], "line 3 ("),
+            ("delete", [*lines[:2], *lines[3:]], "line 3 (")):
+        journal.path.write_bytes(b"".join(content))
+        result = _verify_cli(journal.path)
+        assert result.returncode == 1, (name, result.stdout, result.stderr)
+        assert needle in result.stdout, (name, result.stdout)
+
+
+def test_journal_verify_finds_the_last_record_deleted_given_the_head(tmp_path):
+    journal, lines = _five(tmp_path)
+    head = journal.head
+    journal.path.write_bytes(b"".join(lines[:-1]))
+    assert _verify_cli(journal.path).returncode == 0  # without the head, a truncation is silent
+    result = _verify_cli(journal.path, "--head", f"{head['seq']}:{head['hash']}")
+    assert result.returncode == 1 and "the last records were deleted" in result.stdout, result.stdout
