@@ -115,3 +115,25 @@ def test_journal_verify_finds_the_last_record_deleted_given_the_head(tmp_path):
     assert _verify_cli(journal.path).returncode == 0  # without the head, a truncation is silent
     result = _verify_cli(journal.path, "--head", f"{head['seq']}:{head['hash']}")
     assert result.returncode == 1 and "the last records were deleted" in result.stdout, result.stdout
+
+
+def _append_many(path: str, writer: int) -> None:
+    journal = Journal(path)
+    for n in range(40):
+        journal.append({"kind": "run", "writer": writer, "n": n})
+
+
+def test_concurrent_runs_never_interleave_or_fork_the_chain(tmp_path):
+    import multiprocessing
+
+    path = str(tmp_path / "j.jsonl")
+    workers = [multiprocessing.get_context("fork").Process(target=_append_many, args=(path, w))
+               for w in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    journal = Journal(path)
+    assert [w.exitcode for w in workers] == [0] * 6
+    assert journal.verify() == []
+    assert [r["seq"] for r in journal.records()] == list(range(1, 241))
