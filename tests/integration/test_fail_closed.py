@@ -224,3 +224,61 @@ def test_ctrl_c_mid_halt_finishes_the_ladder_and_reports_it(fleet, access, tmp_p
         proc.kill()
         access.ssh("exec-1", f"rm -f {faults}/deaf_nats {faults}/ignore_halt_file")
         reset_fleet(access)
+
+
+# --- a fleet module that fails, or forgets a host, never counts as done ----------------------------
+
+def _fleet_module(name: str, behaviour):
+    """Register a throwaway fleet module (for this process) that calls behaviour(contexts)."""
+    from ripcord.modules import REGISTRY
+    from ripcord.modules.base import Module
+
+    class Fleet(Module):
+        fleet = True
+        args = {}
+
+        def run_fleet(self, contexts, args):
+            return behaviour(contexts)
+
+    Fleet.name = name
+    REGISTRY[name] = Fleet
+    return name
+
+
+def _run_in_process(fleet, module: str):
+    from ripcord.inventory import Inventory
+    from ripcord.playbook import Play, Playbook, Task
+    from ripcord.runner import Options, Runner
+
+    task = Task(name=module, file="test.yml", line=1, module=module, args={})
+    play = Play(name="fleet", hosts="exec", file="test.yml", line=1, tasks=[
+        task, Task(name="after", file="test.yml", line=2, module="command", args={"cmd": "true"})])
+    runner = Runner(Inventory.load([fleet.inventory]), Options(), confirm=lambda *_: True)
+    runner.run(Playbook("test.yml", [play]))
+    return runner
+
+
+def test_a_fleet_module_that_raises_fails_its_task_on_every_host_not_the_run(fleet):
+    def explode(contexts):
+        raise KeyError("boom")
+
+    runner = _run_in_process(fleet, _fleet_module("explode_fleet", explode))
+    summary = runner.summary()
+    assert sorted(summary) == ["exec-1", "exec-2"]
+    assert all(stats["failed"] == 1 and stats["ok"] == 0 for stats in summary.values()), summary
+    said = {r.host: r.msg for r in runner.records if r.task == "explode_fleet"}
+    assert said == dict.fromkeys(["exec-1", "exec-2"], "module explode_fleet crashed: KeyError('boom')")
+
+
+def test_a_host_a_fleet_module_gave_no_result_for_has_failed(fleet):
+    from ripcord.modules.base import Result
+
+    def forget_one(contexts):
+        return {host: Result(changed=True, msg="done") for host in sorted(contexts)[:1]}
+
+    runner = _run_in_process(fleet, _fleet_module("forgetful_fleet", forget_one))
+    summary = runner.summary()
+    assert summary["exec-1"]["failed"] == 0 and summary["exec-1"]["changed"] == 2
+    assert summary["exec-2"]["failed"] == 1, summary
+    said = [r.msg for r in runner.records if r.host == "exec-2"]
+    assert said == ["module forgetful_fleet gave no result for this host"]
