@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ripcord import __version__
 from ripcord.sandbox.plan import state_base
 
 GENESIS = "0" * 64
@@ -48,10 +49,10 @@ class Journal:
         self.head: dict[str, Any] | None = None  # after append(): {seq, hash} of the chain's end
 
     def append(self, record: dict[str, Any]) -> str:
-        """Add a record (id, time, operator and controller are filled in); returns its id."""
+        """Add a record (id, time, operator, controller and version filled in); returns its id."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         entry = {"id": uuid.uuid4().hex[:12], "ts": time.time(), "operator": operator(),
-                 "controller": socket.gethostname(), **record}
+                 "controller": socket.gethostname(), "ripcord_version": __version__, **record}
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         with open(fd, "a+b") as handle:

@@ -15,6 +15,8 @@ def test_records_are_numbered_and_the_head_is_the_last(tmp_path):
         journal.append({"kind": "run", "n": n})
     records = journal.records()
     assert [r["seq"] for r in records] == [1, 2, 3]
+    from ripcord import __version__
+    assert {(r["ripcord_version"], bool(r["controller"])) for r in records} == {(__version__, True)}
     assert journal.head == {"seq": 3, "hash": records[-1]["hash"]}
     assert journal.verify(journal.head) == []
 
