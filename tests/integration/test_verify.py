@@ -65,8 +65,8 @@ def test_retry_waits_until_the_check_passes(access, connect, hostvars):
     finally:  # the timer never outlives the test, whatever happened
         late.cancel()
         late.join()
-    appeared = float(access.ssh("exec-1", 'stat -c %.9Y "$TITAN_HOME/system.halt"').stdout)
     assert not report.failed and report.attempts > 1
+    appeared = float(access.ssh("exec-1", 'stat -c %.9Y "$TITAN_HOME/system.halt"').stdout)
     assert appeared > started  # the file this test wrote late, not one left from before
     without = run_checks("halt and situational", {"exec-2": connect("exec-2")},
                          {"exec-2": hostvars["exec-2"]}, retry_s=1)
