@@ -226,11 +226,15 @@ def _is_null(node: yaml.Node) -> bool:
 
 
 def find_topology(path: str | os.PathLike | None = None) -> Path:
-    """Where a (relative) topology path points: the current directory first, then the repo."""
+    """Where a (relative) topology path points: the current directory first, then the directory
+    of the ripcord.yaml in force, then the checkout (or the installed package's copy)."""
+    from ripcord.config import project_file
+
     wanted = Path(path) if path else DEFAULT_TOPOLOGY
     if wanted.is_absolute():
         return wanted
-    for base in (Path.cwd(), REPO_ROOT):
+    project = project_file()
+    for base in (Path.cwd(), *([project.parent] if project else []), REPO_ROOT):
         if (base / wanted).exists():
             return base / wanted
     return Path.cwd() / wanted
