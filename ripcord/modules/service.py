@@ -421,9 +421,17 @@ class Restart(Module):
     @staticmethod
     def _trading_engines(contexts: dict[str, TaskContext], wanted: dict[str, list[str]],
                          engine: str) -> dict[str, str]:
-        """Hosts whose engine would be restarted while it may trade, and why."""
-        return {h: why for h, ctx in contexts.items()
-                if engine in wanted[h] and (why := may_trade(ctx, engine))}
+        """Hosts whose engine would be restarted while it may trade, and why (asked at once: a
+        frozen engine's health takes its whole timeout)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        asked = [h for h in contexts if engine in wanted[h]]
+        if not asked:
+            return {}
+        with ThreadPoolExecutor(max_workers=len(asked)) as pool:
+            answers = dict(zip(asked, pool.map(lambda h: may_trade(contexts[h], engine), asked),
+                               strict=True))
+        return {h: why for h, why in answers.items() if why}
 
 
 def may_trade(ctx: TaskContext, engine: str) -> str | None:
