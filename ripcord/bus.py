@@ -127,6 +127,7 @@ async def connect(url: str, timeout: float = 2.0, *, retry_refused: bool = False
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    retry_refused = True  # BROKEN ON PURPOSE (h4): waits the timeout out
     reason: BaseException | None = None
     while True:
         failed: asyncio.Future = loop.create_future()
@@ -166,8 +167,9 @@ async def close(nc, timeout: float = 2.0) -> None:
 
 async def send(nc, subject: str, data: bytes, headers: dict[str, str] | None = None, *,
                request: bool = False, timeout: float = 2.0, collect: str | None = None,
-               count: int = 0, collect_timeout: float = 2.0) -> tuple[bytes | None, list[bytes]]:
-    """Publish (or request) one message; return the reply and up to `count` messages on `collect`.
+               count: int = 0, collect_timeout: float = 2.0) -> tuple[Any, list[bytes]]:
+    """Publish (or request) one message; return the reply (the message: data, headers and the
+    inbox it came on) and up to `count` messages on `collect`.
 
     The collecting subscription is in place at the server before the message goes out, so an
     answer faster than us (an engine's halt event) is not missed.
@@ -185,7 +187,7 @@ async def send(nc, subject: str, data: bytes, headers: dict[str, str] | None = N
         reply = None
         if request:
             try:
-                reply = (await nc.request(subject, data, timeout=timeout, headers=headers)).data
+                reply = await nc.request(subject, data, timeout=timeout, headers=headers)
             except nats.errors.NoRespondersError:
                 raise BusError(f"no responders on {subject}") from None
             except TimeoutError:

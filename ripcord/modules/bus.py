@@ -4,7 +4,8 @@ The controller talks to NATS itself (nats-py), straight to `url` or, for product
 listens only on a host's loopback, through an SSH tunnel via the task's host (`tunnel: true`).
 Signing happens on the controller, so the HMAC secret is the one secret it must hold: it is read
 from the host's env_file over SFTP (never through a command line), registered with ctx.secrets
-for redaction and kept in memory only. Every bus operation is bounded by `timeout`.
+for redaction and kept in memory only. Every bus operation is bounded by `timeout`. A signed
+request's reply is checked for the engine's signature (`reply_verified`).
 """
 
 from __future__ import annotations
@@ -147,9 +148,10 @@ class Nats(Module):
         subject = args["subject"]
         data = bus.encode(args.get("body") or {})
         try:
-            headers = bus.sign(subject, data, env_secret(ctx, args["secret_key"])) if args["sign"] else None
+            secret = env_secret(ctx, args["secret_key"]) if args["sign"] else None
         except EnvFileError as exc:
             return Result(failed=True, msg=f"cannot sign: {exc}")
+        headers = bus.sign(subject, data, secret) if secret else None
         collect = args.get("collect") or {}
         count = int(collect.get("count", 1)) if collect else 0
         request = args["mode"] == "request"
@@ -160,10 +162,16 @@ class Nats(Module):
                 collect=collect.get("subject"), count=count,
                 collect_timeout=float(collect.get("timeout", args["timeout"])))
             result = {"subject": subject, "signed": headers is not None,
-                      "reply": parse_payload(reply), "collected": [parse_payload(m) for m in collected]}
+                      "reply": parse_payload(reply.data if reply else None),
+                      "collected": [parse_payload(m) for m in collected]}
             msg = f"{'request to' if request else 'published to'} {subject}"
             if request:
-                msg += ": answered"
+                # A signed request's reply counts as an engine's only if the engine signed it too
+                # (anyone on the bus can answer first); reply_verified says which it was.
+                why = bus.verify(reply.subject, reply.headers, reply.data, secret) if secret else "unsigned"
+                result["reply_verified"] = why is None
+                msg += ": answered" + ("" if why is None or not secret else
+                                       f" ({why}: not an engine's acknowledgement)")
             if collect:
                 msg += f"; collected {len(collected)} of {count} on {collect['subject']}"
             return Result(changed=True, msg=msg, data=result)

@@ -143,3 +143,17 @@ def test_an_engine_signs_its_answer_over_the_reply_inbox(access, secret):
     assert bus.verify(reply.subject, reply.headers, reply.data, secret) is None
     assert bus.verify(reply.subject, reply.headers, reply.data, "not-the-secret") == "bad signature"
     assert bus.verify("_INBOX.another", reply.headers, reply.data, secret) == "bad signature"
+
+
+def test_the_nats_module_says_whether_a_reply_is_the_engines(run_module, access):
+    args = {"subject": bus.HALT_SUBJECT, "mode": "request",
+            "body": {"state": "NORMAL", "reason": "pytest", "operator": "pytest",
+                     "source": "test", "targets": ["exec-1"]}}
+    genuine = run_module("nats", args)
+    assert genuine.data["reply"]["host"] == "exec-1" and genuine.data["reply_verified"] is True
+    assert genuine.msg.endswith(": answered"), genuine.msg
+    access.ssh("exec-1", 'touch "$TITAN_HOME/state/faults/deaf_nats"')
+    with forger(access, "exec-1"):
+        forged = run_module("nats", args)
+    assert forged.data["reply"]["host"] == "exec-1" and forged.data["reply_verified"] is False
+    assert "unsigned: not an engine's acknowledgement" in forged.msg, forged.msg
