@@ -173,7 +173,7 @@ def run_checks(select: str, connections: dict[str, Connection],
                 *_selection(select)]
         args += ["--junitxml", junit] if junit else ["-p", "no:junitxml"]
         with contextlib.redirect_stdout(io.StringIO()):  # our report is the output, not pytest's
-            code = pytest.main(args, plugins=[plugin])
+            code = pytest.main(args, plugins=[plugin, *_shared_fixtures(plugin.dirs)])
         if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED,
                         pytest.ExitCode.NO_TESTS_COLLECTED):
             raise InputError(f"checks could not run (pytest exit {int(code)}) for {select!r}",
@@ -215,6 +215,18 @@ def _check_dirs() -> list[str]:
     from ripcord.config import value
 
     return [str(CHECKS), *(str(d) for d in value("check_dirs"))]
+
+
+def _shared_fixtures(dirs: list[Path]) -> list:
+    """The shipped conftest (hostvars, setting, health, markers) for the operator's checks too."""
+    if len(dirs) < 2:
+        return []
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ripcord_checks_shared", CHECKS / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [module]
 
 
 def _node(word: str, dirs: list[str]) -> str:

@@ -145,8 +145,8 @@ def test_operator_playbooks_checks_and_inventory_from_ripcord_yaml(ripcord, flee
         "      shell:\n        cmd: touch \"$TITAN_HOME/install-test-mark\"\n")
     (elsewhere / "own-checks").mkdir()
     (elsewhere / "own-checks" / "test_own.py").write_text(
-        "def test_the_mark_is_there(host):\n"
-        "    assert host.run('test -e \"$TITAN_HOME/install-test-mark\"').rc == 0\n")
+        "def test_the_mark_is_there(host, hostvars):  # hostvars: the shipped checks' fixture\n"
+        "    assert host.file(hostvars['titan_home'] + '/install-test-mark').exists\n")
     (elsewhere / "ripcord.yaml").write_text(
         f"inventory: {fleet.inventory}\nplaybook_dirs: plays\ncheck_dirs: [own-checks]\n"
         "operator: install-test\n")
