@@ -17,6 +17,7 @@ import posixpath
 import re
 import secrets
 import select
+import shlex
 import socket
 import time
 from dataclasses import dataclass
@@ -162,14 +163,20 @@ class Connection:
         return "", _accept_hint(self.spec.host, self.spec.port, self.known_hosts)
 
     def run(self, command: str, *, timeout: float | None = None,
-            stdin: str | None = None) -> CommandResult:
+            stdin: str | None = None, env: dict[str, str] | None = None) -> CommandResult:
         """Run a shell command line on the host (the caller quotes every interpolated value).
 
         sshd starts each command in a session of its own, led by the login shell; the line first
         prints that shell's pid (the session id), so a command that outlives its timeout is
         stopped with everything it started (_stop_session), not left running on the host.
+        `env` (a task's `environment`) is exported from the first bytes of stdin, never written
+        into the command line.
         """
         limit = timeout or self.command_timeout
+        if env:  # exported from the first bytes of stdin: in no command line, in no `ps`
+            script = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
+            command = f'eval "$(dd bs=1 count={len(script.encode())} 2>/dev/null)"; {command}'
+            stdin = script + (stdin or "")
         rc, out, err = self._exec(f"echo $$; {command}", limit, stdin, track=True)
         session, _, out = out.partition(b"\n")
         if rc is None:

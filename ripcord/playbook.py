@@ -21,7 +21,7 @@ from ripcord import validate, yamlbounds
 from ripcord.errors import InputError
 from ripcord.modules import REGISTRY  # importing the package registers the built-in modules
 from ripcord.plays import MAGIC_VARS, RESCUE_VARS, Play, Playbook, Task, VerifySpec
-from ripcord.templating import Templar
+from ripcord.templating import LONE_EXPRESSION, Templar
 from ripcord.validate import PlayRefs, Problem, Ref, Use, is_template, shown
 from ripcord.yamllines import Map, items_of, load_yaml, plain, strings, with_lines, yaml_problem
 
@@ -62,6 +62,17 @@ def load_playbook(path: str | os.PathLike, *, extra_vars: dict[str, Any] | None 
             hint += " (host vars were not checked: no inventory given)"
         raise PlaybookError(reader.problems, hint)
     return Playbook(path=path, plays=plays)
+
+
+def _play_keywords(task: Task, play: dict[str, Any]) -> None:
+    """A play's environment, no_log and check_mode reach its tasks (a task's own win)."""
+    if isinstance(play.get("environment"), dict) and isinstance(task.environment, dict):
+        task.environment = {**play["environment"], **task.environment}
+    elif "environment" in play and not task.environment:
+        task.environment = play["environment"]
+    for key in ("no_log", "check_mode"):
+        if getattr(task, key) is None and key in play:
+            setattr(task, key, play[key])
 
 
 def _summary(module: str | None, args: dict[str, Any]) -> str:
@@ -181,15 +192,17 @@ class _Reader:
 
     @contextmanager
     def _include(self, file: str, data: Map) -> Iterator[tuple[str, Any]]:
-        """The (path, content) an `include:` names, relative to the including file."""
-        target = data["include"]
+        """The (path, content) an `include:` (import_tasks, include_tasks) names, relative to the
+        including file. Its name must be known before the run: it is read and validated now."""
+        key = next(k for k in validate.INCLUDES if k in data)
+        target = data[key]
         if not isinstance(target, str) or not target.strip() or is_template(target):
-            self.problem(file, data.value_line("include"),
-                         f"include: expected the path of a YAML file, got {shown(target)}")
+            self.problem(file, data.value_line(key), f"{key}: expected the path of a YAML file "
+                         f"(read before any host is touched, so not a template), got {shown(target)}")
             yield "", _FAILED
             return
         path = os.path.normpath(os.path.join(os.path.dirname(file), target))
-        with self._reading(path, by=(file, data.key_line("include"))) as content:
+        with self._reading(path, by=(file, data.key_line(key))) as content:
             yield path, content
 
     # -- plays -----------------------------------------------------------------------------------
@@ -230,22 +243,55 @@ class _Reader:
         if "hosts" not in data:
             self.problem(file, data.line, "play has no 'hosts' (expected a host pattern, "
                          "e.g. hosts: exec)")
-        play_vars = {**self._vars(data, file), **inherited.vars}
+        play_vars = {**self._vars(data, file), **self._vars_files(data, file), **inherited.vars}
         refs = PlayRefs(hosts_line=data.value_line("hosts"), uses=list(inherited.uses))
-        refs.uses += self._values(data, file, frozenset(), {"name", "vars"})
+        refs.uses += self._values(data, file, frozenset(), {"name", "vars", "environment"})
         hosts = self._hosts(found.get("hosts", ""), play_vars, file, refs.hosts_line)
         scope = _Scope(file, refs, tags=found.get("tags", frozenset()) | inherited.tags)
-        tasks = self._task_list(data, "tasks", scope)
-        for task in tasks:
+        sections = {key: self._task_list(data, key, scope) for key in ("pre_tasks", "tasks",
+                                                                         "post_tasks")}
+        handlers = self._task_list(data, "handlers", _Scope(file, refs, handlers=True))
+        for task in [*sections["pre_tasks"], *sections["tasks"], *sections["post_tasks"]]:
             task.when[:0] = inherited.when
+        for task in [task for tasks in sections.values() for task in tasks] + handlers:
+            _play_keywords(task, found)
         play = Play(
             name=found.get("name") or hosts, hosts=hosts, file=file, line=data.line, vars=play_vars,
             serial=found.get("serial"), max_fail_percentage=found.get("max_fail_percentage"),
-            any_errors_fatal=found.get("any_errors_fatal", False), tasks=tasks,
-            handlers=self._task_list(data, "handlers", _Scope(file, refs, handlers=True)),
-            verify=self._verify(data, file))
+            any_errors_fatal=found.get("any_errors_fatal", False), tasks=sections["tasks"],
+            pre_tasks=sections["pre_tasks"], post_tasks=sections["post_tasks"],
+            handlers=handlers, verify=self._verify(data, file))
         self.problems += validate.check_play(play, refs, known=self.known, inventory=self.inventory)
         return play
+
+    def _vars_files(self, data: Map, file: str) -> dict[str, Any]:
+        """vars_files: YAML mappings of variables, relative to the playbook, read now (a missing
+        or malformed one is a problem at its line); later files win, and they win over vars."""
+        value = data.get("vars_files")
+        if value is None:
+            return {}
+        if not isinstance(value, list):
+            value = [value]
+        found: dict[str, Any] = {}
+        for name, line in with_lines(value, data.value_line("vars_files")):
+            if not isinstance(name, str) or not name.strip() or is_template(name):
+                self.problem(file, line, "vars_files: expected the path of a YAML file (not a "
+                             f"template: it is read before any host is touched), got {shown(name)}")
+                continue
+            path = os.path.normpath(os.path.join(os.path.dirname(file), name))
+            with self._reading(path, by=(file, line)) as content:
+                if content is _FAILED:
+                    continue
+                if not isinstance(content, dict):
+                    self.problem(path, getattr(content, "line", 1), "a vars file must be a "
+                                 f"mapping of variable names to values, got {shown(content)}")
+                    continue
+                for key in content:
+                    if not validate.is_identifier(key):
+                        self.problem(path, content.key_line(key), f"{shown(key)} is not a valid "
+                                     "variable name")
+                found.update(plain(content))
+        return found
 
     def _hosts(self, pattern: str, play_vars: dict[str, Any], file: str, line: int) -> str:
         """The host pattern; a templated one is rendered with the play's vars and extra vars,
@@ -311,7 +357,7 @@ class _Reader:
             if not isinstance(item, dict):
                 self.problem(scope.file, item_line, "a task must be a mapping (name:, a module, "
                              f"...), got {shown(item)}")
-            elif "include" in item:
+            elif any(key in item for key in validate.INCLUDES):
                 tasks += self._include_tasks(item, scope)
             elif "hosts" in item and "hosts" not in REGISTRY:
                 self.problem(scope.file, item_line, "expected a task, found a play (hosts:): a "
@@ -323,8 +369,8 @@ class _Reader:
         return tasks
 
     def _include_tasks(self, data: Map, scope: _Scope) -> list[Task]:
-        """`- include: file.yml` among tasks: that file's tasks, in place, with these vars, when
-        and tags."""
+        """`- include: file.yml` (import_tasks, include_tasks) among tasks: that file's tasks, in
+        place, with these vars, when and tags."""
         self._closed_keys(data, validate.INCLUDE_KEYS, "include", scope.file)
         found = self._convert(data, validate.INCLUDE_SHAPES, scope.file)
         include_vars = self._vars(data, scope.file)
@@ -334,7 +380,8 @@ class _Reader:
             if content is _FAILED:
                 return []
             inner = scope.inside(local=include_vars, tags=found.get("tags", frozenset()))
-            inner = inner.included(path, by=f"{scope.file}:{data.key_line('include')}")
+            key = next(k for k in validate.INCLUDES if k in data)
+            inner = inner.included(path, by=f"{scope.file}:{data.key_line(key)}")
             tasks = self._tasks(content, getattr(content, "line", 1), "an included task file", inner)
         for task in tasks:
             task.vars = {**include_vars, **task.vars}
@@ -367,18 +414,44 @@ class _Reader:
         module = self._module_key(data, keywords, scope.file)
         found = self._convert(data, {k: validate.TASK_SHAPES[k] for k in keywords - {"vars"}},
                               scope.file)
+        self._loop(data, found, scope.file)
         task_vars = self._vars(data, scope.file)
         args = self._args(module, data, scope.file) if module else {}
         if module and REGISTRY[module].fleet:
-            for key in ("until", "delegate_to", "run_once"):
+            for key in ("until", "delegate_to", "run_once", *validate.LOOPS):
                 if key in data:
                     self.problem(scope.file, data.key_line(key), f"module {module!r} acts on the "
                                  f"whole batch at once: {key} does not apply to it")
         task = Task(**{"name": _summary(module, args), **found}, file=scope.file, line=data.line,
                     module=module, args=args, vars=task_vars)
         task.tags |= scope.tags
-        self._record(task, data, scope, scope.local | set(task_vars), module)
+        loop_vars = {task.loop_control.get("loop_var", "item"), *[task.loop_control.get("index_var")]
+                     } - {None} if task.loop is not None else set()
+        self._record(task, data, scope, scope.local | set(task_vars) | loop_vars, module)
         return task
+
+    def _loop(self, data: Map, found: dict[str, Any], file: str) -> None:
+        """loop, or one of its older spellings (with_items, with_list: the same; with_dict: the
+        mapping's items as {key, value}), into found["loop"]."""
+        given = [key for key in validate.LOOPS if key in found]
+        for extra in given[1:]:
+            self.problem(file, data.key_line(extra), f"a task loops once: {given[0]!r} and "
+                         f"{extra!r} both given")
+        if given and given[0] != "loop":
+            value = found.pop(given[0])
+            if given[0] == "with_dict" and isinstance(value, dict):
+                value = [{"key": k, "value": v} for k, v in value.items()]
+            elif given[0] == "with_dict":
+                lone = LONE_EXPRESSION.match(value)
+                if not lone:
+                    self.problem(file, data.value_line("with_dict"), "with_dict: expected a mapping "
+                                 "or one {{ expression }} giving one")
+                value = f"{{{{ ({lone.group('expr')}) | dict2items }}}}" if lone else []
+            found["loop"] = value
+        for key in given[1:]:
+            found.pop(key, None)
+        if "loop_control" in found and not given:
+            self.problem(file, data.key_line("loop_control"), "loop_control without a loop")
 
     def _module_key(self, data: Map, keywords: frozenset[str], file: str) -> str | None:
         """The one module a task runs; a problem for none, several, or a key that is neither a

@@ -44,6 +44,11 @@ class Task:
     delegate_to: str | None = None
     timeout: float | None = None
     vars: dict[str, Any] = field(default_factory=dict)
+    loop: Any = None  # a list, or a template giving one (with_items, with_list, with_dict too)
+    loop_control: dict[str, Any] = field(default_factory=dict)  # label, index_var, loop_var, pause
+    no_log: bool | None = None  # hide arguments and results everywhere ("censored")
+    check_mode: bool | None = None  # None: the run's --check; true/false: this task's own
+    environment: dict[str, Any] | str = field(default_factory=dict)  # on the host, never in argv
     block: list[Task] | None = None
     rescue: list[Task] = field(default_factory=list)
     always: list[Task] = field(default_factory=list)
@@ -78,6 +83,8 @@ class Play:
     any_errors_fatal: bool = False
     tasks: list[Task] = field(default_factory=list)
     handlers: list[Task] = field(default_factory=list)
+    pre_tasks: list[Task] = field(default_factory=list)  # handlers flush after each of the three
+    post_tasks: list[Task] = field(default_factory=list)
     verify: list[VerifySpec] = field(default_factory=list)
 
 

@@ -28,6 +28,7 @@ from ripcord.runner import Options
 PLAYBOOKS = data_dir("playbooks")  # the shipped ones: a procedure is never an operator's file
 NO_LOCKS = {"halt"}  # halting is the safe direction: it must not queue behind a stuck run
 NEVER_GUARDED = {"halt"}  # nor wait for a second person
+PREFLIGHT = {"backup-db", "restore-db", "migrate-db"}  # ripcord.modules.backup.preflight
 ANY = "*"  # a templated value: it may be anything at run time
 
 # The argument that says what a task does, for modules that do several things.
@@ -38,6 +39,7 @@ READS = {"uri": {"GET", "HEAD", "OPTIONS"}, "exchange": {"open_orders", "positio
 # Tasks that change nothing, or whose effect cannot be told from their arguments (command,
 # shell: list `play` to guard them); halt is the safe direction.
 NOT_ACTS = {"checks", "command", "shell", "halt", "wait_for", "stat", "fetch"}
+SAME_ACT = {"systemd": "service"}
 
 
 def run_procedure(name: str, *, pattern: str, inventory_paths: list[str] | None, options: Options,
@@ -45,9 +47,17 @@ def run_procedure(name: str, *, pattern: str, inventory_paths: list[str] | None,
     """Run procedure `name` on the hosts `pattern` selects (approval first where required:
     run_playbook asks guard())."""
     options.take_locks = name not in NO_LOCKS
+    inventory = None
+    if name in PREFLIGHT:  # reads the fleet; bad input is exit 2 before anything runs
+        from ripcord.inventory import load_operator_inventory
+        from ripcord.modules.backup import preflight
+
+        inventory = load_operator_inventory(inventory_paths)
+        preflight(name, inventory, pattern, options.extra_vars)
     return run_playbook(str(PLAYBOOKS / f"{name}.yml"), pattern=pattern,
-                        inventory_paths=inventory_paths, options=options, yes=yes,
-                        console=console, reason=options.reason, approval=approval, procedure=name)
+                        inventory_paths=inventory_paths, inventory=inventory, options=options,
+                        yes=yes, console=console, reason=options.reason, approval=approval,
+                        procedure=name)
 
 
 def guard(playbook, inventory, pattern: str, options: Options, *, approval: str | None,
@@ -132,7 +142,8 @@ def _tasks(tasks) -> list:
 
 
 def all_tasks(playbook) -> list:
-    return [t for play in playbook.plays for t in _tasks([*play.tasks, *play.handlers])]
+    return [t for play in playbook.plays
+            for t in _tasks([*play.pre_tasks, *play.tasks, *play.post_tasks, *play.handlers])]
 
 
 def playbook_content(playbook) -> list:
@@ -150,7 +161,11 @@ def act(task) -> tuple[str, Any] | None:
     from ripcord.modules.trading import SUBJECTS
 
     module = REGISTRY.get(task.module)
-    if module is None or module.on_controller or task.module in NOT_ACTS:
+    if module is None or module.on_controller:
+        return None
+    # ansible.builtin.uri is uri; systemd starts and stops services as service does
+    task = SimpleNamespace(module=SAME_ACT.get(module.name, module.name), args=task.args)
+    if task.module in NOT_ACTS:
         return None
     args = task.args if isinstance(task.args, dict) else {}
     key = WHAT.get(task.module)

@@ -60,11 +60,14 @@ class Runner(TaskRunner):
                 self._add_secrets(value)
         self.batch: list[str] = []
         self.interrupted = False
+        self.writes_in_check = False
         self.pool = ThreadPoolExecutor(max_workers=max(1, options.forks))
 
     # --- the run ------------------------------------------------------------------------
 
     def run(self, playbook: Playbook) -> list[TaskRecord]:
+        # a task with check_mode: false changes hosts even under --check: then it takes locks
+        self.writes_in_check = any(task.check_mode is False for task in _every_task(playbook))
         try:
             for play in playbook.plays:
                 self._run_play(play)
@@ -117,8 +120,11 @@ class Runner(TaskRunner):
         for number, batch in enumerate(batches):
             self.batch = batch
             active = self._connect([h for h in batch if not self._gone(h)])
-            aborted = self._run_tasks(play, play.tasks, active, batch)
-            self._run_handlers(play, [h for h in active if not self._gone(h)])
+            aborted = False
+            for section in (play.pre_tasks, play.tasks, play.post_tasks):  # handlers after each
+                if section and not aborted:
+                    aborted = self._run_tasks(play, section, active, batch)
+                    self._run_handlers(play, [h for h in active if not self._gone(h)])
             if aborted or all(self._gone(h) for h in batch):  # a batch lost entirely stops the play
                 for host in (h for later in batches[number + 1:] for h in later):
                     self._fail(play, host, "not run: the play stopped after an earlier batch failed")
@@ -198,7 +204,7 @@ class Runner(TaskRunner):
         conn = Connection(host, self.inventory.connection_for(host))
         try:
             conn.open()
-            if not self.options.check and self.options.take_locks:
+            if (not self.options.check or self.writes_in_check) and self.options.take_locks:
                 lock = HostLock(conn, self._lock_dir(host), self.owner)
                 lock.acquire(self.options.lock_wait_s)
                 self.locks[host] = lock
@@ -325,9 +331,21 @@ def _inherit(block: Task) -> Task:
                        ignore_errors=task.ignore_errors or block.ignore_errors,
                        timeout=task.timeout or block.timeout,
                        delegate_to=task.delegate_to or block.delegate_to,
-                       run_once=task.run_once or block.run_once)
+                       run_once=task.run_once or block.run_once,
+                       no_log=task.no_log if task.no_log is not None else block.no_log,
+                       check_mode=task.check_mode if task.check_mode is not None else block.check_mode,
+                       environment={**block.environment, **task.environment}
+                       if isinstance(block.environment, dict) and isinstance(task.environment, dict)
+                       else task.environment or block.environment)
 
     return replace(block, block=[child(t) for t in block.block or []],
                    rescue=[child(t) for t in block.rescue], always=[child(t) for t in block.always])
 
 
+def _every_task(playbook: Playbook) -> list[Task]:
+    """Every task and handler of the playbook, blocks' tasks included."""
+    def walk(tasks: list[Task]) -> list[Task]:
+        return [each for task in tasks for each in
+                ([task, *walk(task.block or []), *walk(task.rescue), *walk(task.always)])]
+    return walk([t for play in playbook.plays
+                 for t in (*play.pre_tasks, *play.tasks, *play.post_tasks, *play.handlers)])

@@ -144,10 +144,13 @@ class TaskRunner:
         started = time.monotonic()
         try:
             variables = self._vars(play, task, host)
-            if not all(self.templar.truth(c, variables) for c in task.when):
+            if task.loop is not None:
+                result = self._loop(task, host, variables)
+            elif not all(self.templar.truth(c, variables) for c in task.when):
                 result = Result(skipped=True, msg="condition false")
                 return self._apply(play, task, host, "skipped", result, started=started)
-            result = self._attempts(task, host, variables)
+            else:
+                result = self._attempts(task, host, variables)
         except UnreachableError as exc:
             if not self.interrupted:
                 self._mark_unreachable(host, task, str(exc))
@@ -162,6 +165,41 @@ class TaskRunner:
         if self.interrupted:  # whatever it said, Ctrl-C stopped it
             result = Result(failed=True, msg="interrupted (Ctrl-C) while it ran: stopped")
         return self._apply(play, task, host, _outcome(result), result, started=started)
+
+    def _loop(self, task: Task, host: str, variables: dict[str, Any]) -> Result:
+        """loop (with_items, with_list, with_dict): the task once per item, `when` per item, as
+        Ansible; the registered result carries `results`, one per item. Items are data."""
+        items = self.templar.render(task.loop, variables)
+        if not isinstance(items, list):
+            raise RipcordError(f"{task.where}: loop: expected a list, got {type(items).__name__} "
+                               "(a mapping loops with `| dict2items`)")
+        control = task.loop_control
+        loop_var = control.get("loop_var", "item")
+        results: list[dict[str, Any]] = []
+        failures: list[str] = []
+        for index, item in enumerate(items):
+            if index and control.get("pause"):
+                time.sleep(float(control["pause"]))
+            scope = {**variables, loop_var: wrap(item), "ansible_loop_var": loop_var}
+            if control.get("index_var"):
+                scope[control["index_var"]] = index
+            label = self.templar.render(control.get("label", f"{{{{ {loop_var} }}}}"), scope)
+            if all(self.templar.truth(c, scope) for c in task.when):
+                result = self._attempts(task, host, scope)
+            else:
+                result = Result(skipped=True, msg="condition false")
+            if result.failed:
+                failures.append(f"item {label}: {result.msg or 'failed'}")
+            results.append({**result.registered(), loop_var: item, "ansible_loop_var": loop_var,
+                            "item_label": label})
+        changed = any(r["changed"] and not r["failed"] for r in results)
+        skipped = all(r["skipped"] for r in results)
+        counts = ", ".join(f"{sum(bool(r[k]) for r in results)} {k}" for k in ("changed", "failed")
+                           if any(r[k] for r in results))
+        msg = "; ".join(failures) or ("no items" if not results else
+                                      f"{len(results)} items" + (f": {counts}" if counts else ""))
+        return Result(changed=changed, failed=bool(failures), skipped=skipped, msg=msg,
+                      data={"results": results})
 
     def _attempts(self, task: Task, host: str, variables: dict[str, Any]) -> Result:
         module_cls = REGISTRY[task.module]
@@ -180,6 +218,8 @@ class TaskRunner:
             if problems:
                 return Result(failed=True, msg=f"{task.where}: " + "; ".join(problems))
             self._note_secrets(module_cls, args)
+            if task.no_log:  # its values are secrets, wherever they show up
+                self._add_secrets(_leaves(args))
             ctx = self._context(task, host, variables, conn)
             result = module_cls().run(ctx, module_cls.with_defaults(args))
             self._overrides(task, result, variables)
@@ -198,10 +238,16 @@ class TaskRunner:
 
     def _context(self, task: Task, host: str, variables: dict[str, Any],
                  conn: Connection | None) -> TaskContext:
-        return TaskContext(host=host, vars=variables, conn=conn, check=self.options.check,
+        environment = self.templar.render(task.environment, variables) if task.environment else {}
+        if not isinstance(environment, dict):
+            raise RipcordError(f"{task.where}: environment: expected a mapping, got "
+                               f"{type(environment).__name__}")
+        check = self.options.check if task.check_mode is None else task.check_mode
+        return TaskContext(host=host, vars=variables, conn=conn, check=check,
                            diff=self.options.diff, timeout=task.timeout, templar=self.templar,
                            secrets=self.secrets, confirm=self.confirm,
-                           playbook_dir=self.options.playbook_dir)
+                           playbook_dir=self.options.playbook_dir,
+                           environment={str(k): str(v) for k, v in environment.items()})
 
     def _note_secrets(self, module_cls, args: dict[str, Any]) -> None:
         """Arguments a module declares secret (Arg(secret=True)) join the run's secrets."""
@@ -250,7 +296,8 @@ class TaskRunner:
             state.last_failure = {"ansible_failed_task": {"name": task.name, "where": task.where},
                                   "ansible_failed_result": result.registered()}
         duration = time.monotonic() - started if started else 0.0
-        self._record(task, host, outcome, result.msg, duration, result.diff, play=play)
+        self._record(task, host, outcome, CENSORED if task.no_log else result.msg, duration,
+                     None if task.no_log else result.diff, play=play)
         return outcome, result
 
     def _record(self, task: Task | None, host: str, outcome: str, msg: str, duration: float,
@@ -312,6 +359,18 @@ def _drop_omitted(args: Any) -> Any:
     if isinstance(args, dict):
         return {k: _drop_omitted(v) for k, v in args.items() if v != _OMIT}
     return args
+
+
+CENSORED = "censored: the output is hidden (no_log: true)"
+
+
+def _leaves(value: Any) -> list[Any]:
+    """Every string and number inside value."""
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else []
 
 
 def _all_true(templar: Templar, conditions: Any, scope: dict[str, Any]) -> bool:

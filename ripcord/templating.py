@@ -102,6 +102,8 @@ class Templar:
             "basename": os.path.basename, "dirname": os.path.dirname,
             "ternary": lambda v, a, b: a if v else b,
             "extract": _extract, "zip": lambda a, *more: list(zip(a, *more, strict=False)),
+            "dict2items": lambda d: [{"key": k, "value": v} for k, v in d.items()],
+            "items2dict": lambda items: {i["key"]: i["value"] for i in items},
         })
         env.tests.update({
             "failed": _result_test("failed"), "succeeded": _result_test("failed", False),

@@ -31,18 +31,44 @@ if TYPE_CHECKING:
 
 # -- the language's keys (Ansible's spelling) -------------------------------------------------------
 PLAY_KEYS = frozenset({"name", "hosts", "vars", "serial", "max_fail_percentage", "any_errors_fatal",
-                       "tasks", "handlers", "verify", "gather_facts", "tags"})
+                       "tasks", "handlers", "verify", "gather_facts", "tags", "pre_tasks",
+                       "post_tasks", "vars_files", "environment", "no_log", "check_mode"})
+LOOPS = ("loop", "with_items", "with_list", "with_dict")  # with_*: Ansible's older spellings
 TASK_KEYWORDS = frozenset({"name", "when", "register", "until", "retries", "delay", "changed_when",
                            "failed_when", "ignore_errors", "notify", "listen", "tags", "run_once",
-                           "delegate_to", "timeout", "vars"})
+                           "delegate_to", "timeout", "vars", *LOOPS, "loop_control", "no_log",
+                           "check_mode", "environment"})
 BLOCK_PARTS = ("block", "rescue", "always")
 BLOCK_KEYWORDS = frozenset({"name", "when", "tags", "vars", "ignore_errors", "run_once",
-                            "delegate_to", "timeout", "notify"})
-INCLUDE_KEYS = frozenset({"include", "name", "vars", "when", "tags"})
+                            "delegate_to", "timeout", "notify", "no_log", "check_mode",
+                            "environment"})
+INCLUDES = ("include", "import_tasks", "include_tasks")  # all read up front (a static file name)
+INCLUDE_KEYS = frozenset({*INCLUDES, "name", "vars", "when", "tags"})
+LOOP_CONTROL_KEYS = frozenset({"label", "index_var", "loop_var", "pause"})
+# Ansible's keywords ripcord does not support, and what to do instead.
+NOT_SUPPORTED = {
+    "roles": "use include_tasks (or import_tasks) of a task file",
+    "import_role": "use import_tasks of a task file", "include_role": "use include_tasks of a task file",
+    "import_playbook": "use `- include: other.yml` between plays",
+    "become": "ripcord logs in as the inventory's user; run a command with sudo -n where needed",
+    "become_user": "ripcord logs in as the inventory's user", "become_method": "see become",
+    "remote_user": "set ansible_user in the inventory", "user": "set ansible_user in the inventory",
+    "connection": "every host is reached over SSH", "local_action": "no controller-side tasks yet",
+    "async": "give the task a timeout instead", "poll": "give the task a timeout instead",
+    "strategy": "ripcord runs the linear strategy", "throttle": "use serial or --forks",
+    "collections": "modules are ripcord's own", "module_defaults": "give each task its arguments",
+    "with_fileglob": "use loop with a list", "with_sequence": "use loop: \"{{ range(...) | list }}\"",
+    "with_nested": "use loop with product()", "with_subelements": "use loop with subelements",
+    "with_together": "use loop with zip",
+    "delegate_facts": "facts stay with the host that gathered them", "debugger": "use --debug",
+    "order": "hosts run in inventory order",
+    "port": "set ansible_port in the inventory", "diff": "pass --diff",
+}
 PLAYBOOK_INCLUDE_KEYS = frozenset({"include", "vars", "when", "tags"})
 VERIFY_KEYS = frozenset({"checks", "retry"})
 CONDITIONS = frozenset({"when", "until", "changed_when", "failed_when"})  # bare expressions
-TEMPLATED = frozenset({"name", "vars", "delegate_to", "notify", "listen"})  # "{{ }}" templates
+TEMPLATED = frozenset({"name", "vars", "delegate_to", "notify", "listen", *LOOPS, "environment",
+                       "loop_control"})  # "{{ }}" templates
 # Jinja2 tests and filters that make a missing variable safe to use (`x is defined`, `x | default`).
 GUARD_TESTS = frozenset({"defined", "undefined"})
 GUARD_FILTERS = frozenset({"default", "d"})
@@ -206,15 +232,59 @@ def duration(value: Any) -> float:
     raise BadValue(f"expected a duration such as 30s or 2m, or a number of seconds, got {shown(value)}")
 
 
+def loop_items(value: Any) -> Any:
+    """loop / with_items: a list, or a template that renders to one at run time."""
+    if isinstance(value, list) or (isinstance(value, str) and is_template(value)):
+        return value
+    raise BadValue(f"expected a list, or a template giving one, got {shown(value)}")
+
+
+def loop_mapping(value: Any) -> Any:
+    """with_dict: a mapping (its items become {key, value}), or a template giving one."""
+    if isinstance(value, dict) or (isinstance(value, str) and is_template(value)):
+        return value
+    raise BadValue(f"expected a mapping, or a template giving one, got {shown(value)}")
+
+
+def loop_control(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadValue(f"expected a mapping (label, index_var, loop_var, pause), got {shown(value)}")
+    for key in value:
+        if key not in LOOP_CONTROL_KEYS:
+            raise BadValue(unknown_key(key, LOOP_CONTROL_KEYS, "loop_control"))
+    for key in ("index_var", "loop_var"):
+        if key in value:
+            identifier(value[key])
+    if "pause" in value:
+        delay(value["pause"])
+    return dict(value)
+
+
+def environment(value: Any) -> Any:
+    """A mapping of environment variable names to values (or a template giving one)."""
+    if isinstance(value, str) and is_template(value):
+        return value
+    if not isinstance(value, dict):
+        raise BadValue(f"expected a mapping of variable names to values, got {shown(value)}")
+    for name in value:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise BadValue(f"{shown(name)} is not an environment variable name")
+    return dict(value)
+
+
 Shapes = dict[str, Callable[[Any], Any]]
 PLAY_SHAPES: Shapes = {"name": text, "hosts": text, "serial": serial,
                        "max_fail_percentage": percentage, "any_errors_fatal": boolean,
-                       "gather_facts": boolean, "tags": tags}
+                       "gather_facts": boolean, "tags": tags, "environment": environment,
+                       "no_log": boolean, "check_mode": boolean}
 TASK_SHAPES: Shapes = {"name": text, "when": conditions, "register": identifier,
                        "until": expression, "retries": count, "delay": delay,
                        "changed_when": condition, "failed_when": condition, "ignore_errors": boolean,
                        "notify": names, "listen": names, "tags": tags, "run_once": boolean,
-                       "delegate_to": text, "timeout": timeout}  # vars: a mapping, read apart
+                       "delegate_to": text, "timeout": timeout, "loop": loop_items,
+                       "with_items": loop_items, "with_list": loop_items, "with_dict": loop_mapping,
+                       "loop_control": loop_control, "no_log": boolean, "check_mode": boolean,
+                       "environment": environment}  # vars: a mapping, read apart
 BLOCK_SHAPES: Shapes = {key: TASK_SHAPES[key] for key in BLOCK_KEYWORDS - {"vars"}}
 INCLUDE_SHAPES: Shapes = {"name": text, "when": conditions, "tags": tags}
 VERIFY_SHAPES: Shapes = {"checks": text, "retry": duration}
@@ -229,7 +299,15 @@ def suggest(name: str, candidates: Iterable[str]) -> str:
 
 
 def unknown_key(key: Any, allowed: Iterable[str], where: str) -> str:
+    if key in NOT_SUPPORTED:
+        return not_supported(key)
     return f"unknown key {shown(key)} in {where} (expected one of: {', '.join(sorted(allowed))})"
+
+
+def not_supported(key: Any) -> str:
+    """Ansible's spelling that ripcord refuses, said so, with what to do instead."""
+    instead = NOT_SUPPORTED[key]
+    return f"not supported by ripcord: {key}" + (f"; {instead}" if instead else "")
 
 
 def unknown_task_key(key: Any, keywords: frozenset[str], may_be_module: bool) -> str:
@@ -237,6 +315,8 @@ def unknown_task_key(key: Any, keywords: frozenset[str], may_be_module: bool) ->
     name = str(key)
     if key == "listen":
         return "'listen' applies only to handlers (tasks notify handlers by name)"
+    if key in NOT_SUPPORTED:
+        return not_supported(key)
     if may_be_module and not suggest(name, keywords):
         return f"unknown module {shown(key)}" + (
             suggest(name, REGISTRY) or f" (known modules: {', '.join(sorted(REGISTRY))})")

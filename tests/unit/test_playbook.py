@@ -62,8 +62,9 @@ def problems_of(path: str | Path, **kwargs) -> list[str]:
 SERIAL = ("serial: expected a positive number of hosts, a percentage from 1% to 100%, or a "
           "non-empty list of those, got ")
 NOT_SET = "(not set by vars, extra vars, the inventory, a register or a set_fact in this play)"
-PLAY_KEYS = ("any_errors_fatal, gather_facts, handlers, hosts, max_fail_percentage, name, serial, "
-             "tags, tasks, vars, verify")
+PLAY_KEYS = ("any_errors_fatal, check_mode, environment, gather_facts, handlers, hosts, "
+             "max_fail_percentage, name, no_log, post_tasks, pre_tasks, serial, tags, tasks, vars, "
+             "vars_files, verify")
 MODULES = "{modules}"  # every registered module, sorted: filled in when the test runs
 
 BROKEN: dict[str, list[str]] = {
@@ -73,7 +74,7 @@ BROKEN: dict[str, list[str]] = {
     "task_key_typo.yml": ["task_key_typo.yml:6: unknown key 'registr' in task "
                           "(did you mean 'register'?)"],
     "include_key_typo.yml": ["include_key_typo.yml:7: unknown key 'tag' in include (expected one "
-                             "of: include, name, tags, vars, when)"],
+                             "of: import_tasks, include, include_tasks, name, tags, vars, when)"],
     "listen_in_task.yml": ["listen_in_task.yml:5: 'listen' applies only to handlers (tasks notify "
                            "handlers by name)"],
     "duplicate_key.yml": ["duplicate_key.yml:6: duplicate key 'when' (already given at line 5)"],

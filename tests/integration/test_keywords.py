@@ -1,0 +1,124 @@
+"""The playbook keywords Ansible users type first (issue 17), on the sandbox: what each did is
+read back from exec-1 over the system ssh client, and the journal is searched for a no_log value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+BOOK = HERE / "playbooks" / "keywords" / "keywords.yml"
+HIDDEN = "no-log-value-7f3a"
+OUT = '"$TITAN_HOME/state/e2e-keywords"'
+
+
+@pytest.fixture
+def invoke(fleet, tmp_path):
+    journal = tmp_path / "journal.jsonl"
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *argv,
+                               "--inventory", str(fleet.inventory)], capture_output=True, text=True,
+                              timeout=180, stdin=subprocess.DEVNULL,
+                              env={**os.environ, "RIPCORD_JOURNAL": str(journal)})
+
+    run.journal = journal
+    return run
+
+
+@pytest.fixture
+def clean(access):
+    access.ssh("exec-1", f"rm -rf {OUT}")
+    yield
+    access.ssh("exec-1", f"rm -rf {OUT}")
+
+
+def test_the_issues_playbook_runs_and_each_keyword_does_its_job(invoke, access, clean):
+    result = invoke("play", str(BOOK), "--host", "exec-1", "-e", f"hidden_value={HIDDEN}", "--json")
+    assert result.returncode == 0, result.stderr + result.stdout
+    read = lambda name: access.ssh("exec-1", f"cat {OUT}/{name}").stdout  # noqa: E731
+    # pre_tasks, then the handlers they notified, then tasks (the task file twice), post_tasks
+    assert read("order").split() == ["pre", "handler", "tasks", "imported", "included", "post"]
+    listing = access.ssh("exec-1", f"ls {OUT}").stdout.split()
+    assert sorted(n for n in listing if n.startswith("loop-")) == ["loop-a", "loop-c"]  # when per item
+    assert read("registered") == "x,y|vf"  # results per item; vars_files
+    assert (read("dict-0"), read("dict-1")) == ("k1=v1", "k2=v2")  # with_dict, loop_var, index_var
+    assert read("env") == "from-play from task"
+    assert read("hidden") == HIDDEN  # no_log hides, it does not skip
+    assert "checked" not in listing  # check_mode: true changes nothing
+    journal = invoke.journal.read_text()
+    assert HIDDEN not in journal and HIDDEN not in result.stdout and HIDDEN not in result.stderr
+    censored = [r for r in json.loads(result.stdout)["results"] if r["module"] == "copy"
+                and "censored" in r["msg"]]
+    assert len(censored) == 1
+
+
+def test_check_mode_false_changes_the_host_under_check(invoke, access, clean, tmp_path):
+    book = tmp_path / "check.yml"
+    book.write_text("""
+- hosts: exec-1
+  tasks:
+    - file: {path: "{{ titan_home }}/state/e2e-keywords", state: directory}
+      check_mode: false
+    - file: {path: "{{ titan_home }}/state/e2e-keywords/forced", state: touch}
+      check_mode: false
+    - file: {path: "{{ titan_home }}/state/e2e-keywords/dry", state: touch}
+""")
+    result = invoke("play", str(book), "--host", "exec-1", "--check")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert access.ssh("exec-1", f"ls {OUT}").stdout.split() == ["forced"]
+
+
+def test_environment_values_never_reach_a_command_line(fleet, access, clean, monkeypatch, tmp_path):
+    """Every line ripcord hands sshd (the remote shell's argv) is recorded: the value is not in
+    any of them, and the command still sees it."""
+    from rich.console import Console
+
+    from ripcord.connection import Connection
+    from ripcord.execute import run_playbook
+    from ripcord.runner import Options
+
+    lines: list[str] = []
+    exec_ = Connection._exec
+
+    def recording(self, line, *args, **kwargs):
+        lines.append(line)
+        return exec_(self, line, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "_exec", recording)
+    book = tmp_path / "env.yml"
+    book.write_text("""
+- hosts: exec-1
+  tasks:
+    - shell: printf %s "$SECRETISH" > "{{ titan_home }}/state/e2e-env"
+      environment: {SECRETISH: "env-value-91c2"}
+""")
+    monkeypatch.setenv("RIPCORD_JOURNAL", str(tmp_path / "journal.jsonl"))
+    outcome = run_playbook(str(book), pattern="exec-1", options=Options(), yes=True,
+                           console=Console(file=(tmp_path / "out").open("w")),
+                           inventory_paths=[str(fleet.inventory)])
+    assert outcome.code == 0, outcome.payload
+    assert lines and not [line for line in lines if "env-value-91c2" in line]
+    assert access.ssh("exec-1", 'cat "$TITAN_HOME/state/e2e-env"; rm -f "$TITAN_HOME/state/e2e-env"'
+                      ).stdout == "env-value-91c2"
+
+
+@pytest.mark.parametrize("key, says", [
+    ("become: true", "not supported by ripcord: become"),
+    ("roles: [web]", "not supported by ripcord: roles; use include_tasks"),
+    ("remote_user: deploy", "not supported by ripcord: remote_user"),
+])
+def test_what_ripcord_refuses_it_says_so(invoke, tmp_path, key, says):
+    book = tmp_path / "refused.yml"
+    book.write_text(f"- hosts: exec-1\n  {key}\n  tasks:\n    - command: 'true'\n")
+    result = invoke("play", str(book), "--host", "exec-1")
+    assert result.returncode == 2, result.stderr
+    assert f"{book}:2: {says}" in result.stderr, result.stderr
+    assert not Path(invoke.journal).exists()
