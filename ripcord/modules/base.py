@@ -87,10 +87,13 @@ class TaskContext:
     confirm: Callable[[str, str | None], bool] | None = None  # (prompt, typed word) -> yes?
     playbook_dir: str = "."
     unreachable: str | None = None  # ssh_optional modules: why conn is None (the connect error)
+    environment: dict[str, str] = field(default_factory=dict)  # the task's, for every command
 
     def run(self, command: str, **kwargs):
         """Run a command on the host, bounded by the task's timeout."""
         assert self.conn is not None, "this module runs on the controller"
+        if self.environment:
+            kwargs.setdefault("env", self.environment)
         return self.conn.run(command, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
 
 
@@ -156,7 +159,47 @@ LOCATIONS = {
     "service": "service", "services": "service", "restart": "service", "nats": "bus", "jetstream": "bus",
     "postgres": "data", "redis": "data", "halt": "killswitch",
     "titan_command": "trading", "exchange": "trading", "checks": "trading",
+    "backup": "backup", "migrate": "backup",
+    "lineinfile": "lineinfile", "pause": "ansiblecompat", "ping": "ansiblecompat",
+    "systemd": "ansiblecompat", "service_facts": "ansiblecompat",
 }
+
+# Ansible's builtin modules that ripcord has too: `ansible.builtin.copy` (or `ansible.legacy.`)
+# is ripcord's copy. ripcord's own modules (titan_command, halt ...) take no such prefix.
+ANSIBLE_PREFIXES = ("ansible.builtin.", "ansible.legacy.")
+ANSIBLE_NAMES = frozenset({
+    "command", "shell", "assert", "fail", "set_fact", "debug", "file", "copy", "template", "stat",
+    "fetch", "wait_for", "uri", "service", "lineinfile", "pause", "ping", "systemd",
+    "service_facts"})
+ANSIBLE_ALIASES = {"systemd_service": "systemd"}  # Ansible's newer name for systemd
+# Ansible modules refused with the reason (the playbook is invalid input, exit 2).
+PACKAGE_MANAGERS = ("apt", "apt_key", "apt_repository", "yum", "yum_repository", "dnf", "dnf5",
+                    "package", "pip")
+REFUSED = dict.fromkeys(PACKAGE_MANAGERS, "package managers: ripcord remediates incidents; install "
+                                          "packages with your configuration management")
+
+
+def canonical(name: str) -> str:
+    """The module a task's key names: ansible.builtin.X and Ansible's aliases resolved."""
+    for prefix in ANSIBLE_PREFIXES:
+        if name.startswith(prefix):
+            bare = ANSIBLE_ALIASES.get(name[len(prefix):], name[len(prefix):])
+            return bare if bare in ANSIBLE_NAMES or bare in REFUSED else name
+    return ANSIBLE_ALIASES.get(name, name)
+
+
+class Refused(Module):
+    """An Ansible module ripcord will not run: validation says why (never run)."""
+
+    reason: ClassVar[str]
+    free_form = "name"  # `apt: name=nginx` as written is refused for its module, not its form
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any]) -> list[str]:
+        return [f"not supported by ripcord: {cls.reason}"]
+
+    def run(self, ctx: TaskContext, args: dict[str, Any]) -> Result:
+        return Result(failed=True, msg=f"not supported by ripcord: {self.reason}")
 
 
 class _Registry(MutableMapping):
@@ -167,6 +210,9 @@ class _Registry(MutableMapping):
         self.locations = dict(locations)
 
     def __getitem__(self, name: str) -> type[Module]:
+        name = canonical(name) if isinstance(name, str) else name
+        if name in REFUSED and name not in self.classes:
+            return type(f"Refused_{name}", (Refused,), {"name": name, "reason": REFUSED[name]})
         if name not in self.classes and name in self.locations:
             importlib.import_module(f"ripcord.modules.{self.locations[name]}")
         return self.classes[name]
@@ -181,7 +227,9 @@ class _Registry(MutableMapping):
         self.locations.pop(name, None)
 
     def __contains__(self, name: object) -> bool:
-        return name in self.classes or name in self.locations
+        """Also ansible.builtin.X and the refused modules; iterating lists only ripcord's own."""
+        name = canonical(name) if isinstance(name, str) else name
+        return name in self.classes or name in self.locations or name in REFUSED
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(set(self.classes) | set(self.locations)))
