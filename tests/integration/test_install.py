@@ -135,6 +135,13 @@ def test_inventory_and_verify_against_the_sandbox(ripcord, fleet, elsewhere):
     assert {"test_health.py", "test_halt.py"} <= files
     assert {h.name for h in fleet.plan.hosts} <= {r["host"] for r in checks["results"]}
 
+    # -v: every passed check is listed too, not only the failures
+    quiet = ripcord("verify", "-i", inventory, "-l", "exec-1", "--checks", "test_health.py").stdout
+    detailed = ripcord("verify", "-i", inventory, "-l", "exec-1", "--checks", "test_health.py",
+                       "-v").stdout
+    assert "passed: [exec-1] test_health.py::" not in quiet
+    assert "passed: [exec-1] test_health.py::" in detailed
+
 
 def test_operator_playbooks_checks_and_inventory_from_ripcord_yaml(ripcord, fleet, access, elsewhere):
     """ripcord.yaml in the operator's repository: the inventory, their own playbook directory
