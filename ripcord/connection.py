@@ -163,22 +163,30 @@ class Connection:
         return "", _accept_hint(self.spec.host, self.spec.port, self.known_hosts)
 
     def run(self, command: str, *, timeout: float | None = None,
-            stdin: str | None = None, env: dict[str, str] | None = None) -> CommandResult:
+            stdin: str | None = None, env: dict[str, str] | None = None,
+            become: str | None = None) -> CommandResult:
         """Run a shell command line on the host (the caller quotes every interpolated value).
 
         sshd starts each command in a session of its own, led by the login shell; the line first
         prints that shell's pid (the session id), so a command that outlives its timeout is
         stopped with everything it started (_stop_session), not left running on the host.
         `env` (a task's `environment`) is exported from the first bytes of stdin, never written
-        into the command line.
+        into the command line. `become`: the command runs as that user through `sudo -n`, which
+        fails at once, never prompting, where a password would be needed.
         """
         limit = timeout or self.command_timeout
         if env:  # exported from the first bytes of stdin: in no command line, in no `ps`
             script = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
             command = f'eval "$(dd bs=1 count={len(script.encode())} 2>/dev/null)"; {command}'
             stdin = script + (stdin or "")
+        if become:  # after the environment: sudo resets it, so it is read inside
+            command = f"sudo -n -u {shlex.quote(become)} -- sh -c {shlex.quote(command)}"
         rc, out, err = self._exec(f"echo $$; {command}", limit, stdin, track=True)
         session, _, out = out.partition(b"\n")
+        if become and rc == 1 and err.startswith(b"sudo: "):
+            raise RipcordError(f"{self.name}: become {become}: {err.decode(errors='replace').strip()}",
+                               hint=f"allow the login user to run commands as {become} without a "
+                                    "password (sudo -n never prompts), or drop become")
         if rc is None:
             stopped = self._stop_session(session)
             raise CommandTimeout(f"{self.name}: command timed out after {limit:g}s"

@@ -65,12 +65,12 @@ def load_playbook(path: str | os.PathLike, *, extra_vars: dict[str, Any] | None 
 
 
 def _play_keywords(task: Task, play: dict[str, Any]) -> None:
-    """A play's environment, no_log and check_mode reach its tasks (a task's own win)."""
+    """A play's environment, no_log, check_mode and become* reach its tasks (a task's own win)."""
     if isinstance(play.get("environment"), dict) and isinstance(task.environment, dict):
         task.environment = {**play["environment"], **task.environment}
     elif "environment" in play and not task.environment:
         task.environment = play["environment"]
-    for key in ("no_log", "check_mode"):
+    for key in ("no_log", "check_mode", "become", "become_user", "become_method"):
         if getattr(task, key) is None and key in play:
             setattr(task, key, play[key])
 

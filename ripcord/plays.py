@@ -49,6 +49,9 @@ class Task:
     no_log: bool | None = None  # hide arguments and results everywhere ("censored")
     check_mode: bool | None = None  # None: the run's --check; true/false: this task's own
     environment: dict[str, Any] | str = field(default_factory=dict)  # on the host, never in argv
+    become: bool | None = None  # None: the inventory's ansible_become (default: no)
+    become_user: str | None = None  # None: ansible_become_user, else root
+    become_method: str | None = None  # sudo (sudo -n: never prompting) is the only one
     block: list[Task] | None = None
     rescue: list[Task] = field(default_factory=list)
     always: list[Task] = field(default_factory=list)

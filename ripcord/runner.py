@@ -334,6 +334,8 @@ def _inherit(block: Task) -> Task:
                        run_once=task.run_once or block.run_once,
                        no_log=task.no_log if task.no_log is not None else block.no_log,
                        check_mode=task.check_mode if task.check_mode is not None else block.check_mode,
+                       **{key: getattr(task, key) if getattr(task, key) is not None
+                          else getattr(block, key) for key in ("become", "become_user", "become_method")},
                        environment={**block.environment, **task.environment}
                        if isinstance(block.environment, dict) and isinstance(task.environment, dict)
                        else task.environment or block.environment)

@@ -243,7 +243,7 @@ class TaskRunner:
             raise RipcordError(f"{task.where}: environment: expected a mapping, got "
                                f"{type(environment).__name__}")
         check = self.options.check if task.check_mode is None else task.check_mode
-        return TaskContext(host=host, vars=variables, conn=conn, check=check,
+        return TaskContext(host=host, vars=variables, conn=conn, check=check, become=_become(task, variables),
                            diff=self.options.diff, timeout=task.timeout, templar=self.templar,
                            secrets=self.secrets, confirm=self.confirm,
                            playbook_dir=self.options.playbook_dir,
@@ -362,6 +362,21 @@ def _drop_omitted(args: Any) -> Any:
 
 
 CENSORED = "censored: the output is hidden (no_log: true)"
+
+
+def _become(task: Task, variables: dict[str, Any]) -> str | None:
+    """The user the task's commands run as through `sudo -n`, or None: the task's (block's,
+    play's) become*, else the inventory's ansible_become*, as Ansible."""
+    from ripcord.templating import truthy
+
+    become = task.become if task.become is not None else truthy(variables.get("ansible_become", False))
+    if not become:
+        return None
+    method = task.become_method or variables.get("ansible_become_method") or "sudo"
+    if method != "sudo":
+        raise RipcordError(f"{task.where}: become_method {method!r}: only sudo (sudo -n, never "
+                           "prompting) is supported")
+    return str(task.become_user or variables.get("ansible_become_user") or "root")
 
 
 def _leaves(value: Any) -> list[Any]:

@@ -32,16 +32,17 @@ if TYPE_CHECKING:
 # -- the language's keys (Ansible's spelling) -------------------------------------------------------
 PLAY_KEYS = frozenset({"name", "hosts", "vars", "serial", "max_fail_percentage", "any_errors_fatal",
                        "tasks", "handlers", "verify", "gather_facts", "tags", "pre_tasks",
-                       "post_tasks", "vars_files", "environment", "no_log", "check_mode"})
+                       "post_tasks", "vars_files", "environment", "no_log", "check_mode",
+                       "become", "become_user", "become_method"})
 LOOPS = ("loop", "with_items", "with_list", "with_dict")  # with_*: Ansible's older spellings
 TASK_KEYWORDS = frozenset({"name", "when", "register", "until", "retries", "delay", "changed_when",
                            "failed_when", "ignore_errors", "notify", "listen", "tags", "run_once",
                            "delegate_to", "timeout", "vars", *LOOPS, "loop_control", "no_log",
-                           "check_mode", "environment"})
+                           "check_mode", "environment", "become", "become_user", "become_method"})
 BLOCK_PARTS = ("block", "rescue", "always")
 BLOCK_KEYWORDS = frozenset({"name", "when", "tags", "vars", "ignore_errors", "run_once",
                             "delegate_to", "timeout", "notify", "no_log", "check_mode",
-                            "environment"})
+                            "environment", "become", "become_user", "become_method"})
 INCLUDES = ("include", "import_tasks", "include_tasks")  # all read up front (a static file name)
 INCLUDE_KEYS = frozenset({*INCLUDES, "name", "vars", "when", "tags"})
 LOOP_CONTROL_KEYS = frozenset({"label", "index_var", "loop_var", "pause"})
@@ -50,8 +51,6 @@ NOT_SUPPORTED = {
     "roles": "use include_tasks (or import_tasks) of a task file",
     "import_role": "use import_tasks of a task file", "include_role": "use include_tasks of a task file",
     "import_playbook": "use `- include: other.yml` between plays",
-    "become": "ripcord logs in as the inventory's user; run a command with sudo -n where needed",
-    "become_user": "ripcord logs in as the inventory's user", "become_method": "see become",
     "remote_user": "set ansible_user in the inventory", "user": "set ansible_user in the inventory",
     "connection": "every host is reached over SSH", "local_action": "no controller-side tasks yet",
     "async": "give the task a timeout instead", "poll": "give the task a timeout instead",
@@ -260,6 +259,12 @@ def loop_control(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def become_method(value: Any) -> str:
+    if value != "sudo":
+        raise BadValue(f"only sudo (run as `sudo -n`: ripcord never prompts), got {shown(value)}")
+    return value
+
+
 def environment(value: Any) -> Any:
     """A mapping of environment variable names to values (or a template giving one)."""
     if isinstance(value, str) and is_template(value):
@@ -276,7 +281,8 @@ Shapes = dict[str, Callable[[Any], Any]]
 PLAY_SHAPES: Shapes = {"name": text, "hosts": text, "serial": serial,
                        "max_fail_percentage": percentage, "any_errors_fatal": boolean,
                        "gather_facts": boolean, "tags": tags, "environment": environment,
-                       "no_log": boolean, "check_mode": boolean}
+                       "no_log": boolean, "check_mode": boolean, "become": boolean,
+                       "become_user": text, "become_method": become_method}
 TASK_SHAPES: Shapes = {"name": text, "when": conditions, "register": identifier,
                        "until": expression, "retries": count, "delay": delay,
                        "changed_when": condition, "failed_when": condition, "ignore_errors": boolean,
@@ -284,7 +290,8 @@ TASK_SHAPES: Shapes = {"name": text, "when": conditions, "register": identifier,
                        "delegate_to": text, "timeout": timeout, "loop": loop_items,
                        "with_items": loop_items, "with_list": loop_items, "with_dict": loop_mapping,
                        "loop_control": loop_control, "no_log": boolean, "check_mode": boolean,
-                       "environment": environment}  # vars: a mapping, read apart
+                       "environment": environment, "become": boolean, "become_user": text,
+                       "become_method": become_method}  # vars: a mapping, read apart
 BLOCK_SHAPES: Shapes = {key: TASK_SHAPES[key] for key in BLOCK_KEYWORDS - {"vars"}}
 INCLUDE_SHAPES: Shapes = {"name": text, "when": conditions, "tags": tags}
 VERIFY_SHAPES: Shapes = {"checks": text, "retry": duration}

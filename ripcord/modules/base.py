@@ -88,12 +88,15 @@ class TaskContext:
     playbook_dir: str = "."
     unreachable: str | None = None  # ssh_optional modules: why conn is None (the connect error)
     environment: dict[str, str] = field(default_factory=dict)  # the task's, for every command
+    become: str | None = None  # the user every command runs as, through sudo -n
 
     def run(self, command: str, **kwargs):
         """Run a command on the host, bounded by the task's timeout."""
         assert self.conn is not None, "this module runs on the controller"
         if self.environment:
             kwargs.setdefault("env", self.environment)
+        if self.become:
+            kwargs.setdefault("become", self.become)
         return self.conn.run(command, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
 
 

@@ -6,6 +6,7 @@ Content moves over SFTP, never through a command line.
 
 from __future__ import annotations
 
+import base64
 import difflib
 import hashlib
 import re
@@ -129,10 +130,10 @@ def remote_stat(ctx: TaskContext, path: str, *, follow: bool = True,
                       mtime=float(mtime), sha256=digest)
 
 
-def run_checked(ctx: TaskContext, command: str, what: str) -> None:
+def run_checked(ctx: TaskContext, command: str, what: str, stdin: str | None = None) -> None:
     """Run a command that must succeed; else HostFileError("what: reason"), the reason being
     the end of the tool's last error line ("Permission denied")."""
-    out = ctx.run(command)
+    out = ctx.run(command, stdin=stdin)
     if not out.ok:
         last = (out.stderr.strip().splitlines() or [f"exit status {out.rc}"])[-1]
         raise HostFileError(f"{what}: {last.rsplit(': ', 1)[-1]}")
@@ -160,14 +161,30 @@ def make_backup(ctx: TaskContext, path: str, private: bool = False) -> str:
 
 
 def put_file(ctx: TaskContext, path: str, data: bytes, mode: int) -> None:
-    """Replace path atomically (see Connection.write: never readable by others mid-way)."""
+    """Replace path atomically (see Connection.write: never readable by others mid-way). Under
+    become, SFTP would write as the login user: the bytes go on stdin (base64) to a command that
+    runs as the become user, into a mktemp file renamed into place."""
     assert ctx.conn is not None, "this module needs a host connection"
-    ctx.conn.write(path, data, mode)
+    if not ctx.become:
+        ctx.conn.write(path, data, mode)
+        return
+    run_checked(ctx, f"umask 077 && t=$(mktemp -- {q(path + '.XXXXXXXXXX')}) && "
+                     f"{{ base64 -d > \"$t\" && chmod {mode:o} -- \"$t\" && mv -fT -- \"$t\" {q(path)} || "
+                     f"{{ rm -f -- \"$t\"; exit 1; }}; }}", f"cannot write {path}",
+                stdin=base64.b64encode(data).decode())
 
 
 def read_file(ctx: TaskContext, path: str) -> bytes:
+    """path's bytes (over SFTP; under become, by a command run as the become user)."""
     assert ctx.conn is not None
-    return ctx.conn.read(path)
+    if not ctx.become:
+        return ctx.conn.read(path)
+    out = ctx.run(f"test -e {q(path)} || exit 44; base64 -- {q(path)}")
+    if out.rc == 44:
+        raise FileNotFoundError(path)
+    if out.rc != 0:
+        raise HostFileError(f"cannot read {path} as {ctx.become}: {out.stderr.strip()}")
+    return base64.b64decode(out.stdout)
 
 
 def transport_alive(ctx: TaskContext) -> bool:

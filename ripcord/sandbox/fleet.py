@@ -9,6 +9,7 @@ supervisord, and the outside exchange; each host's supervisord runs that host's 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import time
@@ -106,6 +107,7 @@ class Fleet:
             new_ports = [p for p in self.plan.ports() if not procs.listening(p)]
             self._check_ports_free(new_ports)
         provision.ensure_login_user(self.user)
+        provision.ensure_become_user(self.user)
         ensure_runtime(self.runtime, log=self.say)
         self.say(f"provisioning {len(self.plan.hosts)} hosts in {self.root}")
         secrets = provision.provision(self.plan, self.user, self.runtime)
@@ -204,17 +206,28 @@ class Fleet:
         self._psql("SET ROLE titan;\n" + schema + "\n" + seed, "titan", single_transaction=True)
 
     def _backup_database(self, max_age_s: float = 3600) -> None:
-        """A fresh dump in db-1's titan_home/backups (as the nightly job leaves one on a real db
-        host), so a healthy fleet passes the backups check; none when one is younger than an hour."""
+        """A fresh backup in db-1's titan_home/backups, as the nightly job leaves one on a real db
+        host and as `invoke backup-db` makes it (custom dump and manifest: ripcord/modules/backup.py),
+        so a healthy fleet passes the backups check; none when one is younger than an hour."""
+        from ripcord.modules import backup
+
         backups = self.plan.db.titan_home / "backups"
-        dumps = sorted(backups.glob("titan-*.sql"), key=lambda p: p.stat().st_mtime)
-        if dumps and time.time() - dumps[-1].stat().st_mtime < max_age_s:
+        made = sorted(backups.glob("titan-*" + backup.MANIFEST), key=lambda p: p.stat().st_mtime)
+        if made and time.time() - made[-1].stat().st_mtime < max_age_s:
             return
-        target = backups / time.strftime("titan-%Y%m%dT%H%M%SZ.sql", time.gmtime())
-        pg_dump = render.postgres_bin() / "pg_dump"
-        argv = [str(pg_dump) if pg_dump.exists() else "pg_dump", "-h", str(self.plan.db.run),
-                "-p", str(self.plan.postgres_port), "-d", "titan", "-f", str(target)]
-        provision.run(provision.Owner(self.user).as_user(argv))
+        name = time.strftime("titan-%Y%m%dT%H%M%SZ", time.gmtime())
+        target, owner = backups / (name + backup.DUMP), provision.Owner(self.user)
+        pg_dump, pg_restore = (render.postgres_bin() / tool for tool in ("pg_dump", "pg_restore"))
+        argv = [str(pg_dump) if pg_dump.exists() else "pg_dump", "--format=custom", "-h",
+                str(self.plan.db.run), "-p", str(self.plan.postgres_port), "-d", "titan", "-f", str(target)]
+        provision.run(owner.as_user(argv))
+        target.chmod(0o600)
+        script = backup.manifest_script(str(target), str(pg_restore) if pg_restore.exists() else "pg_restore")
+        version, tables = backup.parse_counts(provision.run(owner.as_user(["sh", "-c", script])))
+        data = target.read_bytes()
+        record = backup.manifest(name, "titan", len(data), hashlib.sha256(data).hexdigest(), version, tables)
+        provision.write(backups / (name + backup.MANIFEST), json.dumps(record, indent=2) + "\n",
+                        mode=0o600, owner=owner)
 
     def _ensure_stream(self, timeout: float) -> None:
         """The execution stream and its durable consumer, as the engine expects them."""

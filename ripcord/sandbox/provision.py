@@ -69,6 +69,26 @@ def ensure_login_user(user: str) -> None:
     run(["usermod", "-p", "*", user])  # no password, but not locked: sshd refuses locked users
 
 
+BECOME_USER = "ripcord-become"  # the sandbox's second user: the login user may sudo -n to it
+SUDOERS = Path("/etc/sudoers.d/ripcord-sandbox")
+
+
+def ensure_become_user(login: str) -> None:
+    """A second unprivileged user that the login user may run commands as through `sudo -n`
+    without a password: what playbooks' `become` needs on the sandbox (root only; never root
+    itself). Without sudo installed, nothing: become then fails with sudo's own message."""
+    if os.geteuid() != 0 or not shutil.which("sudo"):
+        return
+    try:
+        pwd.getpwnam(BECOME_USER)
+    except KeyError:
+        run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", "--comment", "ripcord sandbox become", BECOME_USER])
+    rule = f"{login} ALL=({BECOME_USER}) NOPASSWD: ALL\n"
+    run(["visudo", "-cqf", "-"], stdin=rule)  # a broken rule would break sudo for everyone
+    write(SUDOERS, rule, mode=0o440)
+
+
 def open_dir(path: Path, create: bool = False) -> int:
     """A descriptor on directory path, opened one component at a time from /. As root, below a
     directory that root does not own (or that others may write), a symlink is refused

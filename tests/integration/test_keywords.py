@@ -111,7 +111,8 @@ def test_environment_values_never_reach_a_command_line(fleet, access, clean, mon
 
 
 @pytest.mark.parametrize("key, says", [
-    ("become: true", "not supported by ripcord: become"),
+    ("become_method: su", "become_method: only sudo (run as `sudo -n`: ripcord never prompts)"),
+    ("connection: local", "not supported by ripcord: connection"),
     ("roles: [web]", "not supported by ripcord: roles; use include_tasks"),
     ("remote_user: deploy", "not supported by ripcord: remote_user"),
 ])
@@ -122,3 +123,40 @@ def test_what_ripcord_refuses_it_says_so(invoke, tmp_path, key, says):
     assert result.returncode == 2, result.stderr
     assert f"{book}:2: {says}" in result.stderr, result.stderr
     assert not Path(invoke.journal).exists()
+
+
+BECOME = """
+- hosts: exec-1
+  vars: {out: "{{ titan_home }}/state/e2e-keywords"}
+  tasks:
+    - file: {path: "{{ out }}", state: directory}
+    - command: id -un
+      become: true
+      become_user: ripcord-become
+      register: task_level
+    - block:
+        - shell: printf '%s:%s' "$(id -un)" "$ASKED"
+          environment: {ASKED: kept}
+          register: block_level
+      become: true
+    - copy: {content: "{{ task_level.stdout }} {{ block_level.stdout }}", dest: "{{ out }}/who"}
+    - command: id -un
+      become: true
+      become_user: root
+"""
+
+
+def test_become_runs_commands_as_another_user_through_sudo_never_prompting(invoke, access, clean,
+                                                                            tmp_path):
+    """The sandbox's login user may `sudo -n` to ripcord-become (no password), not to root: the
+    block's become takes the inventory's ansible_become_user (-e here), the last task's root
+    needs a password, so it fails at once with sudo's reason instead of prompting."""
+    book = tmp_path / "become.yml"
+    book.write_text(BECOME)
+    result = invoke("play", str(book), "--host", "exec-1", "-e", "ansible_become_user=ripcord-become",
+                    "--json")
+    assert result.returncode == 1, result.stderr + result.stdout
+    assert access.ssh("exec-1", f"cat {OUT}/who").stdout == "ripcord-become ripcord-become:kept"
+    failed = [r for r in json.loads(result.stdout)["results"] if r["outcome"] == "failed"]
+    assert len(failed) == 1 and "become root" in failed[0]["msg"], failed
+    assert "password" in failed[0]["msg"], failed
