@@ -213,3 +213,45 @@ def drill(c, host="sandbox", inventory=None, verbose=0, debug=False):
 
 collection = Collection(drill, halt, resume, flatten, cancel_all, master_arm, breaker, isolate, restart,
                         recover_crash, status_)
+
+
+# --- the database: backup-db, restore-db, migrate-db (docs/runbook.md) --------------------------
+
+@task(name="backup-db", iterable=["inventory"], help=_help())
+def backup_db(c, host=None, reason="", yes=False, approval=None, inventory=None, check=False,
+              verbose=0, json_=False, debug=False):
+    """pg_dump (custom) into the backup directory with a manifest (sha256, rows per table); retention."""
+    _procedure("backup-db", host=host, inventory=inventory, check=check, yes=yes, reason=reason,
+               approval=approval, json_=json_, debug=debug, verbose=verbose)
+
+
+@task(name="restore-db", iterable=["inventory"],
+      help=_help(backup="the backup's name, e.g. titan-20261206T112600Z (required)"))
+def restore_db(c, backup=None, host=None, reason="", yes=False, approval=None, inventory=None,
+               check=False, verbose=0, json_=False, debug=False):
+    """Restore a backup (fleet halted first): snapshot, stop dependents, restore, compare, start."""
+    _procedure("restore-db", host=host, inventory=inventory, check=check, yes=yes, reason=reason,
+               approval=approval, json_=json_, debug=debug, verbose=verbose,
+               extra={"restore_backup": backup or ""},
+               problem=None if backup else "--backup NAME is required (a backup's name)")
+
+
+@task(name="migrate-db", iterable=["inventory"],
+      help=_help(up="apply migrations (all, or up to --to)", down="revert (the newest, or down to --to)",
+                 to="a migration number"))
+def migrate_db(c, up=False, down=False, to=None, host=None, reason="", yes=False, approval=None,
+               inventory=None, check=False, verbose=0, json_=False, debug=False):
+    """Schema migrations up or down (numbered SQL files in migrations/, ledger schema_migrations)."""
+    problem = "say --up or --down (exactly one)" if up == down else None
+    if to is not None and not str(to).isdigit():
+        problem = f"--to must be a migration number, not {to!r}"
+    _procedure("migrate-db", host=host, inventory=inventory, check=check, yes=yes, reason=reason,
+               approval=approval, json_=json_, debug=debug, verbose=verbose,
+               extra={"migrate_direction": "up" if up else "down",
+                      "migrate_to": int(to) if problem is None and to is not None else ""},
+               problem=problem)
+
+
+collection.add_task(backup_db)
+collection.add_task(restore_db)
+collection.add_task(migrate_db)

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS fills_order_id_idx;
