@@ -16,6 +16,7 @@ from typing import Any
 from invoke import Exit
 from rich.console import Console
 
+from ripcord.config import load as load_config
 from ripcord.errors import EXIT_FAILED, EXIT_INTERRUPTED, RipcordError
 from ripcord.report import inert  # errors may quote host text
 
@@ -31,6 +32,7 @@ def run_task(body: Callable[[Console], Any], *, json_mode: bool = False,
     out = console(json_mode)
     debug = debug or os.environ.get("RIPCORD_DEBUG") == "1"
     try:
+        load_config()  # a bad ripcord.yaml is invalid input before any host is touched
         return body(out)
     except RipcordError as exc:
         if debug:

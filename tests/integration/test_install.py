@@ -169,3 +169,13 @@ def test_operator_playbooks_checks_and_inventory_from_ripcord_yaml(ripcord, flee
             ("exec-1", "test_own.py::test_the_mark_is_there", "passed")]
     finally:
         access.ssh("exec-1", 'rm -f "$TITAN_HOME/install-test-mark"')
+
+
+def test_a_bad_ripcord_yaml_is_refused_before_any_host_is_touched(ripcord, fleet, elsewhere):
+    (elsewhere / "ripcord.yaml").write_text(f"inventory: {fleet.inventory}\ncheck_dir: [typo]\n")
+    log = fleet.plan.control_dir / "logs" / "sshd-exec-1.log"
+    logins = log.read_text().count("Accepted publickey")
+    result = ripcord("verify", "-i", str(fleet.inventory), "-l", "exec-1", check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {elsewhere / 'ripcord.yaml'}:2: unknown setting 'check_dir'")
+    assert log.read_text().count("Accepted publickey") == logins  # no SSH login was made
