@@ -33,9 +33,11 @@ ANY = "*"  # a templated value: it may be anything at run time
 
 # The argument that says what a task does, for modules that do several things.
 WHAT = {"titan_command": "command", "uri": "method", "file": "state", "service": "state",
-        "services": "state", "exchange": "action", "nats": "subject"}
+        "services": "state", "exchange": "action", "nats": "subject", "backup": "action",
+        "migrate": "direction"}
 READS = {"uri": {"GET", "HEAD", "OPTIONS"}, "exchange": {"open_orders", "positions",
-         "dead_man_switch"}, "service": {None}}
+         "dead_man_switch"}, "service": {None},
+         "backup": {"create", "verify"}}  # a backup replaces nothing: restore-db's act is restore
 # Tasks that change nothing, or whose effect cannot be told from their arguments (command,
 # shell: list `play` to guard them); halt is the safe direction.
 NOT_ACTS = {"checks", "command", "shell", "halt", "wait_for", "stat", "fetch"}

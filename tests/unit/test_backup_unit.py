@@ -90,3 +90,14 @@ def test_a_migration_without_its_down_is_invalid(tmp_path):
     (tmp_path / "1_bad.sql").write_text("")
     with pytest.raises(InputError, match="not a migration name"):
         migrations(tmp_path)
+
+
+def test_the_two_person_rule_tells_a_restore_from_a_backup():
+    """Guarding restore-db must not make every backup-db wait for a second person: a backup
+    replaces nothing; the restore's own act (backup: restore) is what is guarded."""
+    from ripcord import procedures
+
+    restore = procedures.procedure_acts("restore-db")
+    assert ("backup", "restore") in restore and ("backup", "create") not in restore
+    assert not procedures.procedure_acts("backup-db") & restore
+    assert procedures.procedure_acts("migrate-db") == {("migrate", "*")}
