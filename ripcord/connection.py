@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import posixpath
 import re
 import secrets
 import select
 import shlex
+import signal
 import socket
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,3 +322,61 @@ class _Forward:
 
     def __exit__(self, *exc) -> None:
         self.manager.__exit__(*exc)
+
+
+class LocalConnection:
+    """The controller itself, for `delegate_to: localhost` (local_action, connection: local):
+    the same run/read/write as a host's Connection, by local processes and files. Commands run
+    as the operator, each in a session of its own, stopped whole on timeout or Ctrl-C."""
+
+    name = "localhost"
+
+    def __init__(self, command_timeout: float = DEFAULT_COMMAND_TIMEOUT_S):
+        self.command_timeout = command_timeout
+        self.running: set[int] = set()
+
+    def run(self, command: str, *, timeout: float | None = None, stdin: str | None = None,
+            env: dict[str, str] | None = None, become: str | None = None) -> CommandResult:
+        if become:
+            command = f"sudo -n -u {shlex.quote(become)} --preserve-env -- sh -c {shlex.quote(command)}"
+        limit = timeout or self.command_timeout
+        process = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True, env={**os.environ, **(env or {})})
+        self.running.add(process.pid)
+        try:
+            out, err = process.communicate((stdin or "").encode(), timeout=limit)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise CommandTimeout(f"localhost: command timed out after {limit:g}s") from None
+        finally:
+            self.running.discard(process.pid)
+        return CommandResult(process.returncode, out.decode(errors="replace"),
+                             err.decode(errors="replace"))
+
+    def stop_running(self) -> None:
+        for pid in list(self.running):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+
+    def read(self, path: str) -> bytes:
+        return Path(path).read_bytes()
+
+    def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """As Connection.write: a 0600 temporary file beside it, then chmod and rename."""
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
+                                   prefix=f".{os.path.basename(path)}.ripcord-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def close(self) -> None:
+        self.stop_running()

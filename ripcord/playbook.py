@@ -73,6 +73,8 @@ def _play_keywords(task: Task, play: dict[str, Any]) -> None:
     for key in ("no_log", "check_mode", "become", "become_user", "become_method"):
         if getattr(task, key) is None and key in play:
             setattr(task, key, play[key])
+    if play.get("connection") == "local" and not task.delegate_to:
+        task.delegate_to = "localhost"
 
 
 def _summary(module: str | None, args: dict[str, Any]) -> str:
@@ -398,6 +400,8 @@ class _Reader:
             self.problem(scope.file, data.key_line(part), f"{part!r} without 'block' (rescue and "
                          "always belong to a block: add block: with the tasks to try)")
         found = self._convert(data, validate.BLOCK_SHAPES, scope.file)
+        if found.pop("connection", None) == "local":
+            found.setdefault("delegate_to", "localhost")
         block_vars = self._vars(data, scope.file)
         inner = scope.inside(local=block_vars, tags=found.get("tags", frozenset()))
         task = Task(**{"name": "block", **found}, file=scope.file, line=data.line, vars=block_vars,
@@ -410,11 +414,15 @@ class _Reader:
 
     def _module_task(self, data: Map, scope: _Scope) -> Task:
         """A task that runs one module; `listen` is for handlers only."""
+        if "local_action" in data:
+            data = self._local_action(data, scope.file)
         keywords = validate.TASK_KEYWORDS - (set() if scope.handlers else {"listen"})
         module = self._module_key(data, keywords, scope.file)
-        found = self._convert(data, {k: validate.TASK_SHAPES[k] for k in keywords - {"vars"}},
-                              scope.file)
+        found = self._convert(data, {k: validate.TASK_SHAPES[k] for k in keywords
+                                     if k in validate.TASK_SHAPES}, scope.file)
         self._loop(data, found, scope.file)
+        if found.pop("connection", None) == "local":
+            found.setdefault("delegate_to", "localhost")
         task_vars = self._vars(data, scope.file)
         args = self._args(module, data, scope.file) if module else {}
         if module and REGISTRY[module].fleet:
@@ -429,6 +437,30 @@ class _Reader:
                      } - {None} if task.loop is not None else set()
         self._record(task, data, scope, scope.local | set(task_vars) | loop_vars, module)
         return task
+
+    def _local_action(self, data: Map, file: str) -> Map:
+        """`local_action: MODULE ARGS` or `local_action: {module: M, ...}`: the module as a task
+        key, run on the controller (delegate_to: localhost), as Ansible reads it."""
+        value, line = data["local_action"], data.value_line("local_action")
+        if isinstance(value, str) and value.split():
+            module, _, rest = value.strip().partition(" ")
+            free = REGISTRY[module].free_form if module in REGISTRY else None
+            args: Any = {free: rest.strip()} if free and rest.strip() else {}
+        elif isinstance(value, dict) and isinstance(value.get("module"), str):
+            module, args = value["module"], {k: v for k, v in value.items() if k != "module"}
+        else:
+            self.problem(file, line, "local_action: expected `MODULE ARGS` or {module: MODULE, "
+                         f"...}}, got {shown(value)}")
+            module, args = "", {}
+        rebuilt = Map({k: v for k, v in data.items() if k != "local_action"})
+        rebuilt.line, rebuilt.key_lines, rebuilt.value_lines = data.line, dict(data.key_lines), \
+            dict(data.value_lines)
+        if module:
+            rebuilt[module] = args
+            rebuilt.key_lines[module] = rebuilt.value_lines[module] = line
+        rebuilt["delegate_to"] = "localhost"
+        rebuilt.key_lines["delegate_to"] = rebuilt.value_lines["delegate_to"] = line
+        return rebuilt
 
     def _loop(self, data: Map, found: dict[str, Any], file: str) -> None:
         """loop, or one of its older spellings (with_items, with_list: the same; with_dict: the

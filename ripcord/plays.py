@@ -13,6 +13,10 @@ from typing import Any
 # What a rescue section knows about the failure it handles, as in Ansible.
 RESCUE_VARS = frozenset({"ansible_failed_task", "ansible_failed_result"})
 
+# delegate_to these (when the inventory has no such host): the controller, as Ansible's implicit
+# localhost.
+LOCALHOST = frozenset({"localhost", "127.0.0.1"})
+
 MAGIC_VARS = frozenset({
     "inventory_hostname", "inventory_hostname_short", "groups", "group_names", "hostvars",
     "play_hosts", "ansible_play_hosts", "ansible_play_batch", "ansible_check_mode",

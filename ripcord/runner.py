@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ripcord.connection import Connection
+from ripcord.connection import Connection, LocalConnection
 from ripcord.errors import RipcordError, UnreachableError
 from ripcord.inventory import Inventory
 from ripcord.lock import HostLock, owner_record
@@ -48,6 +48,7 @@ class Runner(TaskRunner):
         self.hosts: dict[str, HostState] = {}
         self.connections: dict[str, Connection | UnreachableError] = {}
         self.connect_lock = threading.Lock()
+        self.local: LocalConnection | None = None  # the controller, for delegate_to: localhost
         self.locks: dict[str, HostLock] = {}
         self.records: list[TaskRecord] = []
         self.checks: list[CheckResult] = []
@@ -81,7 +82,8 @@ class Runner(TaskRunner):
     def _release(self) -> None:
         """Release every lock (in parallel) and close every connection. After Ctrl-C, first stop
         what the interrupted tasks started on the hosts (which also frees their workers)."""
-        opened = [c for c in self.connections.values() if isinstance(c, Connection)]
+        opened = [c for c in [*self.connections.values(), self.local]
+                  if isinstance(c, (Connection, LocalConnection))]
         if self.interrupted:
             stoppers = [threading.Thread(target=c.stop_running) for c in opened if c.running]
             for thread in stoppers:
@@ -215,6 +217,12 @@ class Runner(TaskRunner):
             conn.close()
             return UnreachableError(str(exc))
         return conn
+
+    def _local(self) -> LocalConnection:
+        with self.connect_lock:
+            if self.local is None:
+                self.local = LocalConnection()
+            return self.local
 
     def _lock_dir(self, host: str) -> str:
         """The host's titan_home (rendered), else the login's home directory (".")."""

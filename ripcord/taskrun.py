@@ -21,6 +21,7 @@ from ripcord.errors import DeclinedError, RipcordError, UnreachableError
 from ripcord.inventory import Inventory
 from ripcord.modules import REGISTRY, Result, TaskContext
 from ripcord.playbook import Play, Task
+from ripcord.plays import LOCALHOST
 from ripcord.runstate import HostState, TaskRecord
 from ripcord.templating import Templar, resolve_vars
 from ripcord.unsafe import wrap
@@ -205,7 +206,9 @@ class TaskRunner:
         module_cls = REGISTRY[task.module]
         target = self.templar.render(task.delegate_to, variables) if task.delegate_to else host
         conn = None
-        if not module_cls.on_controller:
+        if not module_cls.on_controller and target in LOCALHOST and target not in self.inventory.hosts:
+            conn = self._local()  # delegate_to: localhost, as Ansible's implicit localhost
+        elif not module_cls.on_controller:
             if target not in self.connections:
                 self._connect([target])
             conn = self.connections[target]

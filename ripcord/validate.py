@@ -22,6 +22,7 @@ from jinja2 import nodes
 
 from ripcord.errors import InputError
 from ripcord.modules import REGISTRY  # importing the package registers the built-in modules
+from ripcord.plays import LOCALHOST
 from ripcord.unsafe import Unsafe
 
 if TYPE_CHECKING:
@@ -33,16 +34,17 @@ if TYPE_CHECKING:
 PLAY_KEYS = frozenset({"name", "hosts", "vars", "serial", "max_fail_percentage", "any_errors_fatal",
                        "tasks", "handlers", "verify", "gather_facts", "tags", "pre_tasks",
                        "post_tasks", "vars_files", "environment", "no_log", "check_mode",
-                       "become", "become_user", "become_method"})
+                       "become", "become_user", "become_method", "connection"})
 LOOPS = ("loop", "with_items", "with_list", "with_dict")  # with_*: Ansible's older spellings
 TASK_KEYWORDS = frozenset({"name", "when", "register", "until", "retries", "delay", "changed_when",
                            "failed_when", "ignore_errors", "notify", "listen", "tags", "run_once",
                            "delegate_to", "timeout", "vars", *LOOPS, "loop_control", "no_log",
-                           "check_mode", "environment", "become", "become_user", "become_method"})
+                           "check_mode", "environment", "become", "become_user", "become_method",
+                           "connection", "local_action"})
 BLOCK_PARTS = ("block", "rescue", "always")
 BLOCK_KEYWORDS = frozenset({"name", "when", "tags", "vars", "ignore_errors", "run_once",
                             "delegate_to", "timeout", "notify", "no_log", "check_mode",
-                            "environment", "become", "become_user", "become_method"})
+                            "environment", "become", "become_user", "become_method", "connection"})
 INCLUDES = ("include", "import_tasks", "include_tasks")  # all read up front (a static file name)
 INCLUDE_KEYS = frozenset({*INCLUDES, "name", "vars", "when", "tags"})
 LOOP_CONTROL_KEYS = frozenset({"label", "index_var", "loop_var", "pause"})
@@ -52,7 +54,6 @@ NOT_SUPPORTED = {
     "import_role": "use import_tasks of a task file", "include_role": "use include_tasks of a task file",
     "import_playbook": "use `- include: other.yml` between plays",
     "remote_user": "set ansible_user in the inventory", "user": "set ansible_user in the inventory",
-    "connection": "every host is reached over SSH", "local_action": "no controller-side tasks yet",
     "async": "give the task a timeout instead", "poll": "give the task a timeout instead",
     "strategy": "ripcord runs the linear strategy", "throttle": "use serial or --forks",
     "collections": "modules are ripcord's own", "module_defaults": "give each task its arguments",
@@ -265,6 +266,14 @@ def become_method(value: Any) -> str:
     return value
 
 
+def connection(value: Any) -> str:
+    """ssh (every host, the default) or local: the task runs on the controller (delegate_to:
+    localhost), with the host's variables."""
+    if value not in ("ssh", "local"):
+        raise BadValue(f"expected ssh or local (ripcord reaches hosts over SSH), got {shown(value)}")
+    return value
+
+
 def environment(value: Any) -> Any:
     """A mapping of environment variable names to values (or a template giving one)."""
     if isinstance(value, str) and is_template(value):
@@ -282,7 +291,8 @@ PLAY_SHAPES: Shapes = {"name": text, "hosts": text, "serial": serial,
                        "max_fail_percentage": percentage, "any_errors_fatal": boolean,
                        "gather_facts": boolean, "tags": tags, "environment": environment,
                        "no_log": boolean, "check_mode": boolean, "become": boolean,
-                       "become_user": text, "become_method": become_method}
+                       "become_user": text, "become_method": become_method,
+                       "connection": connection}
 TASK_SHAPES: Shapes = {"name": text, "when": conditions, "register": identifier,
                        "until": expression, "retries": count, "delay": delay,
                        "changed_when": condition, "failed_when": condition, "ignore_errors": boolean,
@@ -291,7 +301,8 @@ TASK_SHAPES: Shapes = {"name": text, "when": conditions, "register": identifier,
                        "with_items": loop_items, "with_list": loop_items, "with_dict": loop_mapping,
                        "loop_control": loop_control, "no_log": boolean, "check_mode": boolean,
                        "environment": environment, "become": boolean, "become_user": text,
-                       "become_method": become_method}  # vars: a mapping, read apart
+                       "become_method": become_method, "connection": connection,
+                       }  # vars: a mapping, read apart; local_action: a module, read apart
 BLOCK_SHAPES: Shapes = {key: TASK_SHAPES[key] for key in BLOCK_KEYWORDS - {"vars"}}
 INCLUDE_SHAPES: Shapes = {"name": text, "when": conditions, "tags": tags}
 VERIFY_SHAPES: Shapes = {"checks": text, "retry": duration}
@@ -373,9 +384,13 @@ def template_names(templar: Templar, value: str, *, bare: bool = False) -> set[s
 def _check_internals(tree: nodes.Template) -> None:
     """`x.__class__`, `x['__globals__']`: Python's internals, which the sandbox refuses at run
     time anyway; named here so such a playbook is invalid input before any host is touched."""
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        name = node.attr if isinstance(node, nodes.Getattr) else \
-            node.arg.value if isinstance(node.arg, nodes.Const) else None
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        if isinstance(node, nodes.Filter):  # x | attr('__class__')
+            name = node.args[0].value if node.name == "attr" and node.args and \
+                isinstance(node.args[0], nodes.Const) else None
+        else:
+            name = node.attr if isinstance(node, nodes.Getattr) else \
+                node.arg.value if isinstance(node.arg, nodes.Const) else None
         if isinstance(name, str) and name.startswith("_"):
             raise jinja2.TemplateAssertionError(
                 f"{name!r} reaches for Python's internals: templates render in a sandbox",
@@ -490,4 +505,5 @@ def _unknown_delegates(refs: PlayRefs, inventory: Inventory) -> list[Problem]:
     return [Problem(ref.file, ref.line, f"delegate_to {ref.name!r} is not a host in the inventory"
                     f"{suggest(ref.name, inventory.hosts)}")
             for ref in refs.delegates
-            if ref.name not in inventory.hosts and not is_template(ref.name)]
+            if ref.name not in inventory.hosts and not is_template(ref.name)
+            and ref.name not in LOCALHOST]  # the controller itself, as Ansible's implicit localhost

@@ -112,7 +112,7 @@ def test_environment_values_never_reach_a_command_line(fleet, access, clean, mon
 
 @pytest.mark.parametrize("key, says", [
     ("become_method: su", "become_method: only sudo (run as `sudo -n`: ripcord never prompts)"),
-    ("connection: local", "not supported by ripcord: connection"),
+    ("connection: winrm", "connection: expected ssh or local (ripcord reaches hosts over SSH)"),
     ("roles: [web]", "not supported by ripcord: roles; use include_tasks"),
     ("remote_user: deploy", "not supported by ripcord: remote_user"),
 ])
@@ -160,3 +160,28 @@ def test_become_runs_commands_as_another_user_through_sudo_never_prompting(invok
     failed = [r for r in json.loads(result.stdout)["results"] if r["outcome"] == "failed"]
     assert len(failed) == 1 and "become root" in failed[0]["msg"], failed
     assert "password" in failed[0]["msg"], failed
+
+
+LOCAL = """
+- hosts: exec-1
+  tasks:
+    - command: hostname
+      register: remote
+    - shell: printf '%s %s' "{{ inventory_hostname }}" "$HOME" > MARKER
+      delegate_to: localhost
+    - local_action: command touch MARKER-action
+    - shell: touch MARKER-connection
+      connection: local
+"""
+
+
+def test_delegate_to_localhost_runs_on_the_controller_with_the_hosts_vars(invoke, access, tmp_path):
+    marker = tmp_path / "here"
+    book = tmp_path / "local.yml"
+    book.write_text(LOCAL.replace("MARKER", str(marker)))
+    result = invoke("play", str(book), "--host", "exec-1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert marker.read_text() == f"exec-1 {os.environ['HOME']}"  # the controller's own $HOME
+    assert (tmp_path / "here-action").exists() and (tmp_path / "here-connection").exists()
+    remote = access.ssh("exec-1", f"ls {marker}* 2>/dev/null | wc -l").stdout.strip()
+    assert remote == "0"  # nothing of it on the host

@@ -199,9 +199,7 @@ INTERNALS = [
     "''.__class__.__mro__", "lipsum.__globals__['os']", "cycler.__init__.__globals__.os",
     "self._TemplateReference__context", "().__class__.__base__.__subclasses__()",
     "namespace.__init__.__globals__",
-    pytest.param("x | attr('__class__')", marks=pytest.mark.xfail(
-        strict=True, reason="attr() with a dunder name is refused only at run time, not at "
-                            "validation (the sandboxing change of issue 13, item 1)")),
+    "x | attr('__class__')",
 ]
 
 
