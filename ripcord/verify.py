@@ -214,7 +214,10 @@ def _check_dirs() -> list[str]:
     """The shipped checks, then the operator's own (ripcord.yaml check_dirs, RIPCORD_CHECK_DIRS)."""
     from ripcord.config import value
 
-    return [str(CHECKS), *(str(d) for d in value("check_dirs"))]
+    dirs = [str(CHECKS), *(str(d) for d in value("check_dirs"))]
+    for missing in (d for d in dirs if not Path(d).is_dir()):
+        raise InputError(f"no check directory {missing}", hint="see check_dirs: `ripcord config`")
+    return dirs
 
 
 def _shared_fixtures(dirs: list[Path]) -> list:

@@ -171,3 +171,12 @@ def test_the_topology_beside_ripcord_yaml_wins_over_the_shipped_one(clean):
     assert find_topology() == mine
     (clean / "infra" / "ripcord.yaml").unlink()
     assert find_topology() == paths.data_dir("inventory") / "topology.yml"
+
+
+def test_a_missing_check_directory_is_named(clean):
+    from ripcord.verify import _selection
+
+    write(clean / "infra" / "ripcord.yaml", "check_dirs: [gone]\n")
+    with pytest.raises(InputError) as error:
+        _selection("")
+    assert error.value.exit_code == 2 and str(clean / "infra" / "gone") in str(error.value)
