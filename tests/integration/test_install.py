@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # What the build reads; copied so that building leaves no build/ or egg-info in the checkout.
 SOURCES = ["pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "ripcord", "playbooks", "checks",
-           "templates", "inventory/topology.yml", "inventory/prod.example.yml"]
+           "templates", "migrations", "inventory/topology.yml", "inventory/prod.example.yml"]
 # Every task the checkout's tasks.py had before ripcord/tasks/ existed: none may go missing.
 TASKS = {"sandbox.up", "sandbox.down", "sandbox.status", "play", "inventory", "verify", "drill",
          "halt", "resume", "flatten", "cancel-all", "master-arm", "breaker", "isolate", "restart",
@@ -84,9 +84,9 @@ def ripcord(venv, elsewhere, tmp_path):
 def test_the_wheel_carries_all_of_ripcord_and_its_data(built):
     names = set(zipfile.ZipFile(built).namelist())
     wanted = {str(p.relative_to(REPO)) for p in (REPO / "ripcord").rglob("*.py")}
-    for directory in ("playbooks", "checks"):
+    for directory in ("playbooks", "checks", "migrations"):
         wanted |= {f"ripcord/{directory}/{p.name}" for p in (REPO / directory).iterdir()
-                   if p.suffix in (".yml", ".py")}
+                   if p.suffix in (".yml", ".py", ".sql")}
     wanted |= {"ripcord/templates/README.md", "ripcord/inventory_data/topology.yml"}
     assert wanted <= names, f"missing from the wheel (pyproject packages?): {sorted(wanted - names)}"
     assert not any("sandbox.yml" in n or "__pycache__" in n for n in names)
