@@ -20,7 +20,7 @@ import yaml
 from ripcord import validate, yamlbounds
 from ripcord.errors import InputError
 from ripcord.modules import REGISTRY  # importing the package registers the built-in modules
-from ripcord.plays import MAGIC_VARS, RESCUE_VARS, Play, Playbook, Task, VerifySpec
+from ripcord.plays import FACT_NAMES, MAGIC_VARS, RESCUE_VARS, Play, Playbook, Task, VerifySpec
 from ripcord.templating import LONE_EXPRESSION, Templar
 from ripcord.validate import PlayRefs, Problem, Ref, Use, is_template, shown
 from ripcord.yamllines import Map, items_of, load_yaml, plain, strings, with_lines, yaml_problem
@@ -247,6 +247,8 @@ class _Reader:
                          "e.g. hosts: exec)")
         play_vars = {**self._vars(data, file), **self._vars_files(data, file), **inherited.vars}
         refs = PlayRefs(hosts_line=data.value_line("hosts"), uses=list(inherited.uses))
+        if found.get("gather_facts"):
+            refs.defines |= FACT_NAMES
         refs.uses += self._values(data, file, frozenset(), {"name", "vars", "environment"})
         hosts = self._hosts(found.get("hosts", ""), play_vars, file, refs.hosts_line)
         scope = _Scope(file, refs, tags=found.get("tags", frozenset()) | inherited.tags)
@@ -262,6 +264,7 @@ class _Reader:
             serial=found.get("serial"), max_fail_percentage=found.get("max_fail_percentage"),
             any_errors_fatal=found.get("any_errors_fatal", False), tasks=sections["tasks"],
             pre_tasks=sections["pre_tasks"], post_tasks=sections["post_tasks"],
+            gather_facts=found.get("gather_facts", False),
             handlers=handlers, verify=self._verify(data, file))
         self.problems += validate.check_play(play, refs, known=self.known, inventory=self.inventory)
         return play

@@ -13,6 +13,11 @@ from typing import Any
 # What a rescue section knows about the failure it handles, as in Ansible.
 RESCUE_VARS = frozenset({"ansible_failed_task", "ansible_failed_result"})
 
+# What `gather_facts: true` (the setup module) defines: ansible_facts and its ansible_* names.
+FACT_NAMES = frozenset({"ansible_facts", *(f"ansible_{name}" for name in (
+    "hostname", "fqdn", "system", "kernel", "architecture", "distribution", "distribution_version",
+    "os_family", "processor_vcpus", "memtotal_mb", "memfree_mb"))})
+
 # delegate_to these (when the inventory has no such host): the controller, as Ansible's implicit
 # localhost.
 LOCALHOST = frozenset({"localhost", "127.0.0.1"})
@@ -90,6 +95,7 @@ class Play:
     any_errors_fatal: bool = False
     tasks: list[Task] = field(default_factory=list)
     handlers: list[Task] = field(default_factory=list)
+    gather_facts: bool = False  # run `setup` first on every host (asked for: not by default)
     pre_tasks: list[Task] = field(default_factory=list)  # handlers flush after each of the three
     post_tasks: list[Task] = field(default_factory=list)
     verify: list[VerifySpec] = field(default_factory=list)

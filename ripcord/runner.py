@@ -123,6 +123,8 @@ class Runner(TaskRunner):
             self.batch = batch
             active = self._connect([h for h in batch if not self._gone(h)])
             aborted = False
+            if play.gather_facts:  # as Ansible: before anything else of the play
+                aborted = self._run_tasks(play, [GATHER], active, batch)
             for section in (play.pre_tasks, play.tasks, play.post_tasks):  # handlers after each
                 if section and not aborted:
                     aborted = self._run_tasks(play, section, active, batch)
@@ -350,6 +352,9 @@ def _inherit(block: Task) -> Task:
 
     return replace(block, block=[child(t) for t in block.block or []],
                    rescue=[child(t) for t in block.rescue], always=[child(t) for t in block.always])
+
+
+GATHER = Task(name="Gathering Facts", file="", line=0, module="setup")  # read-only: --check too
 
 
 def _every_task(playbook: Playbook) -> list[Task]:

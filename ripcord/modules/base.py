@@ -164,7 +164,7 @@ LOCATIONS = {
     "titan_command": "trading", "exchange": "trading", "checks": "trading",
     "backup": "backup", "migrate": "backup",
     "lineinfile": "lineinfile", "pause": "ansiblecompat", "ping": "ansiblecompat",
-    "systemd": "ansiblecompat", "service_facts": "ansiblecompat",
+    "systemd": "ansiblecompat", "service_facts": "ansiblecompat", "setup": "facts",
 }
 
 # Ansible's builtin modules that ripcord has too: `ansible.builtin.copy` (or `ansible.legacy.`)

@@ -185,3 +185,22 @@ def test_delegate_to_localhost_runs_on_the_controller_with_the_hosts_vars(invoke
     assert (tmp_path / "here-action").exists() and (tmp_path / "here-connection").exists()
     remote = access.ssh("exec-1", f"ls {marker}* 2>/dev/null | wc -l").stdout.strip()
     assert remote == "0"  # nothing of it on the host
+
+
+def test_gather_facts_gives_the_facts_ops_playbooks_use(invoke, access, clean, tmp_path):
+    book = tmp_path / "facts.yml"
+    book.write_text("""
+- hosts: exec-1
+  gather_facts: true
+  tasks:
+    - file: {path: "{{ titan_home }}/state/e2e-keywords", state: directory}
+    - copy:
+        dest: "{{ titan_home }}/state/e2e-keywords/facts"
+        content: "{{ ansible_facts.os_family }} {{ ansible_hostname }} {{ ansible_processor_vcpus }}
+          {{ ansible_memtotal_mb > 0 }} {{ ansible_distribution_version }}"
+""")
+    result = invoke("play", str(book), "--host", "exec-1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    seen = access.ssh("exec-1", f"cat {OUT}/facts").stdout.split()
+    truth = access.ssh("exec-1", '. /etc/os-release; echo "$VERSION_ID"; hostname; nproc').stdout.split()
+    assert seen == ["Debian", truth[1], truth[2], "True", truth[0]], (seen, truth)
