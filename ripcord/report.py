@@ -17,6 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from ripcord.modules.base import canonical
+
 STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachable": "bold magenta",
          "skipped": "cyan", "rescued": "blue", "ignored": "dim", "passed": "green",
          "waived": "yellow"}
@@ -82,7 +84,8 @@ class Display:
         with self.lock:
             style = STYLE.get(record.outcome, "white")
             line = f"  [{style}]{record.outcome}[/]: {inert(f'[{record.host}]')}"
-            shown = record.outcome in ("failed", "unreachable", "ignored") or record.module in TELLING
+            shown = record.outcome in ("failed", "unreachable", "ignored") or \
+                canonical(record.module or "") in TELLING  # ansible.builtin.debug is debug
             if record.msg and (shown or self.verbose):
                 line += f" {inert(record.msg)}"
             self.console.print(line, soft_wrap=True)

@@ -498,3 +498,21 @@ def test_service_facts_registers_ansible_facts_services_and_keeps_the_inventory_
 def test_ansible_is_the_test_oracle_and_not_shipped():
     assert shutil.which("python3")  # the oracle runs in-process: ansible-core is a test dependency
     assert ansible_lineinfile.__file__.endswith("lineinfile.py")
+
+
+def test_a_prefixed_debug_shows_its_message_as_debug_does(monkeypatch):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from ripcord.report import Display
+    from ripcord.runstate import TaskRecord
+
+    monkeypatch.delenv("RIPCORD_VERBOSE", raising=False)
+    out = StringIO()
+    display = Display(Console(file=out, width=200))
+    for module in ("debug", "ansible.builtin.debug", "ansible.builtin.command"):
+        display.host_result(TaskRecord(play="p", task="t", host="h1", outcome="ok",
+                                       msg=f"said by {module}", module=module))
+    assert "said by debug" in out.getvalue() and "said by ansible.builtin.debug" in out.getvalue()
+    assert "said by ansible.builtin.command" not in out.getvalue()  # not a telling module
