@@ -167,7 +167,8 @@ class LineInFile(HostModule):
     args = {
         "path": Arg(str, help="the file (Ansible's alias: dest)"), "dest": Arg(str),
         "state": Arg(str, default="present", choices=("present", "absent")),
-        "line": Arg(str), "regexp": Arg(str), "search_string": Arg(str),
+        "line": Arg((str, int, float), help="a lone {{ number }} is written as its text"),
+        "regexp": Arg(str), "search_string": Arg(str),
         "insertafter": Arg(str, help="EOF (default), BOF, or a regular expression"),
         "insertbefore": Arg(str, help="BOF or a regular expression"),
         "backrefs": Arg(bool, default=False), "create": Arg(bool, default=False),
@@ -200,6 +201,8 @@ class LineInFile(HostModule):
 
     def apply(self, ctx: TaskContext, args: dict) -> Result:
         path = args.get("path") or args["dest"]
+        if args.get("line") is not None:
+            args = {**args, "line": str(args["line"])}
         for key in ("regexp", "insertafter", "insertbefore"):  # templated ones, now rendered
             problem = _regex_problem(args.get(key))
             if problem:

@@ -277,8 +277,12 @@ def test_lineinfile_creates_only_when_asked_and_keeps_or_sets_the_mode(tmp_path)
                       check=True).changed and not path.parent.exists()
     made = run_module("lineinfile", {"path": str(path), "line": "a=1", "create": True})
     assert made.changed and path.read_bytes() == b"a=1\n" and (path.stat().st_mode & 0o777) == 0o644
+    number = run_module("lineinfile", {"path": str(path), "line": 8080})  # "{{ port }}" rendered
+    assert number.changed and path.read_bytes() == b"a=1\n8080\n"
+    assert not run_module("lineinfile", {"path": str(path), "line": 8080, "state": "absent",
+                                         "regexp": "^zz"}).changed
     moded = run_module("lineinfile", {"path": str(path), "line": "a=1", "mode": "0600"})
-    assert moded.changed and (path.stat().st_mode & 0o777) == 0o600 and path.read_bytes() == b"a=1\n"
+    assert moded.changed and (path.stat().st_mode & 0o777) == 0o600 and path.read_bytes() == b"a=1\n8080\n"
     assert not run_module("lineinfile", {"path": str(path), "line": "a=1", "mode": "0600"}).changed
 
 
