@@ -94,6 +94,28 @@ def halted(ripcord, access):
     reset_fleet(access)
 
 
+def test_a_fresh_fleets_first_backup_passes_the_backups_check(ripcord, access, folder):
+    """sandbox.up leaves a manifest-backed backup, so `invoke verify` passes on a fresh fleet."""
+    assert any(m["kind"] == "backup" for m in manifests(access, folder).values())
+    result = ripcord("verify", "--host", "db", "--checks", "backups")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_backups_check_fails_on_a_corrupt_newest_backup(ripcord, access, folder):
+    name = backup(ripcord, access, folder)
+    copy = f"{name}-zz"  # the newest: its manifest is written last
+    access.ssh("db-1", f"cp {folder}/{name}.dump {folder}/{copy}.dump && "
+                       f"cp {folder}/{name}.manifest.json {folder}/{copy}.manifest.json && "
+                       f"printf 'X' | dd of={folder}/{copy}.dump bs=1 seek=100 conv=notrunc 2>/dev/null")
+    try:
+        result = ripcord("verify", "--host", "db", "--checks", "backups")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "does not match its manifest's sha256" in result.stdout + result.stderr
+    finally:
+        access.ssh("db-1", f"rm -f {folder}/{copy}.dump {folder}/{copy}.manifest.json")
+    assert ripcord("verify", "--host", "db", "--checks", "backups").returncode == 0
+
+
 def test_backup_writes_a_custom_dump_and_a_manifest_that_proves_it(ripcord, access, folder, psql):
     name = backup(ripcord, access, folder)
     record = manifests(access, folder)[name]
@@ -149,6 +171,21 @@ def test_restore_brings_back_the_backups_rows_and_keeps_a_snapshot(ripcord, acce
                         timeout=30, what=f"{host} engine back, halted")
 
 
+def test_a_restore_that_fails_midway_puts_the_snapshot_back_and_says_so(ripcord, access, folder,
+                                                                         psql, halted):
+    name = backup(ripcord, access, folder)  # its manifest then says a row count the dump lacks
+    access.ssh("db-1", "sed -i 's/\"public.positions\": [0-9]*/\"public.positions\": 999999/' "
+                       f"{folder}/{name}.manifest.json")
+    psql("INSERT INTO audit_log (actor, action, detail) VALUES ('pytest', 'midway-marker', '{}')")
+    result = ripcord("restore-db", "--host", "sandbox", "--backup", name, "--yes")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the database is back as it was before" in result.stdout, result.stdout
+    assert psql("SELECT count(*) FROM audit_log WHERE action = 'midway-marker'").strip() == "1"
+    for host in ENGINES:  # started again whatever happened
+        access.wait_for(lambda h=host: access.health(h, "titan-execution")["halted"] is True,
+                        timeout=30, what=f"{host} engine back, halted")
+
+
 def test_a_corrupt_backup_is_refused_with_nothing_stopped(ripcord, access, folder, halted):
     name = backup(ripcord, access, folder)
     corrupt = f"{name}-corrupt"
@@ -163,6 +200,21 @@ def test_a_corrupt_backup_is_refused_with_nothing_stopped(ripcord, access, folde
         assert pids(access) == states
     finally:
         access.ssh("db-1", f"rm -f {folder}/{corrupt}.dump {folder}/{corrupt}.manifest.json")
+
+
+def test_restore_goes_through_the_two_person_rule_where_the_inventory_asks(ripcord, access, folder,
+                                                                            tmp_path, halted):
+    name = backup(ripcord, access, folder)
+    rule = tmp_path / "rule.yml"
+    rule.write_text("all:\n  vars:\n    ripcord_require_approval: [restore-db]\n")
+    states = pids(access)
+    result = ripcord("restore-db", "--host", "sandbox", "--backup", name, "--yes", inventories=(rule,))
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "needs a second operator's approval" in result.stderr, result.stderr
+    assert pids(access) == states
+    access.wait_for(lambda: name < _stamp(), timeout=5, what="the next second")  # a new name
+    made = ripcord("backup-db", "--host", "db", "--yes", inventories=(rule,))  # a backup is not one
+    assert made.returncode == 0, made.stdout + made.stderr
 
 
 def test_a_missing_backup_is_refused(ripcord, access, halted):
