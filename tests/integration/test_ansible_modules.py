@@ -23,13 +23,14 @@ SCRATCH = "$TITAN_HOME/state/e2e-ansible"
 @pytest.fixture
 def play(fleet, tmp_path):
     """play(yaml_text, *args) -> CompletedProcess of `invoke play` of that playbook."""
-    def run(text: str, *args: str) -> subprocess.CompletedProcess:
+    def run(text: str, *args: str, inventories: tuple = ()) -> subprocess.CompletedProcess:
         book = tmp_path / "book.yml"
         book.write_text(textwrap.dedent(text))
         argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), "play", str(book),
-                "--inventory", str(fleet.inventory), *args]
+                *[a for path in (fleet.inventory, *inventories) for a in ("--inventory", str(path))],
+                *args]
         env = {**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "journal.jsonl"),
-               "RIPCORD_OPERATOR": "e2e"}
+               "RIPCORD_APPROVALS": str(tmp_path / "approvals"), "RIPCORD_OPERATOR": "e2e"}
         return subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env,
                               stdin=subprocess.DEVNULL)
     return run
@@ -168,3 +169,21 @@ def test_a_prompt_pause_without_a_terminal_declines_and_nothing_after_it_runs(pl
     answered = play(book, "--host", "exec-1", "--yes")
     assert answered.returncode == 0, answered.stderr
     assert access.ssh("exec-1", f'test -d "{SCRATCH}"').returncode == 0
+
+
+@pytest.mark.parametrize("task", [
+    "systemd: {name: titan-execution, state: restarted}",
+    "ansible.builtin.service: {name: titan-execution, state: restarted}",
+])
+def test_the_two_person_rule_sees_through_ansibles_spelling(play, access, tmp_path, task):
+    """recover-crash needs an approval here; restarting its engine with systemd, or with service
+    under its ansible.builtin. name, is the same act and needs it too."""
+    rule = tmp_path / "rule.yml"
+    rule.write_text("all:\n  children:\n    exec:\n      vars:\n"
+                    "        ripcord_require_approval: [recover-crash]\n")
+    pid = access.ssh("exec-1", "supervisorctl pid titan-execution").stdout.strip()
+    result = play(f"- hosts: exec-1\n  tasks:\n    - {task}\n", "--host", "exec-1", "--yes",
+                  "--json", inventories=(rule,))
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert json.loads(result.stdout)["approval_required"]
+    assert access.ssh("exec-1", "supervisorctl pid titan-execution").stdout.strip() == pid
