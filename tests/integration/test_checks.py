@@ -357,24 +357,26 @@ def test_clock_skew(access, check):
 
 
 def test_backups(access, check):
+    """The newest manifest-backed backup (ripcord/modules/backup.py): its age by the manifest,
+    its dump by its sha256; a backup without a manifest does not count."""
     backups, aside = f"{HOME}/backups", f"{HOME}/state/ripcord-check-backups"
+    name = "test_newest_backup_is_recent_intact_and_complete"
     passed(check("backups", ("db-1",)), "db-1")
-    newest = access.ssh("db-1", f"ls -t {backups} | head -n 1").stdout.strip()
-    assert newest, "sandbox.up left no backup on db-1"
-    mtime = access.ssh("db-1", f"stat -c %Y {backups}/{newest}").stdout.strip()
+    newest = access.ssh("db-1", f"ls -t {backups}/*.manifest.json | head -n 1").stdout.strip()
+    assert newest, "sandbox.up left no backup with a manifest on db-1"
+    dump = newest.removesuffix(".manifest.json") + ".dump"
     try:
-        access.ssh("db-1", f"touch -d '30 hours ago' {backups}/{newest}")
-        failed(check("backups", ("db-1",)), "db-1", "test_newest_backup_is_recent",
-               f"backups/{newest} on db-1 is 30.0 h old", "the limit is 24 h")
-        access.ssh("db-1", f": > {backups}/titan-empty.sql")
-        failed(check("backups", ("db-1",)), "db-1", "test_newest_backup_is_recent",
-               "backups/titan-empty.sql on db-1 is empty")
-        access.ssh("db-1", f"mkdir -p {aside} && mv {backups}/* {aside}/")
-        failed(check("backups", ("db-1",)), "db-1", "test_newest_backup_is_recent",
-               "no backup in", "backups on db-1")
+        access.ssh("db-1", f"mkdir -p {aside} && cp -p {backups}/* {aside}/")  # all put back after
+        old = access.ssh("db-1", "date -u -d '30 hours ago' +%Y-%m-%dT%H:%M:%SZ").stdout.strip()
+        access.ssh("db-1", f"sed -i 's/\"created\": \"[^\"]*\"/\"created\": \"{old}\"/' {newest}")
+        failed(check("backups", ("db-1",)), "db-1", name, "is 30.0 h old", "the limit is 24 h")
+        access.ssh("db-1", f"cp -p {aside}/{newest.rsplit('/', 1)[1]} {newest} && : > {dump}")
+        failed(check("backups", ("db-1",)), "db-1", name, "does not match its manifest's sha256")
+        access.ssh("db-1", f"rm -f {backups}/*.manifest.json && : > {backups}/titan-plain.sql")
+        failed(check("backups", ("db-1",)), "db-1", name, "no backup with a manifest in", "backups on db-1")
     finally:
-        access.ssh("db-1", f"if [ -d {aside} ]; then mv {aside}/* {backups}/; rmdir {aside}; fi; "
-                           f"rm -f {backups}/titan-empty.sql; touch -d @{mtime} {backups}/{newest}")
+        access.ssh("db-1", f"if [ -d {aside} ]; then rm -f {backups}/* && cp -p {aside}/* {backups}/ "
+                           f"&& rm -rf {aside}; fi")
     passed(check("backups", ("db-1",)), "db-1")
 
 
