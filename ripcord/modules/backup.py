@@ -110,7 +110,8 @@ class Backup(Postgres):
     args = {
         "action": Arg(str, default="create", choices=("create", "verify", "restore")),
         "name": Arg(str, help="verify/restore: the backup's name (no directory)"),
-        "kind": Arg(str, default="backup", help="create: backup, or pre-restore (a snapshot)"),
+        "kind": Arg(str, default="backup", choices=("backup", "pre-restore"),
+                    help="create: pre-restore names the snapshot a restore takes first"),
         "retain": Arg(int, default=0, help="create: keep this many backups (0: keep all)"),
         "dir": Arg(str, help="default: inventory backup_dir, else titan_home/backups"),
         "db": Arg(str), "host": Arg(str), "port": Arg((int, str)), "user": Arg(str),
@@ -120,8 +121,8 @@ class Backup(Postgres):
     @classmethod
     def check_combination(cls, args: dict) -> list[str]:
         needs_name = args.get("action") in ("verify", "restore") and not args.get("name")
-        return ([f"action {args.get('action')} needs 'name'"] if needs_name else []) + [
-            p for p in super().check_combination({**args, "action": "query", "sql": "-"})]
+        return ([f"action {args.get('action')} needs 'name'"] if needs_name else []) + \
+            super().check_combination({**args, "action": "query", "sql": "-"})
 
     def run(self, ctx: TaskContext, args: dict) -> Result:
         if ctx.check and args["action"] != "verify":

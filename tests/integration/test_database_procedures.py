@@ -273,3 +273,19 @@ def test_restore_db_of_the_database_host_alone_is_refused(ripcord):
     result = ripcord("restore-db", "--host", "db", "--backup", "titan-x", "--yes")
     assert result.returncode == 2 and "leaves out exec-1, exec-2" in result.stderr, result.stderr
 
+
+
+def test_check_mode_changes_nothing(ripcord, access, folder, psql, halted):
+    name = backup(ripcord, access, folder)
+    states, before, schema = pids(access), set(manifests(access, folder)), psql(SCHEMA)
+    result = ripcord("restore-db", "--host", "sandbox", "--backup", name, "--check", "--json", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+    assert "would stop titan-execution" in result.stdout, result.stdout
+    made = ripcord("backup-db", "--host", "db", "--check")
+    assert made.returncode == 0, made.stdout + made.stderr
+    migrated = ripcord("migrate-db", "--up", "--host", "db", "--check", "-v", "--yes")
+    assert migrated.returncode == 0 and "would up 0001_orders_symbol_index" in migrated.stdout, (
+        migrated.stdout + migrated.stderr)
+    assert pids(access) == states and set(manifests(access, folder)) == before
+    assert psql(SCHEMA) == schema

@@ -3,6 +3,7 @@ read from pg_restore's output, retention, the migration plan and the migration f
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -101,3 +102,28 @@ def test_the_two_person_rule_tells_a_restore_from_a_backup():
     assert ("backup", "restore") in restore and ("backup", "create") not in restore
     assert not procedures.procedure_acts("backup-db") & restore
     assert procedures.procedure_acts("migrate-db") == {("migrate", "*")}
+
+
+FLEET = """all:
+  hosts:
+    db-1: {ansible_host: 127.0.0.1, services: [postgresql, nats]}
+    exec-1: {ansible_host: 127.0.0.1, services: [titan-execution]}
+"""
+
+
+@pytest.mark.parametrize("procedure, pattern, extra, error", [
+    ("backup-db", "exec-1", {}, "--host exec-1 selects no host that runs postgresql"),
+    ("migrate-db", "exec-1", {}, "selects no host that runs postgresql"),
+    ("restore-db", "db-1", {"restore_backup": "titan-1"}, "--host db-1 leaves out exec-1"),
+    ("restore-db", "all", {"restore_backup": "../etc/x"}, "is not a backup name"),
+])
+def test_preflight_refuses_before_any_host_is_read(tmp_path, monkeypatch, procedure, pattern, extra,
+                                                   error):
+    from ripcord.inventory import Inventory
+    from ripcord.modules import backup
+
+    path = tmp_path / "fleet.yml"
+    path.write_text(FLEET)
+    monkeypatch.setattr(backup, "_read_fleet", lambda *a: pytest.fail("a host was read"))
+    with pytest.raises(InputError, match=re.escape(error)):
+        backup.preflight(procedure, Inventory.load([path]), pattern, extra)
