@@ -20,6 +20,10 @@ from common import Config, Log, Request, Response, now_ms, serve_http
 
 BASE_PRICES = {"BTCUSDT": 64000.0, "ETHUSDT": 3100.0, "SOLUSDT": 150.0}
 TICK_S = 0.05  # how often LIMIT fills and dead-man's switches are checked
+# A LIMIT order fills (after the fill delay) only when it is marketable: a BUY at or above the
+# market, a SELL at or below, within this band (an engine's last price lags the market a little).
+# One far from the market rests on the book, as on a real exchange, until cancelled.
+MARKETABLE_BAND = 0.01
 PRICE_STEP_MS = 100  # prices move at most this often
 PUBLIC_PATHS = {"/health", "/api/v1/time", "/api/v1/ticker"}
 
@@ -268,13 +272,15 @@ class Exchange:
             self.log.info(f"Dead-man switch disarmed for {self.label(key)}")
         return Response(200, self.switch_state(key))
 
-    # --- background: LIMIT fills and switch expiry ----------------------------------------
+    # --- background: LIMIT fills (marketable ones) and switch expiry ------------------------
 
     async def run_ticks(self) -> None:
         while True:
             now = now_ms()
+            prices = self.ticker.snapshot()
             for order in [o for o in self.open.values() if o["_fillAt"] <= now]:
-                self.fill(order, order["price"])
+                if marketable(order, prices[order["symbol"]]):
+                    self.fill(order, order["price"])
             for key, (_, expires_at) in list(self.switches.items()):
                 if expires_at <= now:
                     del self.switches[key]
@@ -395,3 +401,10 @@ def save_positions(exchange: Exchange, config: Config, log: Log) -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+
+
+def marketable(order: dict, market: float) -> bool:
+    """Whether a LIMIT order would trade at the market price (within MARKETABLE_BAND)."""
+    if order["side"] == "BUY":
+        return order["price"] >= market * (1 - MARKETABLE_BAND)
+    return order["price"] <= market * (1 + MARKETABLE_BAND)
