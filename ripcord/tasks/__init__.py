@@ -4,7 +4,8 @@ checkout (tasks.py) and the installed `ripcord` command (ripcord.program) run:
     sandbox.up | sandbox.down | sandbox.status     the local fleet             (tasks/sandbox.py)
     play | inventory | verify                      playbooks, inventory, checks (tasks/playbooks.py)
     halt | resume | flatten | cancel-all | master-arm | breaker | isolate | restart |
-    recover-crash | status | drill                 the runbooks' procedures    (tasks/procedures.py)
+    recover-crash | status | drill |
+    backup-db | restore-db | migrate-db            the runbooks' procedures    (tasks/procedures.py)
     approve                                        the two-person rule         (tasks/approvals.py)
     config                                         the configuration in force  (tasks/configuration.py)
     journal.show | journal.verify                  the record of every run     (tasks/journal.py)

@@ -1,6 +1,7 @@
 """The runbooks' procedures (docs/runbook.md), each a shipped playbook verified by checks:
-halt, resume, flatten, cancel-all, master-arm, breaker, isolate, restart, recover-crash; and the
-read-only `status` and the `drill` that exercises the kill switch."""
+halt, resume, flatten, cancel-all, master-arm, breaker, isolate, restart, recover-crash, and the
+database's backup-db, restore-db, migrate-db; and the read-only `status` and the `drill` that
+exercises the kill switch."""
 
 from __future__ import annotations
 

@@ -235,6 +235,17 @@ def test_a_trading_fleet_is_refused_with_nothing_stopped(ripcord, access, folder
         assert access.health(host, "titan-execution")["halted"] is False
 
 
+
+def test_the_playbook_itself_refuses_a_trading_fleet_before_anything_changes(ripcord, access, folder):
+    """`invoke play` of restore-db.yml has no preflight: the playbook's own guard stops it."""
+    name = backup(ripcord, access, folder)
+    states, before = pids(access), set(manifests(access, folder))
+    result = ripcord("play", str(REPO / "playbooks" / "restore-db.yml"), "--host", "sandbox",
+                     "-e", f"restore_backup={name}", "--yes")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "titan-execution on exec-1 may be trading" in result.stdout, result.stdout
+    assert pids(access) == states and set(manifests(access, folder)) == before
+
 SCHEMA = """SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type
               FROM information_schema.columns WHERE table_schema = 'public'
             UNION ALL SELECT 'index ' || indexname || ' ' || indexdef FROM pg_indexes
