@@ -338,6 +338,13 @@ def preflight(procedure: str, inventory, pattern: str, extra_vars: dict) -> None
     if not databases:
         raise InputError(f"--host {pattern} selects no host that runs postgresql",
                          hint="e.g. --host db (restore-db: --host sandbox, the whole fleet)")
+    if procedure == "migrate-db":
+        from ripcord.paths import data_dir
+
+        known, to = migrations(data_dir("migrations")), extra_vars.get("migrate_to", "")
+        if to != "" and to not in known and not (to == 0 and extra_vars.get("migrate_direction") == "down"):
+            raise InputError(f"--to {to}: no such migration (known: "
+                             f"{', '.join(map(str, sorted(known))) or 'none'}; --down --to 0 reverts all)")
     if procedure != "restore-db":
         return
     name = backup_name(extra_vars.get("restore_backup", ""))

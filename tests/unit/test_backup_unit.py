@@ -116,6 +116,8 @@ FLEET = """all:
     ("migrate-db", "exec-1", {}, "selects no host that runs postgresql"),
     ("restore-db", "db-1", {"restore_backup": "titan-1"}, "--host db-1 leaves out exec-1"),
     ("restore-db", "all", {"restore_backup": "../etc/x"}, "is not a backup name"),
+    ("migrate-db", "db-1", {"migrate_direction": "up", "migrate_to": 99}, "--to 99: no such migration"),
+    ("migrate-db", "db-1", {"migrate_direction": "up", "migrate_to": 0}, "--to 0: no such migration"),
 ])
 def test_preflight_refuses_before_any_host_is_read(tmp_path, monkeypatch, procedure, pattern, extra,
                                                    error):
@@ -127,3 +129,15 @@ def test_preflight_refuses_before_any_host_is_read(tmp_path, monkeypatch, proced
     monkeypatch.setattr(backup, "_read_fleet", lambda *a: pytest.fail("a host was read"))
     with pytest.raises(InputError, match=re.escape(error)):
         backup.preflight(procedure, Inventory.load([path]), pattern, extra)
+
+
+def test_preflight_lets_a_known_migration_target_through(tmp_path):
+    from ripcord.inventory import Inventory
+    from ripcord.modules import backup
+
+    path = tmp_path / "fleet.yml"
+    path.write_text(FLEET)
+    for extra in ({"migrate_direction": "up", "migrate_to": 1},
+                  {"migrate_direction": "down", "migrate_to": 0},
+                  {"migrate_direction": "down", "migrate_to": ""}):
+        backup.preflight("migrate-db", Inventory.load([path]), "db-1", extra)
