@@ -127,7 +127,6 @@ async def connect(url: str, timeout: float = 2.0, *, retry_refused: bool = False
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    retry_refused = True  # BROKEN ON PURPOSE (h4): waits the timeout out
     reason: BaseException | None = None
     while True:
         failed: asyncio.Future = loop.create_future()
