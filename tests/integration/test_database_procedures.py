@@ -171,6 +171,15 @@ def test_restore_brings_back_the_backups_rows_and_keeps_a_snapshot(ripcord, acce
                         timeout=30, what=f"{host} engine back, halted")
 
 
+def test_the_sandboxs_first_backup_restores(ripcord, access, folder, psql, halted):
+    """The backup sandbox.up leaves (dumped by the database superuser) restores as titan."""
+    first = min(n for n, m in manifests(access, folder).items() if m["kind"] == "backup")
+    result = ripcord("restore-db", "--host", "sandbox", "--backup", first, "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = manifests(access, folder)[first]["tables"]["public.positions"]
+    assert int(psql("SELECT count(*) FROM positions").strip()) == expected
+
+
 def test_a_restore_that_fails_midway_puts_the_snapshot_back_and_says_so(ripcord, access, folder,
                                                                          psql, halted):
     name = backup(ripcord, access, folder)  # its manifest then says a row count the dump lacks
