@@ -131,9 +131,20 @@ def _wait(seconds: float) -> bool:
 
     signal.signal(signal.SIGINT, on_interrupt)
     try:
-        return stop.wait(seconds)
+        return _held(previous) or stop.wait(seconds)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _held(handler) -> bool:
+    """Whether the runner already holds a Ctrl-C that came as this task began (taskrun's
+    _deferred_interrupt records it in its `came` list until the task ends): then the pause
+    must not start. Checked after ours is installed, so no Ctrl-C falls between the two."""
+    for cell in getattr(handler, "__closure__", None) or ():
+        came = getattr(cell.cell_contents, "came", None)
+        if isinstance(came, list) and came:
+            return True
+    return False
 
 
 # --- systemd ------------------------------------------------------------------------------------

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +190,43 @@ def test_the_two_person_rule_sees_through_ansibles_spelling(play, access, tmp_pa
     assert result.returncode == 4, result.stdout + result.stderr
     assert json.loads(result.stdout)["approval_required"]
     assert access.ssh("exec-1", "supervisorctl pid titan-execution").stdout.strip() == pid
+
+
+def test_ctrl_c_ends_a_long_pause_at_once_and_nothing_after_it_runs(fleet, access, tmp_path):
+    book = tmp_path / "pause.yml"
+    book.write_text("- hosts: exec-1\n  tasks:\n"
+                    "    - file: {path: \"{{ titan_home }}/state/e2e-ansible\", state: directory}\n"
+                    "    - pause: {minutes: 10}\n"
+                    "    - file: {path: \"{{ titan_home }}/state/e2e-ansible/after\", state: touch}\n")
+    argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), "play", str(book),
+            "--inventory", str(fleet.inventory), "--host", "exec-1"]
+    env = {**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "journal.jsonl"), "RIPCORD_OPERATOR": "e2e"}
+    with subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert "pause minutes=10" in read_until(proc, "pause minutes=10", timeout=60)
+            # the task has begun; its main thread then blocks in the wait (a futex) and nowhere
+            # else: that is when an operator's Ctrl-C must still end it at once
+            access.wait_for(lambda: "futex" in Path(f"/proc/{proc.pid}/wchan").read_text(),
+                            timeout=30, what="the pause waiting")
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=30)  # not the pause's 10 minutes
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert access.ssh("exec-1", f'test -e "{SCRATCH}/after"', check=False).returncode == 1
+
+
+def read_until(proc: subprocess.Popen, text: str, timeout: float) -> str:
+    """proc's stdout up to the first line holding text (or all of it by the deadline)."""
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while text not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(proc.stdout.fileno(), 65536)  # not readline: its buffer hides from select
+        if not chunk:
+            break
+        seen += chunk.decode(errors="replace")
+    return seen

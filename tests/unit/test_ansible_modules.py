@@ -360,6 +360,17 @@ def test_pause_ends_at_ctrl_c_and_passes_it_on():
     assert all(r.failed and "interrupted" in r.msg for r in results.values())
 
 
+def test_a_ctrl_c_held_by_the_runner_as_the_pause_begins_ends_it():
+    """One that came between the runner's deferral and the pause's own handler is not lost."""
+    from ripcord.taskrun import _deferred_interrupt
+
+    with _deferred_interrupt() as came:
+        os.kill(os.getpid(), signal.SIGINT)  # delivered to the deferral before the pause starts
+        assert came == [True]
+        results = pause({"minutes": 10})
+    assert all(r.failed and "interrupted" in r.msg for r in results.values())
+
+
 def test_pause_prompt_without_terminal_declines_like_confirm(monkeypatch):
     monkeypatch.setattr("sys.stdin", SimpleNamespace(isatty=lambda: False))
     with pytest.raises(DeclinedError, match="no terminal to ask on"):
