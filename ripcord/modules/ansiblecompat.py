@@ -295,6 +295,7 @@ class ServiceFacts(Module):
 
     name = "service_facts"
     args = {}
+    defines = frozenset({"ansible_facts"})
 
     def run(self, ctx: TaskContext, args: dict) -> Result:
         control = control_for(ctx)

@@ -111,6 +111,7 @@ class Module:
     once: ClassVar[bool] = False  # runs once per batch, for every host (confirm asks once)
     fleet: ClassVar[bool] = False  # run_fleet() acts on every host of the batch at once
     ssh_optional: ClassVar[bool] = False  # fleet: also gets SSH-unreachable hosts (conn None)
+    defines: ClassVar[frozenset[str]] = frozenset()  # variables a run sets (service_facts: ansible_facts)
 
     @classmethod
     def check_args(cls, args: dict[str, Any]) -> list[str]:
