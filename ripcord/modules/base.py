@@ -179,8 +179,17 @@ ANSIBLE_ALIASES = {"systemd_service": "systemd"}  # Ansible's newer name for sys
 # Ansible modules refused with the reason (the playbook is invalid input, exit 2).
 PACKAGE_MANAGERS = ("apt", "apt_key", "apt_repository", "yum", "yum_repository", "dnf", "dnf5",
                     "package", "pip")
-REFUSED = dict.fromkeys(PACKAGE_MANAGERS, "package managers: ripcord remediates incidents; install "
-                                          "packages with your configuration management")
+CONFIGURATION = ("user", "group", "cron", "mount", "sysctl", "hostname", "git", "get_url",
+                 "unarchive")
+REFUSED = {
+    **dict.fromkeys(PACKAGE_MANAGERS, "package managers: ripcord remediates incidents; install "
+                                      "packages with your configuration management"),
+    **dict.fromkeys(CONFIGURATION, "configuration management: ripcord remediates incidents; "
+                                   "configure hosts with your configuration management"),
+    **dict.fromkeys(("blockinfile", "replace"), "this file edit: use lineinfile for a line, "
+                                                "template or copy for the whole file"),
+    "reboot": "rebooting hosts: ripcord restarts services (service, systemd, restart), never machines",
+}
 
 
 def canonical(name: str) -> str:

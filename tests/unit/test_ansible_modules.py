@@ -71,6 +71,21 @@ def test_package_managers_are_refused_with_the_reason(tmp_path, name):
     assert name not in list(REGISTRY)  # refused, never offered as a known module
 
 
+@pytest.mark.parametrize("name, reason", [
+    ("ansible.builtin.user", "configuration management: ripcord remediates incidents"),
+    ("cron", "configuration management"),
+    ("blockinfile", "this file edit: use lineinfile for a line, template or copy for the whole file"),
+    ("reboot", "rebooting hosts: ripcord restarts services (service, systemd, restart), never machines"),
+])
+def test_other_ansible_modules_ripcord_will_not_run_say_why(tmp_path, name, reason):
+    book = tmp_path / "p.yml"
+    book.write_text(f"- hosts: all\n  tasks:\n    - {name}: {{name: x}}\n")
+    with pytest.raises(PlaybookError) as caught:
+        load_playbook(book)
+    [problem] = caught.value.problems
+    assert str(problem).startswith(f"{book}:3: module {name!r}: not supported by ripcord: {reason}")
+
+
 def test_prefixed_and_systemd_tasks_count_as_the_procedures_acts():
     """The two-person rule sees through the spelling: ansible.builtin.uri POST is the breaker's
     act, and a systemd restart is recover-crash's service restart."""
