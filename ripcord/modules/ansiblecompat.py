@@ -226,9 +226,8 @@ class SystemdModule(Module):
                     changes.append(result.msg)
         except RipcordError as exc:
             return Result(changed=control.acted, failed=True, msg=str(exc), data=data)
-        prefix = "would: " if ctx.check and changes else ""
         return Result(changed=bool(changes), data=data,
-                      msg=prefix + ("; ".join(changes) if changes else f"{name} is as asked"))
+                      msg="; ".join(changes) if changes else f"{name} is as asked")
 
     @staticmethod
     def _enabled(ctx: TaskContext, control: ServiceControl, name: str, wanted: bool,
@@ -245,7 +244,7 @@ class SystemdModule(Module):
         if not ctx.check:
             _run(ctx, control, _systemctl(control, verb, unit), f"systemctl {verb} {unit}")
             data["enabled"] = wanted
-        return [f"{verb}d {name}"]
+        return [f"would {verb} {name}" if ctx.check else f"{verb}d {name}"]
 
     @staticmethod
     def _reload(ctx: TaskContext, control: ServiceControl, name: str, data: dict) -> list[str]:
@@ -263,7 +262,8 @@ class SystemdModule(Module):
             else:
                 control.act("start", name)
             data.update(control.status(name).as_data())
-        return [f"{'reloaded' if verb == 'reload' else 'started'} {name}"]
+        return [f"would {verb} {name}" if ctx.check else
+                f"{'reloaded' if verb == 'reload' else 'started'} {name}"]
 
 
 BOOT_SETTING = {

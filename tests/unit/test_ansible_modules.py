@@ -441,6 +441,7 @@ def test_systemd_enables_and_restarts_through_systemctl():
                         SHOW]
     checked, commands = systemd({"name": "nginx", "enabled": True}, answers, check=True)
     assert checked.changed and commands == ["systemctl is-enabled nginx"]
+    assert checked.msg == "would enable nginx"
     answers["systemctl is-enabled nginx"] = (0, "enabled\n")
     same, _ = systemd({"name": "nginx", "enabled": True, "state": "started"}, answers)
     assert not same.changed and not same.failed
