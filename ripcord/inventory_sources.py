@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
 from ripcord import yamlbounds
 from ripcord.errors import InputError
 from ripcord.patterns import parse_address
