@@ -531,6 +531,8 @@ class _Reader:
             refs.defines.add(task.register)
         if module and REGISTRY[module].open_args:  # set_fact: its arguments are variables
             refs.defines.update(key for key in task.args if isinstance(key, str))
+        if module:  # what a module sets for later tasks (service_facts: ansible_facts)
+            refs.defines.update(REGISTRY[module].defines)
         if scope.handlers:
             refs.handlers.update([task.name, *task.listen])
         if task.notify:

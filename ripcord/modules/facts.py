@@ -8,6 +8,7 @@ call it. One command reads everything; the values are data (never templated agai
 from __future__ import annotations
 
 from ripcord.modules.base import Module, Result, TaskContext, register
+from ripcord.plays import FACT_NAMES
 
 SCRIPT = ("hostname; hostname -f 2>/dev/null || hostname; uname -s; uname -r; uname -m; "
           "(. /etc/os-release 2>/dev/null; echo \"${ID:-unknown}\"; echo \"${ID_LIKE:-}\"; "
@@ -36,6 +37,7 @@ def parse(stdout: str) -> dict:
 class Setup(Module):
     name = "setup"
     args = {}
+    defines = FACT_NAMES
 
     def run(self, ctx: TaskContext, args: dict) -> Result:
         out = ctx.run(SCRIPT)
