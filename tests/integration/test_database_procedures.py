@@ -87,9 +87,12 @@ def backup(ripcord, access, folder) -> str:
 def halted(ripcord, access):
     """The whole fleet halted for the test (invoke halt), trading again after it."""
     result = ripcord("halt", "--host", "sandbox", "--reason", "pytest restore")
-    assert result.returncode == 0, result.stdout + result.stderr
+    # the precondition is the engines' own word; halt's exchange rung may meet the stand-in
+    # exchange's per-second rate limit (HTTP 429) when tests halt and resume in quick succession
+    assert result.returncode == 0 or "HTTP 429" in result.stdout, result.stdout + result.stderr
     for host in ENGINES:
-        assert access.health(host, "titan-execution")["halted"] is True
+        access.wait_for(lambda h=host: access.health(h, "titan-execution")["halted"] is True,
+                        timeout=10, what=f"{host} halted")
     yield
     reset_fleet(access)
 
