@@ -25,6 +25,8 @@ from ripcord.modules.bus import EnvFileError, env_secret, nats_tunnel
 from ripcord.templating import truthy
 
 EXCHANGE_TIMEOUT_S = 3.0
+RATE_LIMIT_TRIES = 4  # an exchange call answered 429 is tried again, this many times in all,
+RATE_LIMIT_WAIT_S = 1.0  # this long apart (exchanges' per-second limits reset within a second)
 SUBJECTS = {"halt": bus.HALT_SUBJECT, "flatten": bus.FLATTEN_SUBJECT,
             "cancel_all": bus.CANCEL_ALL_SUBJECT}
 
@@ -145,16 +147,22 @@ class ExchangeAccount:
             raise RipcordError(str(exc)) from None
 
     def call(self, method: str, path: str, body: dict | None = None) -> Any:
+        """One API call. A rate limit (HTTP 429: the engines share the key) is waited out, a
+        second at a time, up to RATE_LIMIT_TRIES times: the halt must not give up on it."""
         command = ["curl", "-sS", "--max-time", f"{EXCHANGE_TIMEOUT_S:g}", "-H", "@-",
                    "-X", method, "-w", r"\n%{http_code}"]
         if body is not None:
             command += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
         command.append(self.url + path)
-        out = self.ctx.conn.run(" ".join(shlex.quote(w) for w in command),
-                                timeout=EXCHANGE_TIMEOUT_S + 2, stdin=f"X-API-KEY: {self.key}\n")
-        text, _, code = out.stdout.rpartition("\n")
-        if out.rc != 0 or not code.strip().isdigit():
-            raise RipcordError(f"{method} {self.url}{path}: {out.stderr.strip() or 'no answer'}")
+        for attempt in range(1, RATE_LIMIT_TRIES + 1):
+            out = self.ctx.conn.run(" ".join(shlex.quote(w) for w in command),
+                                    timeout=EXCHANGE_TIMEOUT_S + 2, stdin=f"X-API-KEY: {self.key}\n")
+            text, _, code = out.stdout.rpartition("\n")
+            if out.rc != 0 or not code.strip().isdigit():
+                raise RipcordError(f"{method} {self.url}{path}: {out.stderr.strip() or 'no answer'}")
+            if int(code) != 429 or attempt == RATE_LIMIT_TRIES:
+                break
+            time.sleep(RATE_LIMIT_WAIT_S)
         if int(code) >= 300:
             raise RipcordError(f"{method} {self.url}{path}: HTTP {code.strip()}")
         try:

@@ -49,3 +49,32 @@ def test_the_controller_reads_health_directly_only_where_it_sees_what_the_host_s
         == "http://127.0.0.1:8081/health is on exec-1's loopback"
     assert "loopback" in direct_reason(ctx("exec-1.prod"), "http://localhost:8081/health")
     assert "loopback" in direct_reason(ctx("10.0.0.7"), "http://[::1]:8081/health")
+
+
+def test_an_exchange_rate_limit_is_waited_out_not_given_up_on(monkeypatch):
+    """HTTP 429 (the engines share the key's per-second limit) is tried again, a second apart,
+    up to RATE_LIMIT_TRIES times; what keeps answering 429 fails with the status."""
+    from ripcord.connection import CommandResult
+    from ripcord.errors import RipcordError
+    from ripcord.modules import trading
+
+    class Host:
+        def __init__(self, codes):
+            self.codes, self.calls = list(codes), 0
+
+        def run(self, command, **kwargs):
+            self.calls += 1
+            return CommandResult(0, f"[]\n{self.codes.pop(0)}", "")
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(trading.time, "sleep", sleeps.append)
+    account = trading.ExchangeAccount.__new__(trading.ExchangeAccount)
+    account.url, account.key = "http://exchange", "k"
+    account.ctx = type("Ctx", (), {"conn": Host([429, 429, 200])})()
+    assert account.call("GET", "/api/v1/openOrders") == []
+    assert account.ctx.conn.calls == 3 and sleeps == [1.0, 1.0]
+    account.ctx = type("Ctx", (), {"conn": Host([429] * trading.RATE_LIMIT_TRIES)})()
+    import pytest
+    with pytest.raises(RipcordError, match="HTTP 429"):
+        account.call("GET", "/api/v1/openOrders")
+    assert account.ctx.conn.calls == trading.RATE_LIMIT_TRIES
