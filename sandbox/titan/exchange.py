@@ -20,10 +20,6 @@ from common import Config, Log, Request, Response, now_ms, serve_http
 
 BASE_PRICES = {"BTCUSDT": 64000.0, "ETHUSDT": 3100.0, "SOLUSDT": 150.0}
 TICK_S = 0.05  # how often LIMIT fills and dead-man's switches are checked
-# A LIMIT order fills (after the fill delay) only when it is marketable: a BUY at or above the
-# market, a SELL at or below, within this band (an engine's last price lags the market a little).
-# One far from the market rests on the book, as on a real exchange, until cancelled.
-MARKETABLE_BAND = 0.01
 PRICE_STEP_MS = 100  # prices move at most this often
 PUBLIC_PATHS = {"/health", "/api/v1/time", "/api/v1/ticker"}
 
@@ -160,6 +156,9 @@ class Exchange:
         quantity = positive(body.get("quantity"), "quantity")
         price = positive(body.get("price"), "price") if kind == "LIMIT" else None
         client_id = body.get("clientOrderId")
+        # A test may ask a LIMIT order to rest longer (a sandbox affordance; engines never do).
+        fill_delay = int(positive(body["fillDelayMs"], "fillDelayMs")) if "fillDelayMs" in body \
+            else self.fill_delay_ms
         account = self.account(key)
         used = self.client_ids.setdefault(account, set())
         if client_id is not None:
@@ -173,7 +172,7 @@ class Exchange:
             "orderId": str(next(self.ids)), "clientOrderId": client_id, "symbol": symbol,
             "side": side, "type": kind, "quantity": quantity, "price": price, "status": "NEW",
             "createdAt": now, "filledAt": None, "fillPrice": None, "account": account,
-            "placedBy": self.label(key), "_key": key, "_fillAt": now + self.fill_delay_ms,
+            "placedBy": self.label(key), "_key": key, "_fillAt": now + fill_delay,
         }
         self.orders[order["orderId"]] = order
         self.log.info(f"Order {order['orderId']} placed by {order['placedBy']}: {side} {quantity} "
@@ -272,15 +271,13 @@ class Exchange:
             self.log.info(f"Dead-man switch disarmed for {self.label(key)}")
         return Response(200, self.switch_state(key))
 
-    # --- background: LIMIT fills (marketable ones) and switch expiry ------------------------
+    # --- background: LIMIT fills and switch expiry ----------------------------------------
 
     async def run_ticks(self) -> None:
         while True:
             now = now_ms()
-            prices = self.ticker.snapshot()
             for order in [o for o in self.open.values() if o["_fillAt"] <= now]:
-                if marketable(order, prices[order["symbol"]]):
-                    self.fill(order, order["price"])
+                self.fill(order, order["price"])
             for key, (_, expires_at) in list(self.switches.items()):
                 if expires_at <= now:
                     del self.switches[key]
@@ -401,10 +398,3 @@ def save_positions(exchange: Exchange, config: Config, log: Log) -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
-
-
-def marketable(order: dict, market: float) -> bool:
-    """Whether a LIMIT order would trade at the market price (within MARKETABLE_BAND)."""
-    if order["side"] == "BUY":
-        return order["price"] >= market * (1 - MARKETABLE_BAND)
-    return order["price"] <= market * (1 + MARKETABLE_BAND)

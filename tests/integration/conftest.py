@@ -162,7 +162,8 @@ def connect(inventory):
     opened: dict[str, Connection] = {}
 
     def factory(host: str) -> Connection:
-        if host not in opened:
+        transport = opened[host].fabric.client.get_transport() if host in opened else None
+        if transport is None or not transport.is_active():  # a fault test may have cut it
             conn = Connection(host, inventory.connection_for(host))
             conn.open()
             opened[host] = conn

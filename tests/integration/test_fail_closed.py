@@ -228,21 +228,31 @@ def test_ctrl_c_mid_halt_finishes_the_ladder_and_reports_it(fleet, access, tmp_p
 
 # --- a fleet module that fails, or forgets a host, never counts as done ----------------------------
 
-def _fleet_module(name: str, behaviour):
-    """Register a throwaway fleet module (for this process) that calls behaviour(contexts)."""
+@pytest.fixture
+def fleet_module():
+    """fleet_module(name, behaviour): a throwaway fleet module calling behaviour(contexts),
+    registered for the test only (the registry is the process's: later tests must not see it)."""
     from ripcord.modules import REGISTRY
     from ripcord.modules.base import Module
 
-    class Fleet(Module):
-        fleet = True
-        args = {}
+    names: list[str] = []
 
-        def run_fleet(self, contexts, args):
-            return behaviour(contexts)
+    def register(name: str, behaviour):
+        class Fleet(Module):
+            fleet = True
+            args = {}
 
-    Fleet.name = name
-    REGISTRY[name] = Fleet
-    return name
+            def run_fleet(self, contexts, args):
+                return behaviour(contexts)
+
+        Fleet.name = name
+        REGISTRY[name] = Fleet
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        del REGISTRY[name]
 
 
 def _run_in_process(fleet, module: str):
@@ -258,11 +268,11 @@ def _run_in_process(fleet, module: str):
     return runner
 
 
-def test_a_fleet_module_that_raises_fails_its_task_on_every_host_not_the_run(fleet):
+def test_a_fleet_module_that_raises_fails_its_task_on_every_host_not_the_run(fleet, fleet_module):
     def explode(contexts):
         raise KeyError("boom")
 
-    runner = _run_in_process(fleet, _fleet_module("explode_fleet", explode))
+    runner = _run_in_process(fleet, fleet_module("explode_fleet", explode))
     summary = runner.summary()
     assert sorted(summary) == ["exec-1", "exec-2"]
     assert all(stats["failed"] == 1 and stats["ok"] == 0 for stats in summary.values()), summary
@@ -270,13 +280,13 @@ def test_a_fleet_module_that_raises_fails_its_task_on_every_host_not_the_run(fle
     assert said == dict.fromkeys(["exec-1", "exec-2"], "module explode_fleet crashed: KeyError('boom')")
 
 
-def test_a_host_a_fleet_module_gave_no_result_for_has_failed(fleet):
+def test_a_host_a_fleet_module_gave_no_result_for_has_failed(fleet, fleet_module):
     from ripcord.modules.base import Result
 
     def forget_one(contexts):
         return {host: Result(changed=True, msg="done") for host in sorted(contexts)[:1]}
 
-    runner = _run_in_process(fleet, _fleet_module("forgetful_fleet", forget_one))
+    runner = _run_in_process(fleet, fleet_module("forgetful_fleet", forget_one))
     summary = runner.summary()
     assert summary["exec-1"]["failed"] == 0 and summary["exec-1"]["changed"] == 2
     assert summary["exec-2"]["failed"] == 1, summary

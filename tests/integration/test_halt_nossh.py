@@ -92,6 +92,7 @@ def trading_with_an_open_order(access, key: str) -> dict:
     access.wait_for(lambda: not engine(access, "exec-1")["halted"], timeout=10,
                     what="exec-1 trading")
     body = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "quantity": 0.01, "price": 1000,
+            "fillDelayMs": 60000,  # resting for a minute: a slow run cannot see it fill first
             "clientOrderId": f"exec-1-nossh-{secrets.token_hex(4)}"}  # ids are never reused
     status, order = exchange(access, "POST", "/api/v1/order", key, body)
     assert status == 201, order

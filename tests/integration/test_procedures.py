@@ -74,11 +74,12 @@ def trading_afterwards(access, secret):
 
 @contextlib.contextmanager
 def hand_order(access, key: str, client_id: str | None = None):
-    """A LIMIT BUY placed by hand far below the market: it rests on the book (the sandbox
-    exchange fills only marketable limits), so a test sees it open until something cancels it.
-    Should it fill all the same, the fill is offset afterwards, so the account stays in step
+    """A LIMIT order placed by hand, asked to rest for a minute (the sandbox exchange's
+    fillDelayMs; its default is ~2 s whatever the price), so that a slow run cannot see it fill
+    before the step under test; any fill is offset afterwards, so the account stays in step
     with the engines' ledger."""
     body = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "quantity": 0.01, "price": 1000,
+            "fillDelayMs": 60000,
             **({"clientOrderId": client_id} if client_id else {})}
     status, order = exchange(access, "POST", "/api/v1/order", key, body)
     assert status == 201, order

@@ -141,7 +141,8 @@ def test_the_exchange_refuses_bad_keys_and_rate_limits(access):
     assert exchange(access, "GET", "/api/v1/positions", None)[0] == 401
     assert exchange(access, "GET", "/api/v1/positions", "not-a-key")[0] == 401
     key = access.env("core-1")["EXCHANGE_OPS_API_KEY"]
-    statuses = [exchange(access, "GET", "/api/v1/openOrders", key)[0] for _ in range(45)]
+    statuses = [exchange(access, "GET", "/api/v1/openOrders", key, patient=False)[0]
+                for _ in range(45)]
     assert 429 in statuses and statuses[0] == 200
     access.wait_for(lambda: exchange(access, "GET", "/api/v1/openOrders", key)[0] == 200,
                     timeout=5, interval=0.2, what="the exchange answering again after its window")
