@@ -11,9 +11,11 @@ demo: deps
 	$(INVOKE) sandbox.up
 	$(INVOKE) drill --host sandbox
 
+# Two workers (pytest-xdist), each with a sandbox fleet of its own (tests/integration/helpers.py):
+# the suite mostly waits on hosts, so two halve its time on two cores. A file stays on one worker.
 test: deps
 	$(VENV)/bin/ruff check ripcord sandbox tests bench tasks.py checks
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 bench: deps
 	$(PY) bench/run.py

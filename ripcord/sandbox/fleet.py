@@ -106,9 +106,10 @@ class Fleet:
         else:
             new_ports = [p for p in self.plan.ports() if not procs.listening(p)]
             self._check_ports_free(new_ports)
-        provision.ensure_login_user(self.user)
-        provision.ensure_become_user(self.user)
-        ensure_runtime(self.runtime, log=self.say)
+        with provision.machine_lock():  # the users and the runtime are the machine's, not a fleet's
+            provision.ensure_login_user(self.user)
+            provision.ensure_become_user(self.user)
+            ensure_runtime(self.runtime, log=self.say)
         self.say(f"provisioning {len(self.plan.hosts)} hosts in {self.root}")
         secrets = provision.provision(self.plan, self.user, self.runtime)
         self._start_control()

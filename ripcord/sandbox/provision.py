@@ -15,6 +15,7 @@ are set on open descriptors, never by name.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import pwd
@@ -22,6 +23,7 @@ import secrets as random_secrets
 import shutil
 import stat
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 from ripcord import dotenv
@@ -69,7 +71,18 @@ def ensure_login_user(user: str) -> None:
     run(["usermod", "-p", "*", user])  # no password, but not locked: sshd refuses locked users
 
 
-BECOME_USER = "ripcord-become"  # the sandbox's second user: the login user may sudo -n to it
+BECOME_USER = render.BECOME_USER
+
+
+@contextmanager
+def machine_lock():
+    """Held while what all fleets on this machine share is made (the login and become users,
+    the runtime venv), so that two fleets coming up at once never race to create them."""
+    base = Path("/var/lib/ripcord") if os.geteuid() == 0 else Path.home()
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / ".provision.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 SUDOERS = Path("/etc/sudoers.d/ripcord-sandbox")
 
 

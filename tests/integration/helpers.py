@@ -16,8 +16,12 @@ from pathlib import Path
 from ripcord import bus
 
 # Parallel workers (or developers) can each have a fleet: RIPCORD_TEST_FLEET / _BASE_PORT.
-TEST_FLEET = os.environ.get("RIPCORD_TEST_FLEET", "test-fleet")
-TEST_BASE_PORT = int(os.environ.get("RIPCORD_TEST_BASE_PORT", "25000"))
+# Under pytest-xdist (make test runs two workers) worker gwN takes its own name and ports, 3500
+# apart: a worker's ports are base..base+99 and its 50-host fleet's from base+2000 (see
+# suite_port and the lifecycle tests), all below the kernel's ephemeral range (32768).
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+TEST_FLEET = os.environ.get("RIPCORD_TEST_FLEET", "test-fleet") + (f"-gw{WORKER}" if WORKER else "")
+TEST_BASE_PORT = int(os.environ.get("RIPCORD_TEST_BASE_PORT", "25000")) + 3500 * WORKER
 
 
 def suite_port(offset: int) -> int:
@@ -121,3 +125,27 @@ def publish(access, subject: str, body: dict, secret: str | None, headers: dict 
 
     access.nats(send)
     return headers or {}
+
+
+def account_in_step(access) -> None:
+    """Offset at market what the exchange account holds beyond the engines' ledger (an earlier
+    test's hand order that filled, say), so that a flatten, which closes the ledger's positions,
+    can leave the account flat. Call it with the fleet halted (the ledger still)."""
+    key = access.env("core-1")["EXCHANGE_OPS_API_KEY"]
+    out = subprocess.run(["psql", "-X", "-w", "-tA", "-F", " ", "-h", "127.0.0.1", "-p",
+                          str(access.plan.postgres_port), "-U", "titan", "-d", "titan", "-c",
+                          "SELECT symbol, sum(qty) FROM positions GROUP BY symbol"],
+                         capture_output=True, text=True, timeout=10,
+                         env={**os.environ, "PGPASSWORD": access.env("exec-1")["TITAN_DB_PASSWORD"]})
+    assert out.returncode == 0, out.stderr
+    ledger = {s: float(q) for s, q in (line.split() for line in out.stdout.splitlines() if line)}
+    status, found = exchange(access, "GET", "/api/v1/positions", key)
+    assert status == 200, found
+    held = {p["symbol"]: float(p["qty"]) for p in found}
+    for symbol in set(held) | set(ledger):
+        extra = round(held.get(symbol, 0.0) - ledger.get(symbol, 0.0), 8)
+        if extra:
+            status, order = exchange(access, "POST", "/api/v1/order", key, {
+                "symbol": symbol, "side": "SELL" if extra > 0 else "BUY", "type": "MARKET",
+                "quantity": abs(extra)})
+            assert status == 201, order

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import exchange, publish
+from helpers import account_in_step, exchange, publish
 
 from ripcord import bus
 
@@ -132,6 +132,7 @@ def test_the_two_person_rule_cannot_be_walked_around(access, ripcord, tmp_path):
     access.wait_for(lambda: any(positions(access).values()), timeout=60, interval=0.5,
                     what="the engines hold positions")  # so that a flatten would show
     assert ripcord("halt", "--host", "sandbox").returncode == 0  # nothing trades: positions still
+    account_in_step(access)  # what earlier tests left beyond the ledger, no flatten would close
     before = positions(access)
     assert any(before.values()), before
 

@@ -204,3 +204,16 @@ def test_gather_facts_gives_the_facts_ops_playbooks_use(invoke, access, clean, t
     seen = access.ssh("exec-1", f"cat {OUT}/facts").stdout.split()
     truth = access.ssh("exec-1", '. /etc/os-release; echo "$VERSION_ID"; hostname; nproc').stdout.split()
     assert seen == ["Debian", truth[1], truth[2], "True", truth[0]], (seen, truth)
+
+
+def test_the_issues_own_playbook_runs_as_written(invoke, access):
+    """Issue 17's playbook, verbatim; its become goes to the sandbox's ansible_become_user."""
+    book = HERE / "playbooks" / "issue17" / "playbook.yml"
+    try:
+        result = invoke("play", str(book), "--host", "exec-1", "--json")
+        assert result.returncode == 0, result.stderr + result.stdout
+        assert access.ssh("exec-1", 'ls "$TITAN_HOME"/loop-a "$TITAN_HOME"/loop-b').returncode == 0
+        outcomes = [(r["module"], r["outcome"]) for r in json.loads(result.stdout)["results"]]
+        assert outcomes.count(("command", "changed")) == 5, outcomes  # items, true, more x2, local
+    finally:
+        access.ssh("exec-1", 'rm -f "$TITAN_HOME"/loop-a "$TITAN_HOME"/loop-b')

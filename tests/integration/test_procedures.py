@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import exchange, publish
+from helpers import account_in_step, exchange, publish
 
 from ripcord import bus
 
@@ -245,6 +245,7 @@ def ledger_positions(access) -> list[str]:
 
 def test_flatten_needs_the_typed_word_then_closes_every_position(access, ripcord):
     assert ripcord("halt", "--host", "sandbox").returncode == 0  # as the runbook: halt, flatten
+    account_in_step(access)  # what earlier tests left beyond the ledger, no flatten would close
     assert ledger_positions(access)  # the seed holds positions
     declined = ripcord("flatten", "--host", "sandbox")
     assert declined.returncode == 4 and ledger_positions(access)
