@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from helpers import TEST_BASE_PORT, TEST_FLEET, publish
 from ripcord import bus
 from ripcord.sandbox.fleet import Fleet
 from ripcord.sandbox.plan import state_base
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -192,4 +196,24 @@ def run_module(inventory, connect):
                           confirm=lambda prompt, typed=None: answer)
         return module().run(ctx, module.with_defaults(args))
 
+    return run
+
+
+@pytest.fixture
+def ripcord(fleet, tmp_path):
+    """ripcord(task, *args, operator=..., inventories=..., extra_env=...) -> CompletedProcess of
+    `invoke TASK` on the test fleet, as an operator runs it: its own journal and approvals store,
+    no terminal. The fleet's inventory comes first (own_inventory=False leaves it out); `approve`
+    takes none."""
+    def run(task: str, *args: str, operator: str = "alice", extra_env: dict | None = None,
+            inventories: tuple = (), own_inventory: bool = True) -> subprocess.CompletedProcess:
+        sources = () if task == "approve" else (*((fleet.inventory,) if own_inventory else ()),
+                                                 *inventories)
+        argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), task,
+                *[a for path in sources for a in ("--inventory", str(path))], *args]
+        env = {**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "journal.jsonl"),
+               "RIPCORD_APPROVALS": str(tmp_path / "approvals"), "RIPCORD_OPERATOR": operator,
+               **(extra_env or {})}
+        return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env,
+                              stdin=subprocess.DEVNULL)
     return run

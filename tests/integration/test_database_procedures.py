@@ -10,7 +10,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,6 @@ from conftest import reset_fleet
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINES = ("exec-1", "exec-2")
-
-
-@pytest.fixture
-def ripcord(fleet, tmp_path):
-    """ripcord(task, *args) -> CompletedProcess of `invoke TASK` on the test fleet."""
-    def run(task: str, *args: str, inventories: tuple = ()) -> subprocess.CompletedProcess:
-        argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), task,
-                *[a for p in (fleet.inventory, *inventories) for a in ("--inventory", str(p))], *args]
-        env = {**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "journal.jsonl"),
-               "RIPCORD_APPROVALS": str(tmp_path / "approvals"), "RIPCORD_OPERATOR": "alice"}
-        return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env,
-                              stdin=subprocess.DEVNULL)
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +233,6 @@ def test_a_trading_fleet_is_refused_with_nothing_stopped(ripcord, access, folder
         assert access.health(host, "titan-execution")["halted"] is False
 
 
-
 def test_the_playbook_itself_refuses_a_trading_fleet_before_anything_changes(ripcord, access, folder):
     """`invoke play` of restore-db.yml has no preflight: the playbook's own guard stops it."""
     name = backup(ripcord, access, folder)
@@ -295,7 +280,6 @@ def test_restore_db_without_a_backup_name_is_invalid_input(ripcord):
 def test_restore_db_of_the_database_host_alone_is_refused(ripcord):
     result = ripcord("restore-db", "--host", "db", "--backup", "titan-x", "--yes")
     assert result.returncode == 2 and "leaves out exec-1, exec-2" in result.stderr, result.stderr
-
 
 
 def test_check_mode_changes_nothing(ripcord, access, folder, psql, halted):

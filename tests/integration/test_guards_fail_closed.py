@@ -8,11 +8,9 @@ walked around (the exchange's positions, read with the ops key, do not move).
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,19 +23,10 @@ ENGINES = ("exec-1", "exec-2")
 
 
 @pytest.fixture
-def ripcord(fleet, tmp_path):
-    """ripcord(task, *args, operator=...) -> CompletedProcess of `invoke TASK` on the test fleet."""
-    def run(task: str, *args: str, operator: str = "alice", extra_env: dict | None = None,
-            inventories: tuple = (), own_inventory: bool = True) -> subprocess.CompletedProcess:
-        sources = () if task == "approve" else (*((fleet.inventory,) if own_inventory else ()),
-                                                 *inventories)
-        argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), task,
-                *[a for path in sources for a in ("--inventory", str(path))], *args]
-        env = {**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "journal.jsonl"),
-               "RIPCORD_APPROVALS": str(tmp_path / "approvals"), "RIPCORD_OPERATOR": operator,
-               "COLUMNS": "250", **(extra_env or {})}
-        return subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env,
-                              stdin=subprocess.DEVNULL)
+def ripcord(ripcord):
+    """The suite's ripcord, with lines wide enough that messages are matched whole."""
+    def run(task: str, *args: str, extra_env: dict | None = None, **options):
+        return ripcord(task, *args, extra_env={"COLUMNS": "250", **(extra_env or {})}, **options)
     return run
 
 

@@ -11,33 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from helpers import exchange, publish
 
 from ripcord import bus
 
-REPO = Path(__file__).resolve().parents[2]
 ENGINES = ("exec-1", "exec-2")
-
-
-@pytest.fixture
-def ripcord(fleet, tmp_path):
-    """ripcord(task, *args) -> CompletedProcess of `invoke TASK` on the test fleet."""
-    def run(task: str, *args: str, inventories: tuple = ()) -> subprocess.CompletedProcess:
-        argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), task,
-                *[a for path in (fleet.inventory, *inventories) for a in ("--inventory", str(path))],
-                *args]
-        env = {**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "journal.jsonl"),
-               "RIPCORD_APPROVALS": str(tmp_path / "approvals"), "RIPCORD_OPERATOR": "alice"}
-        return subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env,
-                              stdin=subprocess.DEVNULL)
-    return run
 
 
 @pytest.fixture

@@ -11,33 +11,14 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from helpers import account_in_step, exchange, publish
 
 from ripcord import bus
 
-REPO = Path(__file__).resolve().parents[2]
 ENGINES = ("exec-1", "exec-2")
 STRATEGIES = ("titan-scavenger", "titan-hunter", "titan-sentinel")
-
-
-@pytest.fixture
-def ripcord(fleet, tmp_path):
-    """ripcord(task, *args, operator=...) -> CompletedProcess of `invoke TASK` on the test fleet."""
-    def run(task: str, *args: str, operator: str = "alice", extra_env: dict | None = None,
-            inventories: tuple = ()) -> subprocess.CompletedProcess:
-        sources = () if task == "approve" else (fleet.inventory, *inventories)
-        argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), task,
-                *[a for path in sources for a in ("--inventory", str(path))], *args]
-        env = {**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "journal.jsonl"),
-               "RIPCORD_APPROVALS": str(tmp_path / "approvals"), "RIPCORD_OPERATOR": operator,
-               **(extra_env or {})}
-        return subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env,
-                              stdin=subprocess.DEVNULL)
-    return run
 
 
 @pytest.fixture
