@@ -151,6 +151,12 @@ def access(fleet) -> Access:
     return Access(fleet)
 
 
+@pytest.fixture
+def secret(access) -> str:
+    """The fleet's HMAC secret, read from exec-1's .env (to sign commands as ripcord does)."""
+    return access.env("exec-1")["TITAN_HMAC_SECRET"]
+
+
 @pytest.fixture(scope="session")
 def inventory(fleet):
     from ripcord.inventory import Inventory

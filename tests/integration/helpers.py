@@ -149,3 +149,15 @@ def account_in_step(access) -> None:
                 "symbol": symbol, "side": "SELL" if extra > 0 else "BUY", "type": "MARKET",
                 "quantity": abs(extra)})
             assert status == 201, order
+
+
+def trading_again(access, secret: str, engines=("exec-1", "exec-2"), timeout: float = 10.0) -> None:
+    """Put the engines back to trading after a test: no halt file, no fault, a signed NORMAL,
+    and each engine's own /health saying it is not halted."""
+    for host in engines:
+        access.ssh(host, 'rm -f "$TITAN_HOME/system.halt" "$TITAN_HOME"/state/faults/*')
+    publish(access, bus.HALT_SUBJECT, {"state": "NORMAL", "reason": "test cleanup",
+                                       "operator": "pytest", "source": "test"}, secret)
+    for host in engines:
+        access.wait_for(lambda h=host: not access.health(h, "titan-execution")["halted"],
+                        timeout=timeout, what=f"{host} trading again")

@@ -15,16 +15,11 @@ import subprocess
 import threading
 
 import pytest
-from helpers import publish
+from helpers import trading_again
 
 from ripcord import bus
 
 ENGINES = ("exec-1", "exec-2")
-
-
-@pytest.fixture
-def secret(access) -> str:
-    return access.env("exec-1")["TITAN_HMAC_SECRET"]
 
 
 def engine(access, host: str) -> dict:
@@ -35,13 +30,7 @@ def engine(access, host: str) -> dict:
 def trading_afterwards(access, secret):
     """Every test leaves the fleet trading: no fault, no halt file, signed NORMAL."""
     yield
-    for host in ENGINES:
-        access.ssh(host, 'rm -f "$TITAN_HOME/system.halt" "$TITAN_HOME"/state/faults/*')
-    publish(access, bus.HALT_SUBJECT, {"state": "NORMAL", "reason": "test cleanup",
-                                       "operator": "pytest", "source": "test"}, secret)
-    for host in ENGINES:
-        access.wait_for(lambda h=host: not engine(access, h)["halted"], timeout=10,
-                        what=f"{host} trading again")
+    trading_again(access, secret, ENGINES, timeout=10)
 
 
 @contextlib.contextmanager

@@ -15,16 +15,9 @@ import secrets
 import subprocess
 
 import pytest
-from helpers import exchange, publish
-
-from ripcord import bus
+from helpers import exchange, trading_again
 
 ENGINES = ("exec-1", "exec-2")
-
-
-@pytest.fixture
-def secret(access) -> str:
-    return access.env("exec-1")["TITAN_HMAC_SECRET"]
 
 
 def engine(access, host: str) -> dict:
@@ -53,13 +46,7 @@ def sshd_stopped(access, host: str):
 def trading_afterwards(access, secret):
     """Every test leaves the fleet trading: no halt file, signed NORMAL, engines trading."""
     yield
-    for host in ENGINES:
-        access.ssh(host, 'rm -f "$TITAN_HOME/system.halt" "$TITAN_HOME"/state/faults/*')
-    publish(access, bus.HALT_SUBJECT, {"state": "NORMAL", "reason": "test cleanup",
-                                       "operator": "pytest", "source": "test"}, secret)
-    for host in ENGINES:
-        access.wait_for(lambda h=host: not engine(access, h)["halted"], timeout=10,
-                        what=f"{host} trading again")
+    trading_again(access, secret, ENGINES, timeout=10)
 
 
 def records(result: subprocess.CompletedProcess, module: str) -> dict[str, dict]:

@@ -21,11 +21,6 @@ ENGINES = ("exec-1", "exec-2")
 STRATEGIES = ("titan-scavenger", "titan-hunter", "titan-sentinel")
 
 
-@pytest.fixture
-def secret(access) -> str:
-    return access.env("exec-1")["TITAN_HMAC_SECRET"]
-
-
 def engine(access, host: str) -> dict:
     return access.health(host, "titan-execution")
 

@@ -7,29 +7,18 @@ import json
 import time
 
 import pytest
-from helpers import exchange, publish
+from helpers import exchange, publish, trading_again
 
 from ripcord import bus
 
 ENGINES = ("exec-1", "exec-2")
 
 
-@pytest.fixture
-def secret(access) -> str:
-    return access.env("exec-1")["TITAN_HMAC_SECRET"]
-
-
 @pytest.fixture(autouse=True)
 def trading_afterwards(access, secret):
     """Every test here leaves the engines trading: no halt file, a signed NORMAL."""
     yield
-    for host in ENGINES:
-        access.ssh(host, 'rm -f "$TITAN_HOME/system.halt" "$TITAN_HOME"/state/faults/*')
-    publish(access, bus.HALT_SUBJECT, {"state": "NORMAL", "reason": "test cleanup",
-                                       "operator": "pytest", "source": "test"}, secret)
-    for host in ENGINES:
-        access.wait_for(lambda h=host: not access.health(h, "titan-execution")["halted"],
-                        timeout=5, what=f"{host} trading again")
+    trading_again(access, secret, ENGINES, timeout=5)
 
 
 def engine_state(access, host: str) -> dict:
