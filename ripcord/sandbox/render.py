@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from ripcord import dotenv
-from ripcord.sandbox.plan import Host, Plan
+from ripcord import hostconfigs
+from ripcord.sandbox.plan import Host, Plan, state_base
 
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
 
@@ -86,31 +86,9 @@ serverurl=unix://{socket}
 
 
 def host_supervisord_conf(plan: Plan, host: Host, runtime: Path) -> str:
-    """The host's own supervisord: the services a real host's init system would run."""
-    home = host.titan_home
-    logs = home / "logs"
-    out = [_supervisord_header(host.supervisor_socket, host.run / "supervisord.pid",
-                               logs / "supervisord.log", host.name, nodaemon=True)]
-    env = {"TITAN_HOME": str(home)}
-    for service in host.services:
-        log = logs / f"{service.name}.log"
-        if service.script:
-            args = " ".join(service.args)
-            command = f"{runtime}/bin/python -u {home}/current/{service.script} {args}".strip()
-            out.append(_program(service.name, command, directory=home, log=log, environment=env))
-        elif service.name == "postgresql":
-            command = (f"{postgres_bin()}/postgres -D {host.var}/pg -p {plan.postgres_port}"
-                       f" -c listen_addresses=127.0.0.1 -c unix_socket_directories={host.run}"
-                       " -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-            out.append(_program(service.name, command, directory=host.var, log=log,
-                                stopsignal="INT", stopwaitsecs=30))
-        elif service.name == "redis":
-            command = f"{shutil.which('redis-server') or '/usr/bin/redis-server'} {host.etc}/redis.conf"
-            out.append(_program(service.name, command, directory=host.var, log=log))
-        elif service.name == "nats":
-            command = f"{runtime}/bin/nats-server -c {host.etc}/nats.conf"
-            out.append(_program(service.name, command, directory=host.var, log=log))
-    return "\n".join(out)
+    """The host's own supervisord: the services a real host's init system would run
+    (templates/supervisord.conf.j2, with the variables the inventory gives the host)."""
+    return hostconfigs.render("supervisord.conf.j2", template_vars(plan, host, runtime))
 
 
 def control_supervisord_conf(plan: Plan, runtime: Path, user: str | None) -> str:
@@ -148,57 +126,68 @@ def _login_env(user: str | None) -> dict[str, str]:
 
 
 def nats_conf(plan: Plan, host: Host) -> str:
-    return f"""server_name: {host.name}
-listen: 127.0.0.1:{plan.nats_port}
-http: 127.0.0.1:{plan.nats_monitor_port}
-jetstream {{
-  store_dir: "{host.var}/nats"
-  max_memory_store: 64MB
-  max_file_store: 1GB
-}}
-"""
+    return hostconfigs.render("nats.conf.j2", template_vars(plan, host))
 
 
 def redis_conf(plan: Plan, host: Host) -> str:
-    return f"""bind 127.0.0.1
-port {plan.redis_port}
-protected-mode yes
-daemonize no
-dir {host.var}/redis
-save ""
-appendonly no
-logfile ""
-"""
+    return hostconfigs.render("redis.conf.j2", template_vars(plan, host))
 
 
 def host_env(plan: Plan, host: Host, secrets: dict[str, str]) -> str:
     """titan_home/.env: the only place secrets live (mode 600, owned by the login user)."""
-    core = plan.by_role("core")[0]
-    values = {
-        "TITAN_HOST": host.name,
-        "TITAN_ROLE": host.role,
-        "NATS_URL": plan.nats_url,
-        "REDIS_URL": plan.redis_url,
-        "TITAN_DB_HOST": "127.0.0.1",
-        "TITAN_DB_PORT": str(plan.postgres_port),
-        "TITAN_DB_NAME": "titan",
-        "TITAN_DB_USER": "titan",
-        "TITAN_DB_PASSWORD": secrets["db_password"],
-        "EXCHANGE_URL": plan.exchange_url,
-        "EXCHANGE_API_KEY": secrets[f"exchange_key:{host.name}"],
-        "TITAN_HMAC_SECRET": secrets["hmac_secret"],
-        "TITAN_HMAC_SECRET_PREVIOUS": "",
-        "TITAN_HALT_FILE": str(host.halt_file),
-        "BRAIN_URL": f"http://127.0.0.1:{core.service('titan-brain').port}",
-        "TITAN_SYMBOLS": SYMBOLS,
-        "TITAN_SIGNAL_INTERVAL_S": "3",
+    return hostconfigs.render("titan.env.j2", {**template_vars(plan, host), "secrets": secrets})
+
+
+def default_runtime() -> Path:
+    """The hosts' runtime venv (as the fleet makes it)."""
+    return state_base() / "runtime" / "venv"
+
+
+def shared_vars(plan: Plan, runtime: Path | None = None) -> dict:
+    """The fleet's variables the host configs' templates use: the inventory's sandbox group has them."""
+    return {
+        "nats_url": plan.nats_url,
+        "exchange_url": plan.exchange_url,
+        "brain_url": f"http://127.0.0.1:{plan.by_role('core')[0].service('titan-brain').port}",
+        "redis_url": plan.redis_url,
+        "postgres_host": "127.0.0.1",
+        "postgres_port": plan.postgres_port,
+        "postgres_db": "titan",
+        "postgres_user": "titan",
+        "nats_port": plan.nats_port,
+        "nats_monitor_port": plan.nats_monitor_port,
+        "redis_port": plan.redis_port,
+        "titan_symbols": SYMBOLS,
+        "titan_signal_interval_s": 3,
+        "titan_runtime": str(runtime or default_runtime()),
+        "postgres_bin_dir": str(postgres_bin()),
+        "redis_server_bin": shutil.which("redis-server") or "/usr/bin/redis-server",
     }
-    if host.role == "core":
-        values["EXCHANGE_OPS_API_KEY"] = secrets["exchange_key:ops"]
-    for service in host.services:
-        if service.port:
-            values[service.env_port_key] = str(service.port)
-    return "".join(f"{k}={dotenv.quote(v)}\n" for k, v in values.items())  # as the env module writes
+
+
+def host_vars(plan: Plan, host: Host) -> dict:
+    """One host's variables in the inventory, with the configs ripcord owns on it (ripcord_configs)."""
+    configs = [("titan.env.j2", host.titan_home / ".env"),
+               ("supervisord.conf.j2", host.supervisor_conf)]
+    if host.role == "db":
+        configs += [("nats.conf.j2", host.etc / "nats.conf"), ("redis.conf.j2", host.etc / "redis.conf")]
+    return {
+        "ansible_port": host.ssh_port,
+        "titan_home": str(host.titan_home),
+        "supervisor_config": str(host.supervisor_conf),
+        "services": [s.name for s in host.services],
+        "health_urls": {s.name: s.health_url for s in host.services if s.health_url},
+        "titan_role": host.role,
+        "host_root": str(host.root),
+        "service_ports": {s.name: s.port for s in host.services if s.port},
+        "titan_programs": {s.name: " ".join((s.script, *s.args)) for s in host.services if s.script},
+        "ripcord_configs": [{"template": t, "dest": str(d)} for t, d in configs],
+    }
+
+
+def template_vars(plan: Plan, host: Host, runtime: Path | None = None) -> dict:
+    """What the inventory gives host, as the templates see it."""
+    return {**shared_vars(plan, runtime), **host_vars(plan, host), "inventory_hostname": host.name}
 
 
 def exchange_env(plan: Plan) -> str:
@@ -214,32 +203,18 @@ def supervisorctl_wrapper(host: Host, runtime: Path) -> str:
             f'exec {runtime}/bin/supervisorctl -c {host.supervisor_conf} "$@"\n')
 
 
-def inventory(plan: Plan, user: str) -> str:
+def inventory(plan: Plan, user: str, runtime: Path | None = None) -> str:
     """inventory/sandbox.yml in Ansible's YAML format; no secret in it."""
     groups: dict[str, dict] = {}
     for host in plan.hosts:
-        hostvars = {
-            "ansible_port": host.ssh_port,
-            "titan_home": str(host.titan_home),
-            "supervisor_config": str(host.supervisor_conf),
-            "services": [s.name for s in host.services],
-            "health_urls": {s.name: s.health_url for s in host.services if s.health_url},
-        }
-        groups.setdefault(host.role, {"hosts": {}})["hosts"][host.name] = hostvars
+        groups.setdefault(host.role, {"hosts": {}})["hosts"][host.name] = host_vars(plan, host)
     sandbox_vars = {
         "ansible_host": "127.0.0.1",
         "ansible_user": user,
         "ansible_ssh_private_key_file": str(plan.client_key),
         "ripcord_known_hosts": str(plan.known_hosts),
         "service_manager": "supervisor",
-        "nats_url": plan.nats_url,
-        "exchange_url": plan.exchange_url,
-        "brain_url": f"http://127.0.0.1:{plan.by_role('core')[0].service('titan-brain').port}",
-        "redis_url": plan.redis_url,
-        "postgres_host": "127.0.0.1",
-        "postgres_port": plan.postgres_port,
-        "postgres_db": "titan",
-        "postgres_user": "titan",
+        **shared_vars(plan, runtime),
         "env_file": "{{ titan_home }}/.env",
         # The sandbox's hosts share this machine's cores and disk, so load and disk use are the
         # whole machine's (a 50-host test fleet loads it far past 4 per core): relaxed here only.
