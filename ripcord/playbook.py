@@ -69,7 +69,7 @@ def _play_keywords(task: Task, play: dict[str, Any]) -> None:
         task.environment = {**play["environment"], **task.environment}
     elif "environment" in play and not task.environment:
         task.environment = play["environment"]
-    for key in ("no_log", "check_mode", "become", "become_user", "become_method"):
+    for key in ("no_log", "check_mode", "become", "become_user", "become_method", "remote_user"):
         if getattr(task, key) is None and key in play:
             setattr(task, key, play[key])
     if play.get("connection") == "local" and not task.delegate_to:
@@ -213,6 +213,11 @@ class _Reader(TaskReader):
         """One play, read whole, then checked whole (see validate.check_play)."""
         self._closed_keys(data, validate.PLAY_KEYS, "play", file)
         found = self._convert(data, validate.PLAY_SHAPES, file)
+        if "user" in found:  # remote_user's old spelling
+            if "remote_user" in found:
+                self.problem(file, data.key_line("user"), "user is remote_user's old spelling: "
+                             "give one of them")
+            found.setdefault("remote_user", found.pop("user"))
         if "hosts" not in data:
             self.problem(file, data.line, "play has no 'hosts' (expected a host pattern, "
                          "e.g. hosts: exec)")
@@ -220,7 +225,8 @@ class _Reader(TaskReader):
         refs = PlayRefs(hosts_line=data.value_line("hosts"), uses=list(inherited.uses))
         if found.get("gather_facts"):
             refs.defines |= FACT_NAMES
-        refs.uses += self._values(data, file, frozenset(), {"name", "vars", "environment"})
+        refs.uses += self._values(data, file, frozenset(), {"name", "vars", "environment",
+                                                             "remote_user", "user"})
         hosts = self._hosts(found.get("hosts", ""), play_vars, file, refs.hosts_line)
         scope = Scope(file, refs, tags=found.get("tags", frozenset()) | inherited.tags)
         sections = {key: self._task_list(data, key, scope) for key in ("pre_tasks", "tasks",
@@ -235,7 +241,7 @@ class _Reader(TaskReader):
             serial=found.get("serial"), max_fail_percentage=found.get("max_fail_percentage"),
             any_errors_fatal=found.get("any_errors_fatal", False), tasks=sections["tasks"],
             pre_tasks=sections["pre_tasks"], post_tasks=sections["post_tasks"],
-            gather_facts=found.get("gather_facts", False),
+            gather_facts=found.get("gather_facts", False), remote_user=found.get("remote_user"),
             handlers=handlers, verify=self._verify(data, file))
         self.problems += validate.check_play(play, refs, known=self.known, inventory=self.inventory)
         return play

@@ -61,6 +61,7 @@ class Task:
     become: bool | None = None  # None: the inventory's ansible_become (default: no)
     become_user: str | None = None  # None: ansible_become_user, else root
     become_method: str | None = None  # sudo (sudo -n: never prompting) is the only one
+    remote_user: str | None = None  # the SSH login; None: the inventory's ansible_user
     block: list[Task] | None = None
     rescue: list[Task] = field(default_factory=list)
     always: list[Task] = field(default_factory=list)
@@ -98,6 +99,7 @@ class Play:
     gather_facts: bool = False  # run `setup` first on every host (asked for: not by default)
     pre_tasks: list[Task] = field(default_factory=list)  # handlers flush after each of the three
     post_tasks: list[Task] = field(default_factory=list)
+    remote_user: str | None = None  # the SSH login (remote_user, user); None: ansible_user
     verify: list[VerifySpec] = field(default_factory=list)
 
 

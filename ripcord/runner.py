@@ -46,7 +46,8 @@ class Runner(TaskRunner):
         self.secrets = Secrets()
         self.templar = Templar(self.secrets)
         self.hosts: dict[str, HostState] = {}
-        self.connections: dict[str, Connection | UnreachableError] = {}
+        # one per (host, login user): None is the inventory's ansible_user, else a remote_user
+        self.connections: dict[tuple[str, str | None], Connection | UnreachableError] = {}
         self.connect_lock = threading.Lock()
         self.local: LocalConnection | None = None  # the controller, for delegate_to: localhost
         self.locks: dict[str, HostLock] = {}
@@ -121,7 +122,8 @@ class Runner(TaskRunner):
         batches = serial_batches(hosts, play.serial)
         for number, batch in enumerate(batches):
             self.batch = batch
-            active = self._connect([h for h in batch if not self._gone(h)])
+            active = self._connect([h for h in batch if not self._gone(h)],
+                                   lambda h, p=play: self._login_user(p.remote_user, p, None, h))
             aborted = False
             if play.gather_facts:  # as Ansible: before anything else of the play
                 aborted = self._run_tasks(play, [GATHER], active, batch)
@@ -143,8 +145,10 @@ class Runner(TaskRunner):
         A failed check fails its host (and so the run). Under --check nothing changed, so there
         is nothing to verify.
         """
+        logins = {h: self.connections.get((h, self._login_user(play.remote_user, play, None, h)))
+                  for h in hosts}
         targets = [h for h in hosts if self.hosts[h].touched and not self._gone(h)
-                   and isinstance(self.connections.get(h), Connection)]
+                   and isinstance(logins[h], Connection)]
         if self.options.check or not targets:
             if self.display:
                 why = "under --check" if self.options.check else "on no touched host"
@@ -152,7 +156,7 @@ class Runner(TaskRunner):
             return
         from ripcord.verify import run_checks  # pytest and testinfra: only when a play verifies
 
-        connections = {h: self.connections[h] for h in targets}
+        connections = {h: logins[h] for h in targets}
         hostvars = {h: self._vars(play, None, h) for h in targets}
         for spec in play.verify:
             if self.display:
@@ -183,32 +187,38 @@ class Runner(TaskRunner):
 
     # --- connections and locks ----------------------------------------------------------
 
-    def _connect(self, hosts: list[str]) -> list[str]:
-        """Open (once per run) and lock each host, in parallel; returns those that made it.
+    def _connect(self, hosts: list[str], user_of: Callable[[str], str | None] = lambda h: None
+                 ) -> list[str]:
+        """Open (once per run and login user) and lock each host, in parallel; returns those that
+        made it. user_of(host): the login user (remote_user), None for the inventory's.
 
         Serialized: tasks delegating to the same host from several workers must share one
         connection (and one lock), not race to open two.
         """
+        keys = [(h, user_of(h)) for h in hosts]
         with self.connect_lock:
-            todo = [h for h in hosts if h not in self.connections]
+            todo = [key for key in keys if key not in self.connections]
             opened = list(self.pool.map(self._open, todo)) if len(todo) > 1 else \
-                [self._open(h) for h in todo]  # from a worker: no waiting on the pool it is in
-            for host, outcome in zip(todo, opened, strict=True):
-                self.connections[host] = outcome
+                [self._open(key) for key in todo]  # from a worker: no waiting on the pool it is in
+            for key, outcome in zip(todo, opened, strict=True):
+                self.connections[key] = outcome
         reachable = []
-        for host in hosts:
-            conn = self.connections[host]
+        for host, key in zip(hosts, keys, strict=True):
+            conn = self.connections[key]
             if isinstance(conn, Connection):
                 reachable.append(host)
             elif not self.hosts[host].unreachable:
                 self._mark_unreachable(host, None, str(conn))
         return reachable
 
-    def _open(self, host: str) -> Connection | UnreachableError:
-        conn = Connection(host, self.inventory.connection_for(host))
+    def _open(self, key: tuple[str, str | None]) -> Connection | UnreachableError:
+        host, user = key
+        spec = self.inventory.connection_for(host)
+        conn = Connection(host, replace(spec, user=user) if user else spec)
         try:
             conn.open()
-            if (not self.options.check or self.writes_in_check) and self.options.take_locks:
+            if (not self.options.check or self.writes_in_check) and self.options.take_locks \
+                    and host not in self.locks:  # one lock a host, whichever login took it
                 lock = HostLock(conn, self._lock_dir(host), self.owner)
                 lock.acquire(self.options.lock_wait_s)
                 self.locks[host] = lock
@@ -219,6 +229,24 @@ class Runner(TaskRunner):
             conn.close()
             return UnreachableError(str(exc))
         return conn
+
+    def _login(self, host: str, user: str | None) -> Connection | UnreachableError:
+        """The run's connection to host as user (None: the inventory's), opened (and the host
+        locked) the first time a task needs it; a failure is returned, for the task to report."""
+        with self.connect_lock:
+            if (host, user) not in self.connections:
+                self.connections[(host, user)] = self._open((host, user))
+            return self.connections[(host, user)]
+
+    def _login_user(self, value: str | None, play: Play, task: Task | None, host: str,
+                    variables: dict[str, Any] | None = None) -> str | None:
+        """The login user a play's or task's remote_user gives on host (rendered with its
+        variables), or None: the inventory's ansible_user, which it also is when it names that."""
+        if not value:
+            return None
+        user = str(self.templar.render(value, variables or self._vars(play, task, host)))
+        default = self.inventory.connection_for(host).user
+        return None if user == default else user
 
     def _local(self) -> LocalConnection:
         with self.connect_lock:

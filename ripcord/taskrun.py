@@ -84,7 +84,8 @@ class TaskRunner:
                         continue
                     if args is None:  # fleet-wide arguments: rendered once, with the first host's vars
                         args = _drop_omitted(self.templar.render(task.args, variables))
-                    conn = self.connections.get(host)
+                    conn = self.connections.get(
+                        (host, self._login_user(task.remote_user, play, task, host, variables)))
                     contexts[host] = self._context(task, host, variables,
                                                    conn if isinstance(conn, Connection) else None)
                     if not isinstance(conn, Connection):
@@ -209,9 +210,7 @@ class TaskRunner:
         if not module_cls.on_controller and target in LOCALHOST and target not in self.inventory.hosts:
             conn = self._local()  # delegate_to: localhost, as Ansible's implicit localhost
         elif not module_cls.on_controller:
-            if target not in self.connections:
-                self._connect([target])
-            conn = self.connections[target]
+            conn = self._login(target, self._login_user(task.remote_user, None, task, target, variables))
             if not isinstance(conn, Connection):
                 raise conn
         attempts = task.retries + 1 if task.until is not None else 1

@@ -34,17 +34,19 @@ if TYPE_CHECKING:
 PLAY_KEYS = frozenset({"name", "hosts", "vars", "serial", "max_fail_percentage", "any_errors_fatal",
                        "tasks", "handlers", "verify", "gather_facts", "tags", "pre_tasks",
                        "post_tasks", "vars_files", "environment", "no_log", "check_mode",
-                       "become", "become_user", "become_method", "connection"})
+                       "become", "become_user", "become_method", "connection", "remote_user",
+                       "user"})  # user: remote_user's old spelling (in a task, a module)
 LOOPS = ("loop", "with_items", "with_list", "with_dict")  # with_*: Ansible's older spellings
 TASK_KEYWORDS = frozenset({"name", "when", "register", "until", "retries", "delay", "changed_when",
                            "failed_when", "ignore_errors", "notify", "listen", "tags", "run_once",
                            "delegate_to", "timeout", "vars", *LOOPS, "loop_control", "no_log",
                            "check_mode", "environment", "become", "become_user", "become_method",
-                           "connection", "local_action"})
+                           "connection", "local_action", "remote_user"})
 BLOCK_PARTS = ("block", "rescue", "always")
 BLOCK_KEYWORDS = frozenset({"name", "when", "tags", "vars", "ignore_errors", "run_once",
                             "delegate_to", "timeout", "notify", "no_log", "check_mode",
-                            "environment", "become", "become_user", "become_method", "connection"})
+                            "environment", "become", "become_user", "become_method", "connection",
+                            "remote_user"})
 INCLUDES = ("include", "import_tasks", "include_tasks")  # all read up front (a static file name)
 INCLUDE_KEYS = frozenset({*INCLUDES, "name", "vars", "when", "tags"})
 LOOP_CONTROL_KEYS = frozenset({"label", "index_var", "loop_var", "pause"})
@@ -53,7 +55,6 @@ NOT_SUPPORTED = {
     "roles": "use include_tasks (or import_tasks) of a task file",
     "import_role": "use import_tasks of a task file", "include_role": "use include_tasks of a task file",
     "import_playbook": "use `- include: other.yml` between plays",
-    "remote_user": "set ansible_user in the inventory", "user": "set ansible_user in the inventory",
     "async": "give the task a timeout instead", "poll": "give the task a timeout instead",
     "strategy": "ripcord runs the linear strategy", "throttle": "use serial or --forks",
     "collections": "modules are ripcord's own", "module_defaults": "give each task its arguments",
@@ -68,7 +69,7 @@ PLAYBOOK_INCLUDE_KEYS = frozenset({"include", "vars", "when", "tags"})
 VERIFY_KEYS = frozenset({"checks", "retry"})
 CONDITIONS = frozenset({"when", "until", "changed_when", "failed_when"})  # bare expressions
 TEMPLATED = frozenset({"name", "vars", "delegate_to", "notify", "listen", *LOOPS, "environment",
-                       "loop_control"})  # "{{ }}" templates
+                       "loop_control", "remote_user"})  # "{{ }}" templates
 # Jinja2 tests and filters that make a missing variable safe to use (`x is defined`, `x | default`).
 GUARD_TESTS = frozenset({"defined", "undefined"})
 GUARD_FILTERS = frozenset({"default", "d"})
@@ -266,6 +267,13 @@ def become_method(value: Any) -> str:
     return value
 
 
+def login_user(value: Any) -> str:
+    """remote_user: the SSH login name (or a template giving one), never `user@host`."""
+    if isinstance(value, str) and (is_template(value) or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*\$?", value)):
+        return value
+    raise BadValue(f"expected a login user name, got {shown(value)}")
+
+
 def connection(value: Any) -> str:
     """ssh (every host, the default) or local: the task runs on the controller (delegate_to:
     localhost), with the host's variables."""
@@ -292,7 +300,7 @@ PLAY_SHAPES: Shapes = {"name": text, "hosts": text, "serial": serial,
                        "gather_facts": boolean, "tags": tags, "environment": environment,
                        "no_log": boolean, "check_mode": boolean, "become": boolean,
                        "become_user": text, "become_method": become_method,
-                       "connection": connection}
+                       "connection": connection, "remote_user": login_user, "user": login_user}
 TASK_SHAPES: Shapes = {"name": text, "when": conditions, "register": identifier,
                        "until": expression, "retries": count, "delay": delay,
                        "changed_when": condition, "failed_when": condition, "ignore_errors": boolean,
@@ -302,6 +310,7 @@ TASK_SHAPES: Shapes = {"name": text, "when": conditions, "register": identifier,
                        "loop_control": loop_control, "no_log": boolean, "check_mode": boolean,
                        "environment": environment, "become": boolean, "become_user": text,
                        "become_method": become_method, "connection": connection,
+                       "remote_user": login_user,
                        }  # vars: a mapping, read apart; local_action: a module, read apart
 BLOCK_SHAPES: Shapes = {key: TASK_SHAPES[key] for key in BLOCK_KEYWORDS - {"vars"}}
 INCLUDE_SHAPES: Shapes = {"name": text, "when": conditions, "tags": tags}

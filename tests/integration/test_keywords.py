@@ -114,7 +114,8 @@ def test_environment_values_never_reach_a_command_line(fleet, access, clean, mon
     ("become_method: su", "become_method: only sudo (run as `sudo -n`: ripcord never prompts)"),
     ("connection: winrm", "connection: expected ssh or local (ripcord reaches hosts over SSH)"),
     ("roles: [web]", "not supported by ripcord: roles; use include_tasks"),
-    ("remote_user: deploy", "not supported by ripcord: remote_user"),
+    ("async: 30", "not supported by ripcord: async; give the task a timeout instead"),
+    ("user: root@db", "user: expected a login user name, got 'root@db'"),
 ])
 def test_what_ripcord_refuses_it_says_so(invoke, tmp_path, key, says):
     book = tmp_path / "refused.yml"
@@ -217,3 +218,48 @@ def test_the_issues_own_playbook_runs_as_written(invoke, access):
         assert outcomes.count(("command", "changed")) == 5, outcomes  # items, true, more x2, local
     finally:
         access.ssh("exec-1", 'rm -f "$TITAN_HOME"/loop-a "$TITAN_HOME"/loop-b')
+
+
+REMOTE_USER = """
+- hosts: exec-1
+  remote_user: "{{ login }}"
+  tasks:
+    - command: id -un
+      register: who
+    - file: {path: "{{ titan_home }}/state/e2e-keywords", state: directory}
+    - copy: {content: "{{ who.stdout }}", dest: "{{ titan_home }}/state/e2e-keywords/who"}
+    - command: id -un
+      remote_user: ripcord-become
+- hosts: exec-2
+  user: ripcord-become
+  tasks:
+    - file: {path: "{{ titan_home }}/state/e2e-remote-user", state: touch}
+"""
+
+
+def test_remote_user_logs_in_as_that_user_or_the_host_fails_saying_so(invoke, access, fleet, clean,
+                                                                      tmp_path):
+    """The sandbox's sshd lets one user in (AllowUsers): remote_user naming it works (read back
+    with the system ssh client's own `id -un`); naming another user (at task level, and as the
+    play's old spelling `user`) fails that host as unreachable, naming the user sshd refused,
+    never falling back to the inventory's user."""
+    book = tmp_path / "remote_user.yml"
+    book.write_text(REMOTE_USER)
+    try:
+        result = invoke("play", str(book), "--host", "exec-1:exec-2", "-e", f"login={fleet.user}",
+                        "--json")
+        assert result.returncode == 3, result.stderr + result.stdout  # unreachable hosts
+        truth = access.ssh("exec-1", "id -un").stdout.strip()
+        assert access.ssh("exec-1", f"cat {OUT}/who").stdout == truth == fleet.user
+        records = json.loads(result.stdout)["results"]
+        lost = {r["host"]: r["msg"] for r in records if r["outcome"] == "unreachable"}
+        assert set(lost) == {"exec-1", "exec-2"}, records
+        assert all("(ripcord-become@127.0.0.1:" in msg and "uthentication" in msg
+                   for msg in lost.values()), lost
+        assert access.ssh("exec-2", 'ls "$TITAN_HOME/state/e2e-remote-user"', check=False
+                          ).returncode != 0  # nothing ran on exec-2, as any user
+        refused = subprocess.run([*access.ssh_argv("exec-1")[:-1], "ripcord-become@127.0.0.1",
+                                  "true"], capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 255  # the system ssh client is refused as that user too
+    finally:
+        access.ssh("exec-2", 'rm -f "$TITAN_HOME/state/e2e-remote-user"')

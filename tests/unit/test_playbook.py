@@ -64,7 +64,7 @@ SERIAL = ("serial: expected a positive number of hosts, a percentage from 1% to 
 NOT_SET = "(not set by vars, extra vars, the inventory, a register or a set_fact in this play)"
 PLAY_KEYS = ("any_errors_fatal, become, become_method, become_user, check_mode, connection, "
              "environment, gather_facts, handlers, hosts, max_fail_percentage, name, no_log, "
-             "post_tasks, pre_tasks, serial, tags, tasks, vars, vars_files, verify")
+             "post_tasks, pre_tasks, remote_user, serial, tags, tasks, user, vars, vars_files, verify")
 MODULES = "{modules}"  # every registered module, sorted: filled in when the test runs
 
 BROKEN: dict[str, list[str]] = {
