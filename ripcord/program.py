@@ -4,11 +4,13 @@ tasks.py, so `ripcord halt --host prod` and `invoke halt --host prod` are one in
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from invoke import Program
 
 from ripcord.tasks import ns
+from ripcord.tasks.doc import module_word
 
 
 def _version() -> str:
@@ -23,4 +25,4 @@ program = Program(namespace=ns, version=_version(), name="ripcord", binary="ripc
 
 
 def main() -> None:
-    program.run()
+    program.run(module_word(sys.argv))

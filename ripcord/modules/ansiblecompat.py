@@ -39,7 +39,13 @@ from ripcord.services import (
 
 @register
 class Ping(Module):
-    """`ping: pong` when the host's SSH login and shell answer (Ansible's proves Python too)."""
+    """`ping: pong` when the host's SSH login and shell answer (Ansible's proves Python too).
+
+    Changed: never.
+    Check mode: runs as usual.
+    Example:
+        - ping:
+    """
 
     name = "ping"
     args = {"data": Arg(str, default="pong")}
@@ -69,9 +75,18 @@ def _number(value: Any) -> float | None:
 
 @register
 class Pause(Module):
-    """Waits `seconds` or `minutes` (also under --check, as Ansible does), once for the batch;
-    Ctrl-C ends the wait at once. Without either, asks the operator to continue: --yes answers,
-    and without a terminal the run is declined (exit 4), as `confirm` does."""
+    """Waits `seconds` or `minutes` once for the batch, or asks the operator to continue.
+
+    Ctrl-C ends the wait at once. Without seconds or minutes it asks: --yes answers, and without a
+    terminal the run is declined (exit 4), as `confirm` does.
+
+    Changed: never.
+    Check mode: waits (and asks) as usual, as Ansible does.
+    Example:
+        - name: let the engines drain
+          pause:
+            seconds: 5
+    """
 
     name = "pause"
     on_controller = True
@@ -171,9 +186,19 @@ def _run(ctx: TaskContext, control: ServiceControl, line: str, what: str, acting
 
 @register
 class SystemdModule(Module):
-    """Ansible's systemd module through the host's service manager: state as `service` does
-    (health waits included), reloaded where the manager can reload (systemd, pm2), enabled and
-    daemon_reload only under systemd; elsewhere the task fails saying why."""
+    """Ansible's systemd module through the host's service manager.
+
+    state as `service` does (health waits included), reloaded where the manager can reload
+    (systemd, pm2), enabled and daemon_reload only under systemd; elsewhere the task fails saying why.
+
+    Changed: when the state, enablement or unit files (daemon_reload) changed.
+    Check mode: changes nothing; says what it would do.
+    Example:
+        - name: the engine is running
+          systemd:
+            name: titan-execution
+            state: started
+    """
 
     name = "systemd"
     args = {
@@ -289,9 +314,18 @@ STATE_WORDS = {RUNNING: "running", STARTING: "starting", FAILED: "failed"}
 
 @register
 class ServiceFacts(Module):
-    """Every service the host's manager knows, in Ansible's shape:
+    """Every service the host's manager knows, in Ansible's shape (ansible_facts.services).
+
     {name: {name, state: running|stopped|failed|..., status: enabled|disabled|...|unknown,
-    source: the manager}}."""
+    source: the manager}}.
+
+    Changed: never.
+    Check mode: runs as usual (it changes nothing).
+    Example:
+        - service_facts:
+        - debug:
+            msg: "{{ ansible_facts.services['titan-execution'].state }}"
+    """
 
     name = "service_facts"
     args = {}

@@ -104,7 +104,17 @@ def expired(names: list[str], keep: int) -> list[str]:
 
 @register
 class Backup(Postgres):
-    """Make a manifest-backed backup, verify one, or restore one and prove its rows are back."""
+    """Makes a manifest-backed backup, verifies one, or restores one and proves its rows are back.
+
+    Changed: create and restore, always; verify never.
+    Check mode: verify runs; create and restore are skipped.
+    Example:
+        - name: a backup before the migration
+          backup:
+            action: create
+            retain: 7
+          register: made
+    """
 
     name = "backup"
     args = {
@@ -256,7 +266,15 @@ def plan(known: dict[int, dict], applied: list[int], direction: str, to: int | N
 
 @register
 class Migrate(Postgres):
-    """Bring the schema up or down through numbered migrations, each in one transaction."""
+    """Brings the schema up or down through numbered migrations, each in one transaction.
+
+    Changed: when at least one migration was applied or reverted.
+    Check mode: changes nothing; says which migrations it would apply or revert.
+    Example:
+        - name: the schema at the release's version
+          migrate:
+            direction: up
+    """
 
     name = "migrate"
     args = {

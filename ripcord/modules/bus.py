@@ -114,7 +114,18 @@ def on_bus(ctx: TaskContext, args: dict, work: Callable[[Any], Awaitable[Result]
 
 @register
 class Nats(Module):
-    """Publish (or request) one message, signed as Titan's engines require, and collect answers."""
+    """Publishes (or requests) one message, signed as Titan's engines require, and collects answers.
+
+    Changed: when the message was published.
+    Check mode: skipped (nothing is published).
+    Example:
+        - name: ask every engine for its state
+          nats:
+            subject: titan.cmd.sys.status.v1
+            mode: request
+            body:
+              operator: ripcord
+    """
 
     name = "nats"
     args = {
@@ -181,7 +192,17 @@ class Nats(Module):
 
 @register
 class JetStream(Module):
-    """Stream and consumer info, and consumer delete (the runbook's execution-state reset)."""
+    """Stream and consumer info, and consumer delete (the runbook's execution-state reset).
+
+    Changed: consumer_delete, when it deleted the consumer.
+    Check mode: the info actions run; consumer_delete is skipped.
+    Example:
+        - name: how far behind is the execution consumer?
+          jetstream:
+            action: consumer_info
+            stream: TITAN_EXECUTION
+            consumer: execution_group
+    """
 
     name = "jetstream"
     args = {

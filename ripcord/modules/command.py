@@ -58,6 +58,19 @@ class _Run(Module):
 
 @register
 class Command(_Run):
+    """Runs a command on the host, its words quoted one by one (no shell: `$HOME`, `|` are literal).
+
+    Changed: always when it runs (a command may have done anything), unless `creates` or `removes`
+    says the work was already done.
+    Check mode: skipped; what a command would change is unknown.
+    Example:
+        - name: what the engine's release directory holds
+          command:
+            cmd: ls -l current/
+            chdir: "{{ titan_home }}"
+          register: listing
+    """
+
     name = "command"
     args = {"cmd": Arg(str), "argv": Arg(list), **COMMON}
 
@@ -74,6 +87,17 @@ class Command(_Run):
 
 @register
 class Shell(_Run):
+    """Runs a line through /bin/sh on the host (pipes, redirections and variables work).
+
+    Changed: always when it runs, unless `creates` or `removes` says the work was already done.
+    Check mode: skipped; what a shell line would change is unknown.
+    Example:
+        - name: the last errors in the engine's log
+          shell:
+            cmd: grep -c ERROR "$TITAN_HOME/logs/execution.log" || true
+          register: errors
+    """
+
     name = "shell"
     args = {"cmd": Arg(str, required=True), **COMMON}
 

@@ -62,7 +62,18 @@ def parse_psql(stdout: str) -> tuple[list[dict[str, Any]], int]:
 
 @register
 class Postgres(Module):
-    """Query, dump and restore the trading database; the password stays on the host."""
+    """Queries, dumps and restores the trading database; the password stays on the host.
+
+    A query runs in a read-only transaction unless `write: true`.
+
+    Changed: a write query that touched rows; every dump and restore.
+    Check mode: read-only queries run; writes, dumps and restores are skipped.
+    Example:
+        - name: orders the engine still thinks are open
+          postgres:
+            sql: SELECT count(*) AS open FROM orders WHERE status = 'open'
+          register: open_orders
+    """
 
     name = "postgres"
     args = {
@@ -196,7 +207,15 @@ def redis_verb(command: list) -> tuple[str, bool]:
 
 @register
 class Redis(Module):
-    """One redis-cli command on the host; the reply as JSON types (redis-cli --json)."""
+    """One redis-cli command on the host; the reply as JSON types (redis-cli --json).
+
+    Changed: a write command, unless its reply says it found nothing to do (DEL of a missing key).
+    Check mode: reads run; writes are skipped.
+    Example:
+        - name: the cached order book
+          redis:
+            command: [GET, "orderbook:BTCUSDT"]
+    """
 
     name = "redis"
     args = {

@@ -113,6 +113,18 @@ def redacted_diff(path: str, key: str, report: dict, state: str) -> str:
 
 @register
 class Env(HostModule):
+    """Sets or removes one KEY=VALUE line in a .env file; the value never leaves the host.
+
+    Changed: when the file's content changed (the old file kept as path.<timestamp>.bak).
+    Check mode: writes nothing; reports which key would be set or removed (never its value).
+    Example:
+        - name: slow the engine's order rate
+          env:
+            path: "{{ env_file }}"
+            key: TITAN_MAX_ORDERS_PER_S
+            value: 5
+    """
+
     name = "env"
     args = {"path": Arg(str, required=True, help="the .env file"),
             "key": Arg(str, required=True),

@@ -35,6 +35,16 @@ def parse(stdout: str) -> dict:
 
 @register
 class Setup(Module):
+    """Gathers the host's facts (ansible_hostname, ansible_distribution, ...), as Ansible's setup.
+
+    Changed: never.
+    Check mode: runs as usual (it changes nothing).
+    Example:
+        - setup:
+        - debug:
+            msg: "{{ ansible_hostname }}"
+    """
+
     name = "setup"
     args = {}
     defines = FACT_NAMES

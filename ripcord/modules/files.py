@@ -53,6 +53,19 @@ def _controller_path(ctx: TaskContext, path: str, *subdirs: str) -> Path:
 
 @register
 class File(HostModule):
+    """A path to a state: an existing file, touched (created if missing), absent, or a directory.
+
+    Changed: when the path was created or removed, or its mode changed (touch leaves an existing
+    file's times alone, so a second run reports unchanged).
+    Check mode: changes nothing; reports what would be done.
+    Example:
+        - name: the halt file's directory is there
+          file:
+            path: "{{ titan_home }}/run"
+            state: directory
+            mode: "0750"
+    """
+
     name = "file"
     args = {"path": Arg(str, required=True),
             "state": Arg(str, default="file", choices=("file", "touch", "absent", "directory")),
@@ -140,6 +153,18 @@ def deliver(ctx: TaskContext, dest: str, content: bytes, mode: int | None, backu
 
 @register
 class Copy(HostModule):
+    """Writes `content` (or the controller file `src`) to `dest` on the host, atomically.
+
+    Changed: when the file's content (compared by sha256) or mode differs, or it was missing.
+    Check mode: writes nothing; reports whether it would change, --diff shows the content change.
+    Example:
+        - name: a note for the next shift
+          copy:
+            dest: "{{ titan_home }}/NOTE"
+            content: halted for the incident; ask before resuming
+            mode: "0644"
+    """
+
     name = "copy"
     what = "dest"
     args = {"dest": Arg(str, required=True), "content": Arg(str),
@@ -176,7 +201,19 @@ class Copy(HostModule):
 
 @register
 class Template(HostModule):
-    """Renders a Jinja2 file on the controller (StrictUndefined) against the host's vars."""
+    """Renders a Jinja2 file on the controller (StrictUndefined) against the host's vars.
+
+    The source is looked up in the playbook's templates/ directory, then beside the playbook.
+
+    Changed: when the rendered content or the mode differs from the file on the host.
+    Check mode: writes nothing; reports whether it would change, --diff shows the content change.
+    Example:
+        - name: the engine's limits
+          template:
+            src: limits.conf.j2
+            dest: "{{ titan_home }}/etc/limits.conf"
+            mode: "0640"
+    """
 
     name = "template"
     what = "dest"

@@ -24,9 +24,22 @@ from ripcord.modules.filesupport import HostModule, remote_stat
 
 @register
 class Stat(HostModule):
-    """data: exists, path, size, mode ("0640"), mtime (float), isdir, isreg, islnk and sha256
+    """Facts about one path on the host (exists, size, mode, mtime, type, sha256).
+
+    data: exists, path, size, mode ("0640"), mtime (float), isdir, isreg, islnk and sha256
     (readable regular files, with get_checksum). The same facts are also under `stat`, so
-    Ansible's `result.stat.exists` spelling works."""
+    Ansible's `result.stat.exists` spelling works.
+
+    Changed: never.
+    Check mode: runs as usual (it changes nothing).
+    Example:
+        - name: is the engine halted by its file?
+          stat:
+            path: "{{ titan_home }}/HALT"
+          register: halt_file
+        - debug:
+            msg: "halt file present: {{ halt_file.stat.exists }}"
+    """
 
     name = "stat"
     args = {"path": Arg(str, required=True), "get_checksum": Arg(bool, default=True),
@@ -52,6 +65,17 @@ def local_sha256(path: Path) -> str | None:
 
 @register
 class Fetch(HostModule):
+    """Copies a file from the host into a controller directory (dest/<host>/<path>, or flat).
+
+    Changed: when the local copy was created or differed.
+    Check mode: writes nothing locally; reports whether it would.
+    Example:
+        - name: keep the engine's log with the incident
+          fetch:
+            src: "{{ titan_home }}/logs/execution.log"
+            dest: evidence/
+    """
+
     name = "fetch"
     what = "src"
     args = {"src": Arg(str, required=True), "dest": Arg(str, required=True),

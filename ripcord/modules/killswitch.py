@@ -64,7 +64,19 @@ class HostHalt:
 
 @register
 class Halt(Module):
-    """Halt every execution engine of the batch, verified, by whichever rung works first."""
+    """Halts every execution engine of the batch, verified, by whichever rung works first.
+
+    The ladder: a signed HARD_HALT over NATS and the halt file at once, each engine's health polled
+    until it says halted, then the engine's service stopped (the last resort), then the exchange's
+    open orders confirmed 0. The result says, per host, which rung halted it.
+
+    Changed: on every engine host (a halt is always recorded, even of an engine already halted).
+    Check mode: a preflight that changes nothing: says per host which rungs would work.
+    Example:
+        - name: stop trading now
+          halt:
+            reason: runaway orders on BTCUSDT
+    """
 
     name = "halt"
     fleet = True

@@ -163,6 +163,19 @@ def split_lines(data: bytes) -> list[bytes]:
 
 @register
 class LineInFile(HostModule):
+    """One line in a file on the host is there (or is not), as Ansible's lineinfile.
+
+    Changed: when the file's content changed (a second run reports unchanged).
+    Check mode: writes nothing; --diff shows the edit it would make.
+    Example:
+        - name: the engine starts halted after a restart
+          lineinfile:
+            path: "{{ titan_home }}/etc/execution.conf"
+            regexp: "^start_halted="
+            line: start_halted=true
+            create: true
+    """
+
     name = "lineinfile"
     args = {
         "path": Arg(str, help="the file (Ansible's alias: dest)"), "dest": Arg(str),

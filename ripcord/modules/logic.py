@@ -13,6 +13,21 @@ from ripcord.report import inert, visible
 
 @register
 class Assert(Module):
+    """Fails the host unless every condition in `that` holds (bare Jinja2 expressions).
+
+    Changed: never.
+    Check mode: runs as usual (it changes nothing).
+    Example:
+        - name: the engine reports halted
+          uri:
+            url: "http://127.0.0.1:{{ health_port | default(8080) }}/health"
+          register: health
+        - assert:
+            that:
+              - health.json.halted
+            fail_msg: the engine is still trading
+    """
+
     name = "assert"
     on_controller = True
     args = {"that": Arg((str, list, bool), required=True, expression=True), "fail_msg": Arg(str),
@@ -29,6 +44,17 @@ class Assert(Module):
 
 @register
 class Fail(Module):
+    """Fails the host with `msg` (usually under a `when:`).
+
+    Changed: never.
+    Check mode: runs as usual.
+    Example:
+        - name: refuse to go on against production without an incident id
+          fail:
+            msg: give -e incident=INC-123
+          when: incident is not defined
+    """
+
     name = "fail"
     on_controller = True
     args = {"msg": Arg(str, default="failed as requested")}
@@ -39,7 +65,14 @@ class Fail(Module):
 
 @register
 class SetFact(Module):
-    """Sets host variables for the rest of the run: any key, any value."""
+    """Sets host variables for the rest of the run: any key, any value.
+
+    Changed: never.
+    Check mode: runs as usual, so later tasks see the variables.
+    Example:
+        - set_fact:
+            halt_reason: "drill by {{ ripcord_operator | default('ripcord') }}"
+    """
 
     name = "set_fact"
     on_controller = True
@@ -56,6 +89,15 @@ class SetFact(Module):
 
 @register
 class Debug(Module):
+    """Shows a message or a variable's value in the run's output.
+
+    Changed: never.
+    Check mode: runs as usual.
+    Example:
+        - debug:
+            msg: "about to halt {{ inventory_hostname }}"
+    """
+
     name = "debug"
     on_controller = True
     args = {"msg": Arg(ANY), "var": Arg(str, expression=True)}
@@ -69,7 +111,18 @@ class Debug(Module):
 
 @register
 class Confirm(Module):
-    """Asks the operator before something destructive; --yes answers yes. Declining ends the run."""
+    """Asks the operator before something destructive; --yes answers yes. Declining ends the run.
+
+    `typed` makes the operator type a word (FLATTEN) rather than answer yes. Without a terminal and
+    without --yes the run is declined (exit 4) and nothing further is changed.
+
+    Changed: never.
+    Check mode: skipped; says what it would ask (the pre-checks before it still run).
+    Example:
+        - confirm:
+            prompt: "Flatten every position of the account?"
+            typed: FLATTEN
+    """
 
     name = "confirm"
     on_controller = True

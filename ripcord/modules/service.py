@@ -137,7 +137,19 @@ def _become_healthy(ctx: TaskContext, name: str, url: str | None, deadline: floa
 
 @register
 class Service(Module):
-    """One service to a state; without `state`, its status (data.status) and nothing else."""
+    """One service to a state; without `state`, its status (data.status) and nothing else.
+
+    Through the host's own service manager (supervisor, systemd, docker compose, pm2); after a
+    start it waits until the service's health URL answers, when it has one.
+
+    Changed: when the state changed (started on a running service changes nothing; restarted always).
+    Check mode: changes nothing; says what it would do (`would start titan-execution (now STOPPED)`).
+    Example:
+        - name: the engine is running again
+          service:
+            name: titan-execution
+            state: started
+    """
 
     name = "service"
     args = {
@@ -200,7 +212,19 @@ class _Plan:
 
 @register
 class Services(Module):
-    """A host's services (or `with_dependents` of one) to a state, in dependency order."""
+    """A host's services (or `with_dependents` of one) to a state, in dependency order.
+
+    Started tier by tier (inventory/topology.yml), each tier healthy before the next; stopped in
+    the reverse order.
+
+    Changed: when any service's state changed.
+    Check mode: changes nothing; lists the actions it would take, in order.
+    Example:
+        - name: the market-data feed and everything that reads it, restarted in order
+          services:
+            state: restarted
+            with_dependents: titan-market-data
+    """
 
     name = "services"
     args = {
@@ -339,8 +363,18 @@ class _Run:
 
 @register
 class Restart(Module):
-    """Restart services across the batch in dependency order: one tier on every host at once,
-    healthy everywhere, then the next tier (the runbooks' recovery order, fleet-wide)."""
+    """Restarts services across the batch in dependency order, one tier on every host at once.
+
+    Each tier is healthy everywhere before the next starts (the runbooks' recovery order). An
+    engine that is trading (not halted) is refused unless `force`.
+
+    Changed: on every host where a service was restarted.
+    Check mode: changes nothing; says which services it would restart.
+    Example:
+        - name: restart the fleet's services in order
+          restart:
+            service: titan-market-data
+    """
 
     name = "restart"
     fleet = True

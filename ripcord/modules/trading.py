@@ -192,7 +192,19 @@ class ExchangeAccount:
 
 @register
 class TitanCommand(Module):
-    """One signed command to every engine of the batch; each host's result is its engine's answer."""
+    """One signed command to every engine of the batch; each host's result is its engine's answer.
+
+    Core NATS is at-most-once: an engine that did not answer did not act, and its host fails.
+
+    Changed: on every host whose engine answered.
+    Check mode: skipped (nothing is published).
+    Example:
+        - name: cancel every engine's open orders
+          titan_command:
+            command: cancel_all
+            body:
+              reason: stale quotes after the feed outage
+    """
 
     name = "titan_command"
     fleet = True
@@ -254,8 +266,20 @@ class TitanCommand(Module):
 
 @register
 class Exchange(Module):
-    """The fleet's account at the exchange, seen from the host with its API key (read-only
-    unless action is cancel_all)."""
+    """The fleet's account at the exchange, seen from the host with its API key.
+
+    Read-only, unless action is cancel_all.
+
+    Changed: only cancel_all, when it cancelled at least one order.
+    Check mode: the reads run; cancel_all is skipped.
+    Example:
+        - name: no order left open
+          exchange:
+            action: open_orders
+          register: orders
+        - assert:
+            that: orders.count == 0
+    """
 
     name = "exchange"
     args = {
@@ -293,8 +317,17 @@ class Exchange(Module):
 
 @register
 class Checks(Module):
-    """Checks (checks/) on every host of the batch, as a task: a pre-check that fails the
-    hosts whose checks fail (with any_errors_fatal, the whole procedure stops)."""
+    """Runs checks (checks/) on every host of the batch as a task, failing the hosts whose checks fail.
+
+    A pre-check: with any_errors_fatal, the whole procedure stops.
+
+    Changed: never.
+    Check mode: runs as usual (checks only read).
+    Example:
+        - name: the fleet is healthy before we touch it
+          checks:
+            select: health
+    """
 
     name = "checks"
     fleet = True

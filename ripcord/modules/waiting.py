@@ -58,6 +58,17 @@ def _url_problem(args: dict) -> list[str]:
 
 @register
 class WaitFor(Module):
+    """Waits, from the host's position, for a port, a file, a log line or a URL's JSON field.
+
+    Changed: never.
+    Check mode: runs as usual (it changes nothing).
+    Example:
+        - name: the engine's health port answers
+          wait_for:
+            port: 8080
+            timeout: 30
+    """
+
     name = "wait_for"
     args = {
         "port": Arg(int), "host": Arg(str, help="with port; default 127.0.0.1, as the host sees it"),
@@ -213,7 +224,17 @@ SENSITIVE_HEADER = re.compile(r"auth|key|token|secret|cookie|pass|sign", re.IGNO
 
 @register
 class Uri(Module):
-    """One HTTP request from the host; asserts the status and, optionally, JSON fields."""
+    """One HTTP request from the host; asserts the status and, optionally, JSON fields.
+
+    Changed: for methods that change things (POST, PUT, PATCH, DELETE); GET, HEAD and OPTIONS never.
+    Check mode: GET, HEAD and OPTIONS run; the others are skipped.
+    Example:
+        - name: the engine's own word on its state
+          uri:
+            url: http://127.0.0.1:8080/health
+            status: 200
+          register: health
+    """
 
     name = "uri"
     args = {
