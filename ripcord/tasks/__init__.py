@@ -6,6 +6,7 @@ checkout (tasks.py) and the installed `ripcord` command (ripcord.program) run:
     halt | resume | flatten | cancel-all | master-arm | breaker | isolate | restart |
     recover-crash | status | drill |
     backup-db | restore-db | migrate-db            the runbooks' procedures    (tasks/procedures.py)
+    audit                                          drift and health audit      (tasks/audit.py)
     approve                                        the two-person rule         (tasks/approvals.py)
     config                                         the configuration in force  (tasks/configuration.py)
     doc [MODULE]                                   the modules' documentation  (tasks/doc.py)
@@ -28,6 +29,9 @@ def _namespace() -> Collection:
     for area in (playbooks, procedures, approvals, configuration, doc):
         for name, task in area.collection.tasks.items():
             ns.add_task(task, name=name)
+    from ripcord.tasks.audit import audit  # the nightly audit (tasks/audit.py)
+
+    ns.add_task(audit)
     return ns
 
 
