@@ -169,7 +169,7 @@ def compare_text(expected: str, actual: str, *, dest: str, host: str) -> tuple[s
                                         actual.splitlines(keepends=True),
                                         f"{dest} (rendered from templates/)", f"{dest} on {host}"))
     changed = sum(1 for line in diff.splitlines()[2:] if line[:1] in "+-")
-    return f"{dest}: {changed} line{'s' if changed != 1 else ''} differ from the template", diff
+    return f"{dest}: {changed} line{'s differ' if changed != 1 else ' differs'} from the template", diff
 
 
 def _decode(data: bytes | str) -> str | None:
