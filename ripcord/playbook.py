@@ -63,6 +63,25 @@ def load_playbook(path: str | os.PathLike, *, extra_vars: dict[str, Any] | None 
     return Playbook(path=path, plays=plays)
 
 
+def load_task_file(path: str, *, by: tuple[str, int], known: Iterable[str],
+                   handlers: Iterable[str]) -> list[Task]:
+    """The tasks of a file an include_tasks names by a template, read when the run resolves the
+    name, and validated as the playbook was (`known`: the variables defined at that point;
+    `handlers`: the play's). Raises PlaybookError naming the file and the include (`by`)."""
+    reader = _Reader({}, None)
+    refs = PlayRefs(hosts_line=0, handlers=set(handlers))
+    where = f"{by[0]}:{by[1]}"
+    tasks: list[Task] = []
+    with reader._reading(path, by=by) as content:
+        if content is not FAILED:
+            tasks = reader._tasks(content, getattr(content, "line", 1), "an included task file",
+                                  Scope(path, refs, via=where))
+    reader.problems += validate.check_refs(refs, set(known) | refs.defines)
+    if reader.problems:
+        raise PlaybookError(reader.problems, f"included from {where}: its tasks did not run")
+    return tasks
+
+
 def _play_keywords(task: Task, play: dict[str, Any]) -> None:
     """A play's environment, no_log, check_mode and become* reach its tasks (a task's own win)."""
     if isinstance(play.get("environment"), dict) and isinstance(task.environment, dict):

@@ -62,6 +62,8 @@ class Task:
     become_user: str | None = None  # None: ansible_become_user, else root
     become_method: str | None = None  # sudo (sudo -n: never prompting) is the only one
     remote_user: str | None = None  # the SSH login; None: the inventory's ansible_user
+    include: str | None = None  # include_tasks: its task file (a template is resolved per host)
+    included: list[Task] | None = None  # that file's tasks, read up front when its name is static
     block: list[Task] | None = None
     rescue: list[Task] = field(default_factory=list)
     always: list[Task] = field(default_factory=list)
@@ -69,6 +71,10 @@ class Task:
     @property
     def is_block(self) -> bool:
         return self.block is not None
+
+    @property
+    def is_include(self) -> bool:
+        return self.include is not None
 
     @property
     def where(self) -> str:

@@ -138,7 +138,9 @@ def _tasks(tasks) -> list:
     for task in tasks:
         if task.block is not None:
             found += _tasks(task.block) + _tasks(task.rescue) + _tasks(task.always)
-        elif task.module:
+        elif getattr(task, "included", None) is not None:  # include_tasks of a static file
+            found += _tasks(task.included)
+        elif task.module or getattr(task, "include", None):  # (a templated file: see acts_as)
             found.append(task)
     return found
 
@@ -231,6 +233,8 @@ def acts_as(playbook, name: str) -> bool:
     """Whether the playbook does any of what procedure `name` does (templated: may do anything)."""
     theirs = procedure_acts(name)
     for task in all_tasks(playbook):
+        if task.module is None:  # include_tasks of a file named by a template: may be anything
+            return True
         mine = act(task)
         if mine and any(mine[0] == m and ANY in (mine[1], v) or mine == (m, v) for m, v in theirs):
             return True

@@ -15,13 +15,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import jinja2
+
 from ripcord.connection import Connection, LocalConnection
 from ripcord.errors import RipcordError, UnreachableError
 from ripcord.inventory import Inventory
 from ripcord.lock import HostLock, owner_record
 from ripcord.modules import REGISTRY
-from ripcord.playbook import Play, Playbook, Task
+from ripcord.modules.base import Result
+from ripcord.playbook import Play, Playbook, Task, load_task_file
 from ripcord.runstate import SECRET_NAME, HostState, Options, TaskRecord, serial_batches
+from ripcord.taskreader import task_file_path
 from ripcord.taskrun import TaskRunner
 from ripcord.templating import Secrets, Templar
 from ripcord.unsafe import Unsafe, wrap
@@ -63,6 +67,7 @@ class Runner(TaskRunner):
         self.batch: list[str] = []
         self.interrupted = False
         self.writes_in_check = False
+        self.included: dict[tuple[int, str], list[Task]] = {}  # include_tasks: its file's tasks
         self.pool = ThreadPoolExecutor(max_workers=max(1, options.forks))
 
     # --- the run ------------------------------------------------------------------------
@@ -267,7 +272,7 @@ class Runner(TaskRunner):
 
         Blocks are always entered: their tasks carry the block's tags and are checked one by one.
         """
-        if task.is_block:
+        if task.is_block or task.is_include:
             return True
         if task.tags & self.options.skip_tags:
             return False
@@ -288,6 +293,10 @@ class Runner(TaskRunner):
                 if self._run_block(play, task, active, batch, force):
                     return True
                 continue
+            if task.is_include:
+                if self._run_include(play, task, active, batch, force):
+                    return True
+                continue
             self._run_task(play, task, active, batch)
             if self._must_abort(play, batch):
                 return True
@@ -296,7 +305,7 @@ class Runner(TaskRunner):
     def _reaches_unreachable(self, task: Task, batch: list[str]) -> bool:
         """Whether task still has hosts to act on when SSH reaches none: an SSH-optional fleet
         module (the kill switch) acts on hosts it cannot log in to."""
-        if task.is_block:
+        if task.is_block or task.is_include:
             return False
         module = REGISTRY[task.module]
         return module.fleet and module.ssh_optional and any(
@@ -325,6 +334,78 @@ class Runner(TaskRunner):
             for host in failed_before_always:
                 self.hosts[host].failed = True
         return aborted or self._must_abort(play, batch)
+
+    def _run_include(self, play: Play, include: Task, hosts: list[str], batch: list[str],
+                     force: bool) -> bool:
+        """include_tasks: its file's tasks on each host whose `when` holds, once per item when it
+        loops. The hosts run the n-th item's pass together (each with its own item; hosts whose
+        template names another file, as a group of their own); a host's failure to resolve the
+        file, or an invalid file, fails that host."""
+        passes: dict[str, list[tuple[dict[str, Any], list[Task]]]] = {}
+        for host in hosts:
+            try:
+                passes[host] = self._include_passes(play, include, host)
+            except (jinja2.TemplateError, RipcordError) as exc:
+                msg = getattr(exc, "message", None) or str(exc)
+                self._apply(play, include, host, "failed", Result(failed=True, msg=msg))
+        for index in range(max((len(found) for found in passes.values()), default=0)):
+            groups: dict[int, tuple[list[Task], list[str]]] = {}
+            for host, found in passes.items():
+                if index < len(found) and not self._gone(host):
+                    groups.setdefault(id(found[index][1]), (found[index][1], []))[1].append(host)
+            for tasks, group in groups.values():
+                outer = {host: self.hosts[host].include_vars for host in group}
+                for host in group:
+                    self.hosts[host].include_vars = {**outer[host], **passes[host][index][0]}
+                try:
+                    if self._run_tasks(play, tasks, group, batch, force):
+                        return True
+                finally:
+                    for host in group:
+                        self.hosts[host].include_vars = outer[host]
+        return self._must_abort(play, batch)
+
+    def _include_passes(self, play: Play, include: Task, host: str
+                        ) -> list[tuple[dict[str, Any], list[Task]]]:
+        """(the variables an item sets, the tasks) for each pass of include on host."""
+        variables = self._vars(play, include, host)
+        if include.loop is None:
+            if not all(self.templar.truth(c, variables) for c in include.when):
+                return []
+            return [({}, self._included(play, include, variables))]
+        items = self.templar.render(include.loop, variables)
+        if not isinstance(items, list):
+            raise RipcordError(f"{include.where}: loop: expected a list, got {type(items).__name__}")
+        control = include.loop_control
+        loop_var = control.get("loop_var", "item")
+        passes = []
+        for index, item in enumerate(items):
+            scope = {loop_var: wrap(item), "ansible_loop_var": loop_var}
+            if control.get("index_var"):
+                scope[control["index_var"]] = index
+            if all(self.templar.truth(c, {**variables, **scope}) for c in include.when):
+                passes.append((scope, self._included(play, include, {**variables, **scope})))
+        return passes
+
+    def _included(self, play: Play, include: Task, variables: dict[str, Any]) -> list[Task]:
+        """The include's tasks, with its keywords: read up front, or (a templated name) read and
+        validated once per file it resolves to, the first time it does."""
+        if include.included is not None:
+            key = (id(include), include.include)
+        else:
+            name = self.templar.render(include.include, variables)
+            if not isinstance(name, str) or not name.strip():
+                raise RipcordError(f"{include.where}: include_tasks: {include.include!r} gives "
+                                   f"{name!r}, not a file name")
+            key = (id(include), task_file_path(include.file, name))
+        if key not in self.included:
+            tasks = include.included
+            if tasks is None:
+                handlers = {n for h in play.handlers for n in (h.name, *h.listen)}
+                tasks = load_task_file(key[1], by=(include.file, include.line), known=variables,
+                                       handlers=handlers)
+            self.included[key] = _inherit(include, tasks)
+        return self.included[key]
 
     def _must_abort(self, play: Play, batch: list[str]) -> bool:
         failed = [h for h in batch if self.hosts[h].failed or self.hosts[h].unreachable]
@@ -361,10 +442,12 @@ class Runner(TaskRunner):
         return {name: dict(state.stats) for name, state in self.hosts.items()}
 
 
-def _inherit(block: Task) -> Task:
-    """Block keywords (when, tags, vars, ...) apply to the tasks inside it."""
+def _inherit(block: Task, included: list[Task] | None = None) -> Any:
+    """Block keywords (when, tags, vars, ...) apply to the tasks inside it. With included: those
+    tasks of an include_tasks, which take all of its keywords but `when` (checked once)."""
     def child(task: Task) -> Task:
-        return replace(task, when=[*block.when, *task.when], tags=block.tags | task.tags,
+        when = task.when if included is not None else [*block.when, *task.when]
+        return replace(task, when=when, tags=block.tags | task.tags,
                        vars={**block.vars, **task.vars},
                        ignore_errors=task.ignore_errors or block.ignore_errors,
                        timeout=task.timeout or block.timeout,
@@ -378,6 +461,8 @@ def _inherit(block: Task) -> Task:
                        if isinstance(block.environment, dict) and isinstance(task.environment, dict)
                        else task.environment or block.environment)
 
+    if included is not None:
+        return [child(t) for t in included]
     return replace(block, block=[child(t) for t in block.block or []],
                    rescue=[child(t) for t in block.rescue], always=[child(t) for t in block.always])
 
@@ -389,6 +474,7 @@ def _every_task(playbook: Playbook) -> list[Task]:
     """Every task and handler of the playbook, blocks' tasks included."""
     def walk(tasks: list[Task]) -> list[Task]:
         return [each for task in tasks for each in
-                ([task, *walk(task.block or []), *walk(task.rescue), *walk(task.always)])]
+                ([task, *walk(task.block or []), *walk(task.rescue), *walk(task.always),
+                  *walk(task.included or [])])]
     return walk([t for play in playbook.plays
                  for t in (*play.pre_tasks, *play.tasks, *play.post_tasks, *play.handlers)])

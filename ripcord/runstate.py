@@ -39,6 +39,7 @@ class HostState:
     notified: set[str] = field(default_factory=set)
     touched: bool = False  # a task ran here (verification targets touched hosts)
     last_failure: dict[str, Any] | None = None  # what a rescue section sees
+    include_vars: dict[str, Any] = field(default_factory=dict)  # an include_tasks' item, meanwhile
 
 
 @dataclass

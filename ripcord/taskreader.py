@@ -7,6 +7,7 @@ Task objects carry what the runner needs, each keyword in its typed shape.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -41,6 +42,11 @@ class Scope:
         return replace(self, file=file, via=self.via or by)
 
 
+def task_file_path(including: str, name: str) -> str:
+    """Where a task file an include names is: relative to the including file."""
+    return os.path.normpath(os.path.join(os.path.dirname(including), name))
+
+
 def _summary(module: str | None, args: dict[str, Any]) -> str:
     """A task's name when it has none: its module and arguments, cut to fit a line of output."""
     free_form = REGISTRY[module].free_form if module in REGISTRY else None
@@ -70,6 +76,8 @@ class TaskReader:
             if not isinstance(item, dict):
                 self.problem(scope.file, item_line, "a task must be a mapping (name:, a module, "
                              f"...), got {shown(item)}")
+            elif "include_tasks" in item:
+                tasks.append(self._dynamic_include(item, scope))
             elif any(key in item for key in validate.INCLUDES):
                 tasks += self._include_tasks(item, scope)
             elif "hosts" in item and "hosts" not in REGISTRY:
@@ -82,9 +90,15 @@ class TaskReader:
         return tasks
 
     def _include_tasks(self, data: Map, scope: Scope) -> list[Task]:
-        """`- include: file.yml` (import_tasks, include_tasks) among tasks: that file's tasks, in
-        place, with these vars, when and tags."""
-        self._closed_keys(data, validate.INCLUDE_KEYS, "include", scope.file)
+        """`- include: file.yml` (import_tasks) among tasks: that file's tasks, in place, with
+        these vars, when and tags."""
+        for key in data:
+            if key in validate.LOOPS:
+                self.problem(scope.file, data.key_line(key), f"{key} over an import: its tasks "
+                             "are read in place, once (loop over include_tasks instead)")
+            elif key not in validate.INCLUDE_KEYS:
+                self.problem(scope.file, data.key_line(key),
+                             validate.unknown_key(key, validate.INCLUDE_KEYS, "include"))
         found = self._convert(data, validate.INCLUDE_SHAPES, scope.file)
         include_vars = self._vars(data, scope.file)
         scope.refs.uses += self._values(data, scope.file, scope.local | set(include_vars), {"vars"},
@@ -100,6 +114,40 @@ class TaskReader:
             task.vars = {**include_vars, **task.vars}
             task.when[:0] = found.get("when", [])
         return tasks
+
+    def _dynamic_include(self, data: Map, scope: Scope) -> Task:
+        """include_tasks: a task file run when the task is reached, per host, as Ansible's: its
+        `when` is checked once (per item when it loops), and it may loop (`item` inside the
+        file). A static file name is read and validated now; a templated one when the run
+        resolves it (ripcord.playbook.load_task_file)."""
+        self._closed_keys(data, validate.DYNAMIC_INCLUDE_KEYS, "include_tasks", scope.file)
+        found = self._convert(data, validate.DYNAMIC_INCLUDE_SHAPES, scope.file)
+        self._loop(data, found, scope.file)
+        control = found.get("loop_control", {})
+        loop_vars = {control.get("loop_var", "item"), control.get("index_var"), "ansible_loop_var"
+                     } - {None} if "loop" in found else set()
+        include_vars = self._vars(data, scope.file)
+        local = scope.local | set(include_vars) | loop_vars
+        scope.refs.uses += self._values(data, scope.file, local, {"vars", "include_tasks",
+                                                                   *validate.LOOPS}, via=scope.via)
+        target, line = data["include_tasks"], data.value_line("include_tasks")
+        if isinstance(target, dict) and set(target) == {"file"}:
+            target = target["file"]  # include_tasks: {file: x.yml}
+        task = Task(name=found.pop("name", f"include_tasks {target}"), file=scope.file,
+                    line=data.line, vars=include_vars, include=target, **found)
+        task.tags |= scope.tags
+        if not isinstance(target, str) or not target.strip():
+            self.problem(scope.file, line, "include_tasks: expected the path of a YAML file (or "
+                         f"a template giving one), got {shown(target)}")
+        elif not validate.is_template(target):
+            by = f"{scope.file}:{data.key_line('include_tasks')}"
+            path = task_file_path(scope.file, target)
+            task.include = path
+            with self._reading(path, by=(scope.file, data.key_line("include_tasks"))) as content:
+                inner = scope.inside(local=local, tags=task.tags).included(path, by=by)
+                task.included = [] if content is FAILED else \
+                    self._tasks(content, getattr(content, "line", 1), "an included task file", inner)
+        return task
 
     def _block(self, data: Map, scope: Scope) -> Task:
         """block/rescue/always: try the block's tasks; on failure run rescue; always run always."""

@@ -128,6 +128,7 @@ class TaskRunner:
         values.update(play.vars)
         values.update(task.vars if task else {})
         values.update(state.facts)
+        values.update(state.include_vars)
         values.update(self.extra_vars)
         values.update({
             "inventory_hostname": host, "inventory_hostname_short": host.split(".")[0],

@@ -47,14 +47,17 @@ BLOCK_KEYWORDS = frozenset({"name", "when", "tags", "vars", "ignore_errors", "ru
                             "delegate_to", "timeout", "notify", "no_log", "check_mode",
                             "environment", "become", "become_user", "become_method", "connection",
                             "remote_user"})
-INCLUDES = ("include", "import_tasks", "include_tasks")  # all read up front (a static file name)
+INCLUDES = ("include", "import_tasks", "include_tasks")  # read up front when the file name is static
 INCLUDE_KEYS = frozenset({*INCLUDES, "name", "vars", "when", "tags"})
+DYNAMIC_INCLUDE_KEYS = frozenset({"include_tasks", "name", "vars", "when", "tags", *LOOPS,
+                                  "loop_control"})  # include_tasks: looped, `when` checked once
 LOOP_CONTROL_KEYS = frozenset({"label", "index_var", "loop_var", "pause"})
 # Ansible's keywords ripcord does not support, and what to do instead.
 NOT_SUPPORTED = {
     "roles": "use include_tasks (or import_tasks) of a task file",
     "import_role": "use import_tasks of a task file", "include_role": "use include_tasks of a task file",
     "import_playbook": "use `- include: other.yml` between plays",
+    "apply": "set the keywords on a block in the task file",
     "async": "give the task a timeout instead", "poll": "give the task a timeout instead",
     "strategy": "ripcord runs the linear strategy", "throttle": "use serial or --forks",
     "collections": "modules are ripcord's own", "module_defaults": "give each task its arguments",
@@ -314,6 +317,8 @@ TASK_SHAPES: Shapes = {"name": text, "when": conditions, "register": identifier,
                        }  # vars: a mapping, read apart; local_action: a module, read apart
 BLOCK_SHAPES: Shapes = {key: TASK_SHAPES[key] for key in BLOCK_KEYWORDS - {"vars"}}
 INCLUDE_SHAPES: Shapes = {"name": text, "when": conditions, "tags": tags}
+DYNAMIC_INCLUDE_SHAPES: Shapes = {**INCLUDE_SHAPES,
+                                  **{key: TASK_SHAPES[key] for key in (*LOOPS, "loop_control")}}
 VERIFY_SHAPES: Shapes = {"checks": text, "retry": duration}
 
 
@@ -464,11 +469,15 @@ def check_play(play: Play, refs: PlayRefs, *, known: Iterable[str],
     defined = set(known) | set(play.vars) | refs.defines
     for host in _hosts_with_vars(play, refs, inventory, problems):
         defined.update(inventory.host_vars(host))  # type: ignore[union-attr]
-    problems += _undefined(refs, defined, inventory is not None)
-    problems += _unknown_handlers(refs)
+    problems += check_refs(refs, defined, inventory is not None)
     if inventory is not None:
         problems += _unknown_delegates(refs, inventory)
     return problems
+
+
+def check_refs(refs: PlayRefs, defined: set[str], with_inventory: bool = True) -> list[Problem]:
+    """Variables used but not defined, and notifications of handlers that do not exist."""
+    return _undefined(refs, defined, with_inventory) + _unknown_handlers(refs)
 
 
 def _hosts_with_vars(play: Play, refs: PlayRefs, inventory: Inventory | None,

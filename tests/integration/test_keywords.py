@@ -263,3 +263,25 @@ def test_remote_user_logs_in_as_that_user_or_the_host_fails_saying_so(invoke, ac
         assert refused.returncode == 255  # the system ssh client is refused as that user too
     finally:
         access.ssh("exec-2", 'rm -f "$TITAN_HOME/state/e2e-remote-user"')
+
+
+def test_include_tasks_loops_checks_when_once_and_resolves_a_templated_file_per_host(invoke, access):
+    """Each host's files, read back over ssh: the looped include ran per item with its own
+    loop_var and index_var, `when` per item; the templated name resolved per host, and exec-2's
+    file, invalid, failed exec-2 naming the include's line before any of its tasks ran; the
+    include's `when` is checked once, not before each of its tasks."""
+    out = '"$TITAN_HOME/state/e2e-include"'
+    book = HERE / "playbooks" / "include_tasks" / "book.yml"
+    try:
+        result = invoke("play", str(book), "--host", "exec-1:exec-2", "--json")
+        assert result.returncode == 1, result.stderr + result.stdout  # exec-2 failed
+        listing = {h: access.ssh(h, f"ls {out}").stdout.split() for h in ("exec-1", "exec-2")}
+        assert listing == {"exec-1": ["a", "after-flip", "c", "mine-exec-1"], "exec-2": ["a", "c"]}
+        assert access.ssh("exec-2", f"cat {out}/a {out}/c").stdout == "0 a2 c"
+        failed = [r for r in json.loads(result.stdout)["results"] if r["outcome"] == "failed"]
+        assert [r["host"] for r in failed] == ["exec-2"], failed
+        assert f"{book.parent}/per-host/exec-2.yml:3: undefined variable 'nope'" in failed[0]["msg"]
+        assert f"as included from {book}:10" in failed[0]["msg"], failed
+    finally:
+        for host in ("exec-1", "exec-2"):
+            access.ssh(host, f"rm -rf {out}")

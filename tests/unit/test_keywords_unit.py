@@ -57,3 +57,73 @@ def test_remote_user_mistakes_are_invalid_input(tmp_path, keys, expected):
     found = problems(tmp_path, f"- hosts: all\n  {keys}\n  tasks:\n    - command: 'true'\n")
     assert [p for p in found if p.startswith(expected)] == found[:1] and len(found) == 1, found
 
+
+
+# -- include_tasks ---------------------------------------------------------------------------------
+
+def test_include_tasks_is_one_task_holding_its_files_tasks_read_up_front(tmp_path):
+    tasks = load(tmp_path, """
+- hosts: all
+  tasks:
+    - include_tasks: inner.yml
+      loop: [a, b]
+      loop_control: {loop_var: part}
+      when: part != 'b'
+      vars: {x: 1}
+      tags: [t]
+    - include_tasks: {file: inner2.yml}
+""", **{"inner.yml": "- debug: {msg: '{{ part }} {{ x }}'}\n",
+        "inner2.yml": "- debug: {msg: two}\n"}).plays[0].tasks
+    include = tasks[0]
+    assert include.include == str(tmp_path / "inner.yml") and include.loop == ["a", "b"]
+    assert include.when == ["part != 'b'"] and include.vars == {"x": 1}
+    assert [(t.module, t.args, t.when, t.tags) for t in include.included] == [
+        ("debug", {"msg": "{{ part }} {{ x }}"}, [], frozenset({"t"}))]
+    assert tasks[1].included[0].args == {"msg": "two"}
+
+
+def test_a_templated_include_tasks_is_read_when_the_run_resolves_it(tmp_path):
+    include = load(tmp_path, "- hosts: all\n  vars: {f: x.yml}\n  tasks:\n"
+                             "    - include_tasks: '{{ f }}'\n").plays[0].tasks[0]
+    assert include.include == "{{ f }}" and include.included is None
+
+
+@pytest.mark.parametrize("text, files, expected", [
+    ("    - import_tasks: inner.yml\n      loop: [a]\n", {"inner.yml": "- debug: {msg: hi}\n"},
+     "book.yml:4: loop over an import: its tasks are read in place, once (loop over include_tasks"),
+    ("    - include_tasks: inner.yml\n      apply: {become: true}\n", {"inner.yml": "- ping:\n"},
+     "book.yml:4: not supported by ripcord: apply; set the keywords on a block in the task file"),
+    ("    - include_tasks: '{{ nowhere }}.yml'\n", {}, "book.yml:3: undefined variable 'nowhere'"),
+])
+def test_include_tasks_mistakes_are_found_before_any_host(tmp_path, text, files, expected):
+    found = problems(tmp_path, "- hosts: all\n  tasks:\n" + text, **files)
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_a_resolved_task_file_is_validated_naming_the_include(tmp_path):
+    from ripcord.playbook import load_task_file
+
+    (tmp_path / "inner.yml").write_text("- debug: {msg: '{{ here }} {{ gone }}'}\n"
+                                        "- command: 'true'\n  notify: nobody\n")
+    with pytest.raises(PlaybookError) as raised:
+        load_task_file(str(tmp_path / "inner.yml"), by=("book.yml", 7), known={"here"},
+                       handlers={"restart"})
+    assert [str(p).replace(f"{tmp_path}/", "") for p in raised.value.problems] == [
+        "inner.yml:1: undefined variable 'gone' (not set by vars, extra vars, the inventory, a "
+        "register or a set_fact in this play), as included from book.yml:7",
+        "inner.yml:3: notify 'nobody' names no handler (this play's handlers: 'restart')"]
+    assert raised.value.hint == "included from book.yml:7: its tasks did not run"
+    with pytest.raises(PlaybookError, match="book.yml:7: cannot include"):
+        load_task_file(str(tmp_path / "gone.yml"), by=("book.yml", 7), known=(), handlers=())
+
+
+def test_the_two_person_rule_sees_into_include_tasks_and_a_templated_one_may_do_anything(tmp_path):
+    from ripcord import procedures
+
+    restart = "- systemd: {name: titan-execution, state: restarted}\n"
+    static = load(tmp_path, "- hosts: all\n  tasks:\n    - include_tasks: inner.yml\n      loop: [1]\n",
+                  **{"inner.yml": restart})
+    assert procedures.acts_as(static, "recover-crash") and not procedures.acts_as(static, "flatten")
+    templated = load(tmp_path, "- hosts: all\n  vars: {f: inner}\n  tasks:\n"
+                               "    - include_tasks: '{{ f }}.yml'\n")
+    assert procedures.acts_as(templated, "flatten") and procedures.acts_as(templated, "recover-crash")
