@@ -24,6 +24,7 @@ This module only knows names; :class:`ripcord.inventory.Inventory` feeds it.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
 import re
@@ -247,6 +248,8 @@ def select_hosts(pattern: str, hosts: Sequence[str], groups: Mapping[str, Sequen
             selected.extend(h for h in found if h not in seen)
     result = list(dict.fromkeys(selected))
     if not result:
-        raise InputError(f"host pattern {pattern!r} matched no hosts",
+        close = difflib.get_close_matches(pattern, [*groups, *hosts], n=3, cutoff=0.6)
+        raise InputError(f"host pattern {pattern!r} matched no hosts"
+                         + (f" (did you mean {', '.join(close)}?)" if close else ""),
                          hint=f"known groups: {known}")
     return result

@@ -34,6 +34,14 @@ class ChannelError(Exception):
     """The host could not open the TCP connection, or the HTTP exchange failed (one line)."""
 
 
+class Refused(ChannelError):
+    """The host's connection to host:port was refused: nothing listens there (a stopped service?)."""
+
+    def __init__(self, message: str, host: str, port: int):
+        super().__init__(message)
+        self.host, self.port = host, port
+
+
 class ForwardingDenied(ChannelError):
     """The host's sshd refuses direct-tcpip channels: ports cannot be probed this way at all."""
 
@@ -70,7 +78,7 @@ def open_tcp(ctx: TaskContext, host: str, port: int, timeout: float) -> paramiko
             raise ForwardingDenied(f"{ctx.host}'s sshd does not allow TCP forwarding "
                                    "(AllowTcpForwarding), so ports and URLs cannot be reached "
                                    "through it") from None
-        raise ChannelError(f"{host}:{port}: {(exc.text or 'connect failed').lower()}") from None
+        raise Refused(f"{host}:{port}: {(exc.text or 'connect failed').lower()}", host, port) from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
         if not ssh.is_active():
             raise UnreachableError(f"{ctx.host}: connection lost: {exc}") from None

@@ -19,12 +19,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ripcord.modules import servicehint
 from ripcord.modules.base import ANY, Arg, Module, Result, TaskContext, _is_template, register
 from ripcord.modules.filesupport import IO_ERRORS, io_failure
 from ripcord.modules.httpchannel import (
     MISSING,
     ChannelError,
     ForwardingDenied,
+    Refused,
     dig,
     port_open,
     request,
@@ -272,6 +274,9 @@ class Uri(Module):
         try:
             answer = request(ctx, url, method=method, body=body, headers=headers,
                              timeout=float(args["timeout"]))
+        except Refused as exc:  # which service is down, and the command that brings it back
+            return Result(failed=True, msg=servicehint.explain(ctx, exc.host, exc.port, str(exc)),
+                          data={"url": url, "method": method})
         except ChannelError as exc:
             return Result(failed=True, msg=str(exc), data={"url": url, "method": method})
         data = {"url": url, "method": method, **answer.data(),

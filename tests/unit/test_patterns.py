@@ -176,11 +176,14 @@ def test_readable_expectations(inv: Inventory) -> None:
     assert inv.select("!web")[:4] == ["bastion", "stg-web-01", "stg-db-01", "ops"]
 
 
-def test_no_match_names_the_pattern_and_lists_groups(inv: Inventory) -> None:
+def test_no_match_names_the_pattern_its_close_matches_and_lists_groups(inv: Inventory) -> None:
     with pytest.raises(InputError) as err:
         inv.select("webz")
-    assert str(err.value) == "host pattern 'webz' matched no hosts"
+    assert str(err.value) == "host pattern 'webz' matched no hosts (did you mean web, web-04, web-03?)"
     assert err.value.exit_code == EXIT_INVALID
+    with pytest.raises(InputError) as far:
+        inv.select("zzzz")
+    assert str(far.value) == "host pattern 'zzzz' matched no hosts"
     assert err.value.hint == (
         "known groups: all, canary, db, exec, ops, prod, staging, ungrouped, web")
 

@@ -1,0 +1,65 @@
+"""Operator-facing errors name the fix: a refused port names its service, its host, its state and
+the command that brings it back (ripcord.modules.servicehint)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ripcord.modules import servicehint
+from ripcord.modules.base import TaskContext
+from ripcord.templating import Templar
+
+HEALTH = {"titan-execution": "http://127.0.0.1:24041/health",
+          "titan-hunter": "http://127.0.0.1:24043/health"}
+
+
+@dataclass
+class Out:
+    rc: int
+    stdout: str
+    stderr: str = ""
+
+
+class Host:
+    """A host whose supervisorctl answers `status` as supervisor 4 does."""
+
+    def __init__(self, states: dict[str, str]):
+        self.states, self.commands = states, []
+
+    def run(self, command: str, **_):
+        self.commands.append(command)
+        name = command.split()[-1].strip("'")
+        state = self.states[name]
+        return Out(0 if state == "RUNNING" else 3, f"{name}   {state}   Dec 06 01:41 PM\n")
+
+
+def context(states: dict[str, str], **extra) -> TaskContext:
+    return TaskContext(host="exec-1", vars={"health_urls": HEALTH, "services": list(HEALTH), **extra},
+                       conn=Host(states), templar=Templar())
+
+
+def test_a_refused_engine_port_names_the_service_its_state_and_the_command(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["/usr/local/bin/ripcord", "resume"])
+    ctx = context({"titan-execution": "STOPPED"})
+    message = servicehint.explain(ctx, "127.0.0.1", 24041, "127.0.0.1:24041: connect failed")
+    assert message == ("titan-execution on exec-1 is not running (supervisor: STOPPED; "
+                       "127.0.0.1:24041: connect failed); start it: "
+                       "ripcord restart --host exec-1 --service titan-execution")
+
+
+def test_in_the_checkout_the_command_is_invoke_and_localhost_is_the_loopback(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["/repo/.venv/bin/invoke", "resume"])
+    ctx = context({"titan-hunter": "EXITED"})
+    message = servicehint.explain(ctx, "localhost", 24043, "localhost:24043: connect failed")
+    assert message.startswith("titan-hunter on exec-1 is not running (supervisor: EXITED;")
+    assert message.endswith("start it: invoke restart --host exec-1 --service titan-hunter")
+
+
+def test_a_running_service_that_refuses_says_so_and_a_port_of_no_service_is_left_alone():
+    ctx = context({"titan-execution": "RUNNING"})
+    running = servicehint.explain(ctx, "127.0.0.1", 24041, "127.0.0.1:24041: connect failed")
+    assert running.startswith("titan-execution on exec-1 is running (supervisor: RUNNING) but refuses")
+    assert servicehint.explain(ctx, "127.0.0.1", 9999, "127.0.0.1:9999: connect failed") == \
+        "127.0.0.1:9999: connect failed"
+    assert servicehint.explain(ctx, "10.0.0.9", 24041, "10.0.0.9:24041: connect failed") == \
+        "10.0.0.9:24041: connect failed"  # the same port on another address is not this service
