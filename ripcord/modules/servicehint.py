@@ -17,7 +17,7 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
-from ripcord.errors import RipcordError, UnreachableError
+from ripcord.errors import RipcordError
 from ripcord.modules.base import TaskContext
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -61,17 +61,26 @@ def explain(ctx: TaskContext, host: str, port: int, error: str) -> str:
     name = service_at(ctx, host, port)
     if name is None or ctx.conn is None:
         return error
+    return state_and_fix(ctx, name, error) or error
+
+
+def state_and_fix(ctx: TaskContext, name: str, error: str = "") -> str | None:
+    """`NAME on HOST is not running (MANAGER: STATE[; error]); start it: COMMAND`, asking the
+    host's service manager; None when it cannot be asked or (without `error`) the service runs."""
+    if ctx.conn is None:
+        return None
     manager = ctx.vars.get("service_manager") or "supervisor"
     try:
         from ripcord.modules.service import control_for
 
         status = control_for(ctx).status(name)
-    except (RipcordError, OSError) as exc:
-        if isinstance(exc, UnreachableError):
-            raise
-        return f"{error} ({name} on {ctx.host}; its state is unknown: {exc})"
+    except (RipcordError, OSError) as exc:  # a hint: never a reason to fail differently
+        return f"{error} ({name} on {ctx.host}; its state is unknown: {exc})" if error else None
     fix = f"{program()} restart --host {ctx.host} --service {name}"
-    if status.active:
+    said = f"; {error}" if error else ""
+    if not status.active:
+        return f"{name} on {ctx.host} is not running ({manager}: {status.raw}{said}); start it: {fix}"
+    if error:
         return (f"{name} on {ctx.host} is {status.state.lower()} ({manager}: {status.raw}) but "
                 f"refuses connections ({error}); if it does not recover, restart it: {fix}")
-    return f"{name} on {ctx.host} is not running ({manager}: {status.raw}; {error}); start it: {fix}"
+    return None

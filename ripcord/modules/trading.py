@@ -20,6 +20,7 @@ from typing import Any
 
 from ripcord import bus
 from ripcord.errors import RipcordError, UnreachableError
+from ripcord.modules import servicehint
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
 from ripcord.modules.bus import EnvFileError, env_secret, nats_tunnel
 from ripcord.templating import truthy
@@ -27,6 +28,7 @@ from ripcord.templating import truthy
 EXCHANGE_TIMEOUT_S = 3.0
 RATE_LIMIT_TRIES = 4  # an exchange call answered 429 is tried again, this many times in all,
 RATE_LIMIT_WAIT_S = 1.0  # this long apart (exchanges' per-second limits reset within a second)
+ENGINE = "titan-execution"  # the service whose engine answers titan_command
 SUBJECTS = {"halt": bus.HALT_SUBJECT, "flatten": bus.FLATTEN_SUBJECT,
             "cancel_all": bus.CANCEL_ALL_SUBJECT}
 
@@ -248,9 +250,11 @@ class TitanCommand(Module):
             down = [ssh_down(ctx)] if ctx.conn is None else []
             forged = answers.ignored_for(host)
             if host not in answers.by_host:
+                stopped = servicehint.state_and_fix(ctx, ENGINE)  # the likely why, and its fix
                 results[host] = Result(failed=True, msg="; ".join([
                     f"{subject}: no answer from the engine within {float(args['timeout']):g}s",
-                    *forged, *down]), data={"published_at": published_at, "ignored": forged})
+                    *forged, *down, *([stopped] if stopped else [])]),
+                    data={"published_at": published_at, "ignored": forged})
                 continue
             seconds, answer = answers.by_host[host]
             errors = answer.get("errors") or []

@@ -63,3 +63,13 @@ def test_a_running_service_that_refuses_says_so_and_a_port_of_no_service_is_left
         "127.0.0.1:9999: connect failed"
     assert servicehint.explain(ctx, "10.0.0.9", 24041, "10.0.0.9:24041: connect failed") == \
         "10.0.0.9:24041: connect failed"  # the same port on another address is not this service
+
+
+def test_an_engine_that_did_not_answer_is_said_stopped_with_the_command(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["/repo/.venv/bin/invoke", "cancel-all"])
+    assert servicehint.state_and_fix(context({"titan-execution": "STOPPED"}), "titan-execution") == (
+        "titan-execution on exec-1 is not running (supervisor: STOPPED); start it: "
+        "invoke restart --host exec-1 --service titan-execution")
+    assert servicehint.state_and_fix(context({"titan-execution": "RUNNING"}), "titan-execution") is None
+    unreachable = TaskContext(host="exec-1", vars={}, conn=None)
+    assert servicehint.state_and_fix(unreachable, "titan-execution") is None
