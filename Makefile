@@ -47,6 +47,7 @@ system-deps:
 	test -x /usr/bin/python3 && /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3 python3-venv"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
 	command -v sudo >/dev/null || missing="$$missing sudo"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "run as root, or install them yourself:$$missing" >&2; exit 1; fi; \
