@@ -51,12 +51,22 @@ def run_task(body: Callable[[Console], Any], *, json_mode: bool = False,
         raise Exit(code=EXIT_FAILED) from None
 
 
+def program() -> str:
+    """The command the operator is running: the installed `ripcord`, or `invoke` in the checkout."""
+    return "ripcord" if os.path.basename(sys.argv[0]) == "ripcord" else "invoke"
+
+
 def print_error(exc: RipcordError) -> None:
-    """One line saying what is wrong, and one saying what to do about it, on stderr."""
+    """One line saying what is wrong, and one saying what to do about it, on stderr. A command
+    the hint quotes (`invoke approve ID`) is spelled as the operator runs ripcord."""
     err = Console(stderr=True, highlight=False)
-    err.print(f"[bold red]error:[/] {inert(exc.message)}", soft_wrap=True)
+    err.print(f"[bold red]error:[/] {inert(_as_run(exc.message))}", soft_wrap=True)
     if exc.hint:
-        err.print(f"[dim]hint:[/] {inert(exc.hint)}", soft_wrap=True)
+        err.print(f"[dim]hint:[/] {inert(_as_run(exc.hint))}", soft_wrap=True)
+
+
+def _as_run(text: str) -> str:
+    return text.replace("`invoke ", f"`{program()} ")
 
 
 def emit_json(payload: dict) -> None:

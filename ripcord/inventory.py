@@ -202,7 +202,9 @@ class Inventory:
             raise InputError("no inventory sources given")
         if not any(files for _, files in expanded):
             raise InputError("no inventory files in " + ", ".join(src for src, _ in expanded),
-                             hint="an inventory directory must hold .yml or .yaml files")
+                             hint="give -i FILE (or set inventory: in ripcord.yaml); an inventory "
+                                  "directory must hold .yml or .yaml files (`invoke sandbox.up` "
+                                  "writes the sandbox's)")
         builder = _Builder()
         files = []
         for _, paths in expanded:

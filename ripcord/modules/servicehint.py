@@ -12,8 +12,6 @@ so the message can name both and the fix:
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,11 +19,6 @@ from ripcord.errors import RipcordError
 from ripcord.modules.base import TaskContext
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def program() -> str:
-    """The command the operator is running: the installed `ripcord`, or `invoke` in the checkout."""
-    return "ripcord" if os.path.basename(sys.argv[0]) == "ripcord" else "invoke"
 
 
 def _same_host(a: str | None, b: str | None) -> bool:
@@ -70,6 +63,8 @@ def state_and_fix(ctx: TaskContext, name: str, error: str = "") -> str | None:
     if ctx.conn is None:
         return None
     manager = ctx.vars.get("service_manager") or "supervisor"
+    from ripcord.cli import program  # the command word only: rich stays out of the modules' imports
+
     try:
         from ripcord.modules.service import control_for
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
+
 from ripcord.modules import servicehint
 from ripcord.modules.base import TaskContext
 from ripcord.templating import Templar
@@ -73,3 +75,28 @@ def test_an_engine_that_did_not_answer_is_said_stopped_with_the_command(monkeypa
     assert servicehint.state_and_fix(context({"titan-execution": "RUNNING"}), "titan-execution") is None
     unreachable = TaskContext(host="exec-1", vars={}, conn=None)
     assert servicehint.state_and_fix(unreachable, "titan-execution") is None
+
+
+def test_hints_spell_commands_as_the_operator_runs_ripcord(monkeypatch, capsys):
+    from ripcord.approvals import ApprovalRequired
+    from ripcord.cli import print_error
+
+    missing = ApprovalRequired("request r-1 is not approved yet",
+                               hint="another operator runs `invoke approve r-1`", request_id="r-1")
+    monkeypatch.setattr("sys.argv", ["/home/sre/.local/bin/ripcord", "halt"])
+    print_error(missing)
+    assert capsys.readouterr().err.splitlines()[1] == "hint: another operator runs `ripcord approve r-1`"
+    monkeypatch.setattr("sys.argv", ["/repo/.venv/bin/invoke", "halt"])
+    print_error(missing)
+    assert capsys.readouterr().err.splitlines()[1] == "hint: another operator runs `invoke approve r-1`"
+
+
+def test_an_inventory_directory_with_no_inventory_says_to_give_one(tmp_path):
+    from ripcord.errors import InputError
+    from ripcord.inventory import Inventory
+
+    (tmp_path / "topology.yml").write_text("services: {}\n")  # never an inventory file
+    with pytest.raises(InputError) as raised:
+        Inventory.load(tmp_path)
+    assert str(raised.value) == f"no inventory files in {tmp_path}"
+    assert raised.value.hint.startswith("give -i FILE (or set inventory: in ripcord.yaml)")
