@@ -184,6 +184,9 @@ def drift(hosts_read: dict[str, dict[str, Any]], expected: dict[str, list],
     for host, read in hosts_read.items():
         files, secrets = read["files"], _host_secrets(read["files"], expected[host])
         pinned = hostvars[host].get("secret_fingerprints") or {}
+        if not expected[host]:  # said, never a silent pass: nothing was compared
+            findings.append(Finding(host, "drift/configs", "drift", "skipped",
+                                    "no ripcord_configs in the inventory: no config compared"))
         for entry, text in expected[host]:
             dest, check = entry["dest"], "drift/" + entry["template"].removesuffix(".j2")
             actual = _decode(files.get(dest, "missing"))

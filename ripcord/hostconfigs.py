@@ -72,8 +72,18 @@ def render(name: str, variables: dict[str, Any]) -> str:
     except jinja2.TemplateSyntaxError as exc:
         raise InputError(exc.message or str(exc), file=str(path), line=exc.lineno) from None
     except jinja2.TemplateError as exc:
-        raise InputError(f"cannot render: {exc.message or exc}", file=str(path),
+        raise InputError(f"cannot render: {exc.message or exc}", file=str(path), line=_line(exc),
                          hint="the host's inventory lacks a variable this template uses") from None
+
+
+def _line(exc: BaseException) -> int | None:
+    """The template line an error was raised at (Jinja2 keeps it in the traceback's frames)."""
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
 
 
 def is_dotenv(template: str) -> bool:

@@ -158,3 +158,20 @@ def test_secret_names_render_as_marks_never_values():
     assert "EXCHANGE_API_KEY=@@secret:exchange_key:exec-1@@\n" in text
     assert hostconfigs.secret_name("@@secret:hmac_secret@@") == "hmac_secret"
     assert "TITAN_EXECUTION_PORT=5\n" in text
+
+
+def test_a_variable_the_inventory_lacks_is_invalid_input_naming_the_template_line():
+    import pytest
+
+    from ripcord.errors import InputError
+
+    with pytest.raises(InputError, match=r"templates/nats.conf.j2:3: cannot render: 'nats_monitor_port'"):
+        hostconfigs.render("nats.conf.j2", {"inventory_hostname": "db-1", "nats_port": 1})
+    with pytest.raises(InputError, match="no template '../x.j2'"):
+        hostconfigs.render("../x.j2", {})
+
+
+def test_a_host_without_ripcord_configs_says_nothing_was_compared():
+    reads = {"a": {"files": {}, "lkg_path": "/h/state/last_known_good.json", "release": ""}}
+    found = audit.drift(reads, {"a": []}, {"a": {}})
+    assert [(f.check, f.outcome) for f in found] == [("drift/configs", "skipped")]
