@@ -78,6 +78,12 @@ def test_last_known_good_version_and_checksums():
     assert bad.outcome == "failed"
     assert bad.message == "current is 0.9, last known good 1.0; /h/app.conf checksum differs"
     assert ("c", "drift/last_known_good") not in found  # no file: nothing to compare, quietly
+    # as a deploy writes it (ripcord/modules/release.py): absolute paths, bare hex digests
+    deployed = {"version": "1.0", "time": "2026-12-06T13:00:00Z", "host": "a",
+                "config_checksums": {"/h/app.conf": good, "/h/.env": hashlib.sha256(b"x").hexdigest()}}
+    found = audit.drift({"a": _read(env, "a=1\n", deployed)}, {"a": EXPECTED}, {"a": {"titan_home": "/h"}})
+    assert [(f.check, f.message) for f in found if f.outcome == "failed"] == [
+        ("drift/last_known_good", "/h/.env checksum differs")]
 
 
 HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)> "quoted" \x1b[31m'
