@@ -13,6 +13,7 @@ procedure. Its journal record carries the report's paths and the counts, never a
 from __future__ import annotations
 
 import base64
+import binascii
 import collections
 import difflib
 import hashlib
@@ -28,7 +29,7 @@ from rich.console import Console
 
 from ripcord import dotenv, hostconfigs
 from ripcord.bus import fingerprint
-from ripcord.errors import EXIT_FAILED, EXIT_UNREACHABLE, InputError
+from ripcord.errors import EXIT_FAILED, EXIT_UNREACHABLE, InputError, RipcordError
 from ripcord.templating import Secrets
 
 LAST_KNOWN_GOOD = "state/last_known_good.json"
@@ -110,18 +111,22 @@ def read_files(conn, paths: list[str]) -> dict[str, bytes | str]:
     line = (f"for f in {quoted}; do if [ -f \"$f\" ] && [ -r \"$f\" ]; then printf 'ok '; "
             "base64 < \"$f\" | tr -d '\\n'; echo; elif [ -e \"$f\" ]; then echo unreadable; "
             "else echo missing; fi; done")
-    out = conn.run(line)
-    lines = out.stdout.splitlines()
-    if out.rc != 0 or len(lines) != len(paths):
+    try:
+        out = conn.run(line)
+        lines = out.stdout.splitlines()
+        if out.rc != 0 or len(lines) != len(paths):
+            return {p: "unreadable" for p in paths}
+        return {path: base64.b64decode(text[3:], validate=True) if text.startswith("ok ") else text.strip()
+                for path, text in zip(paths, lines, strict=True)}
+    except (RipcordError, binascii.Error):  # a host lost mid-way: its configs could not be read
         return {p: "unreadable" for p in paths}
-    found: dict[str, bytes | str] = {}
-    for path, text in zip(paths, lines, strict=True):
-        found[path] = base64.b64decode(text[3:]) if text.startswith("ok ") else text.strip()
-    return found
 
 
 def _release(conn, titan_home: str) -> str:
-    out = conn.run(f"readlink {shlex.quote(titan_home + '/current')}")
+    try:
+        out = conn.run(f"readlink {shlex.quote(titan_home + '/current')}")
+    except RipcordError:
+        return ""
     return Path(out.stdout.strip()).name if out.rc == 0 else ""
 
 

@@ -181,3 +181,32 @@ def test_a_host_without_ripcord_configs_says_nothing_was_compared():
     reads = {"a": {"files": {}, "lkg_path": "/h/state/last_known_good.json", "release": ""}}
     found = audit.drift(reads, {"a": []}, {"a": {}})
     assert [(f.check, f.outcome) for f in found] == [("drift/configs", "skipped")]
+
+
+class ShellConn:
+    """A connection whose commands run in a local sh, as a host's shell would run them."""
+
+    def run(self, line):
+        import subprocess
+        from types import SimpleNamespace
+
+        done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=30)
+        return SimpleNamespace(rc=done.returncode, stdout=done.stdout, stderr=done.stderr)
+
+
+class LostConn:
+    def run(self, line):
+        from ripcord.errors import UnreachableError
+
+        raise UnreachableError("connection lost")
+
+
+def test_files_are_read_byte_for_byte_in_one_command_and_a_lost_host_reads_as_unreadable(tmp_path):
+    odd = tmp_path / "it's a file\nwith $(no) expansion"
+    odd.write_bytes(b"a=1\n\xff\x00binary\n" * 100)
+    (tmp_path / "empty").write_bytes(b"")
+    paths = [str(odd), str(tmp_path / "empty"), str(tmp_path / "absent"), str(tmp_path)]
+    assert audit.read_files(ShellConn(), paths) == {
+        str(odd): odd.read_bytes(), str(tmp_path / "empty"): b"", str(tmp_path / "absent"): "missing",
+        str(tmp_path): "unreadable"}
+    assert audit.read_files(LostConn(), paths[:1]) == {str(odd): "unreadable"}
