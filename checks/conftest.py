@@ -25,7 +25,7 @@ import testinfra.host
 CONCERNS = ("halt", "health", "supervisor", "ports", "resources", "logs", "database", "bus",
             "exchange", "drift", "certificates", "clock", "backups", "security")
 PROCEDURES = ("resume", "restart", "flatten", "isolate", "restore", "rotate", "rollback", "audit",
-              "deploy")
+              "deploy", "reconcile")
 SCENARIOS = tuple(f"scenario{n:02d}" for n in range(1, 21))
 
 

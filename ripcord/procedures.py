@@ -29,6 +29,7 @@ PLAYBOOKS = data_dir("playbooks")  # the shipped ones: a procedure is never an o
 NO_LOCKS = {"halt"}  # halting is the safe direction: it must not queue behind a stuck run
 NEVER_GUARDED = {"halt"}  # nor wait for a second person
 PREFLIGHT = {"backup-db", "restore-db", "migrate-db"}  # ripcord.modules.backup.preflight
+STATE_PREFLIGHT = {"recover-state", "reconcile"}  # ripcord.modules.state.preflight
 ANY = "*"  # a templated value: it may be anything at run time
 
 # The argument that says what a task does, for modules that do several things.
@@ -42,6 +43,7 @@ READS = {"uri": {"GET", "HEAD", "OPTIONS"}, "exchange": {"open_orders", "positio
 # shell: list `play` to guard them); halt is the safe direction.
 NOT_ACTS = {"checks", "command", "shell", "halt", "wait_for", "stat", "fetch"}
 SAME_ACT = {"systemd": "service"}
+WHAT["reconcile"], READS["reconcile"] = "fix", {False}  # reconcile without --fix reads
 
 
 def run_procedure(name: str, *, pattern: str, inventory_paths: list[str] | None, options: Options,
@@ -56,6 +58,12 @@ def run_procedure(name: str, *, pattern: str, inventory_paths: list[str] | None,
 
         inventory = load_operator_inventory(inventory_paths)
         preflight(name, inventory, pattern, options.extra_vars)
+    if name in STATE_PREFLIGHT:  # every engine selected; reconcile: every engine halted
+        from ripcord.inventory import load_operator_inventory
+        from ripcord.modules import state
+
+        inventory = inventory or load_operator_inventory(inventory_paths)
+        state.preflight(name, inventory, pattern, options.extra_vars)
     return run_playbook(str(PLAYBOOKS / f"{name}.yml"), pattern=pattern,
                         inventory_paths=inventory_paths, inventory=inventory, options=options,
                         yes=yes, console=console, reason=options.reason, approval=approval,

@@ -166,6 +166,7 @@ LOCATIONS = {
     "backup": "backup", "migrate": "backup",
     "lineinfile": "lineinfile", "pause": "ansiblecompat", "ping": "ansiblecompat",
     "systemd": "ansiblecompat", "service_facts": "ansiblecompat", "setup": "facts",
+    "reconcile": "state",
 }
 
 # Ansible's builtin modules that ripcord has too: `ansible.builtin.copy` (or `ansible.legacy.`)

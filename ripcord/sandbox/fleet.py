@@ -182,7 +182,7 @@ class Fleet:
         return provision.run(owner.as_user(argv), stdin=sql)
 
     def _seed_database(self, secrets: dict[str, str], timeout: float) -> None:
-        """Role titan, database titan, then schema and seed in one transaction, each only once."""
+        """Role titan, database titan, then schema (every time) and seed (only once) in one transaction."""
         schema = (provision.STANDINS / "schema.sql").read_text()
         seed = (provision.STANDINS / "seed.sql").read_text()
         deadline = time.monotonic() + timeout

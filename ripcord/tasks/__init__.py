@@ -6,6 +6,7 @@ checkout (tasks.py) and the installed `ripcord` command (ripcord.program) run:
     halt | resume | flatten | cancel-all | master-arm | breaker | isolate | restart |
     recover-crash | status | drill |
     backup-db | restore-db | migrate-db            the runbooks' procedures    (tasks/procedures.py)
+    recover-state | reconcile                      data corruption runbook     (tasks/state.py)
     audit                                          drift and health audit      (tasks/audit.py)
     approve                                        the two-person rule         (tasks/approvals.py)
     config                                         the configuration in force  (tasks/configuration.py)
@@ -32,6 +33,10 @@ def _namespace() -> Collection:
     from ripcord.tasks.audit import audit  # the nightly audit (tasks/audit.py)
 
     ns.add_task(audit)
+    from ripcord.tasks import state  # recover-state, reconcile
+
+    for name, task in state.collection.tasks.items():
+        ns.add_task(task, name=name)
     return ns
 
 

@@ -63,6 +63,7 @@ class Engine:
         self.tasks: set[asyncio.Task] = set()
         self.cancel_lock, self.reconcile_lock = asyncio.Lock(), asyncio.Lock()
         self.started = time.time()
+        self.next_prune = 0.0  # when housekeeping next forgets old signals (monotonic)
 
     # --- halt state -----------------------------------------------------------------------
 
@@ -268,7 +269,7 @@ class Engine:
     # --- orders -----------------------------------------------------------------------------
 
     async def place(self, symbol: str, side: str, qty: Decimal, kind: str, strategy: str,
-                    price: float | None = None) -> tuple[dict, dict]:
+                    price: float | None = None, signal_id: str | None = None) -> tuple[dict, dict]:
         """Send an order and book it; an order that cannot be booked is cancelled at once."""
         coid = f"{self.prefix}{uuid.uuid4().hex[:12]}"
         request = {"symbol": symbol, "side": side, "type": kind, "quantity": float(qty),
@@ -282,7 +283,8 @@ class Engine:
         status = reply.get("status", "NEW")
         try:  # a FILLED order is booked NEW here: book_fill marks it FILLED with its fill
             order["id"] = await self.ledger.record_order(order, strategy, kind, price,
-                                                         "NEW" if status == "FILLED" else status)
+                                                         "NEW" if status == "FILLED" else status,
+                                                         signal_id)
         except DbError:
             if status == "NEW":
                 await self.exchange.call("DELETE", f"/api/v1/order/{order['exchange_id']}")
@@ -350,17 +352,22 @@ class Engine:
         elif not self.ledger.connected:  # do not trade what we cannot book; the outage is logged
             await msg.nak(delay=1)
             return
+        elif not await self.take_signal(sid, msg):
+            return
         else:
             last = self.prices.get(symbol) or DEFAULT_PRICES.get(symbol, 100.0)
             price = round(last * (1.001 if side == "BUY" else 0.999), 2)  # marketable limit
             try:
-                order, _ = await self.place(symbol, side, qty, "LIMIT", strategy, price)
+                order, _ = await self.place(symbol, side, qty, "LIMIT", strategy, price, sid)
             except (ExchangeError, DbError) as exc:
                 if isinstance(exc, ExchangeError) and exc.status not in (None, 429):
                     self.log.error(f"Order refused by exchange signal={sid}: {exc}")
                 else:  # transient: any engine may place it while it is still fresh
                     if msg.metadata.num_delivered == 1:  # once per signal, not per retry
                         self.log.error(f"Order not placed signal={sid}: {exc}; will retry")
+                    if isinstance(exc, ExchangeError):  # not placed: a retry may place it
+                        with contextlib.suppress(DbError):  # else it stays taken: never twice
+                            await self.ledger.release_signal(sid)
                     await msg.nak(delay=1)
                     return
             else:
@@ -369,6 +376,19 @@ class Engine:
                 if self.halted:  # a halt landed while the order was in flight
                     self.pending_cancel = True
         await msg.ack()
+
+    async def take_signal(self, sid: str, msg) -> bool:
+        """Claim the signal in the ledger before trading it. A signal taken before (JetStream
+        delivers it again after a consumer reset) is acked and dropped; a database error naks."""
+        try:
+            if await self.ledger.take_signal(sid):
+                return True
+        except DbError:
+            await msg.nak(delay=1)
+            return False
+        self.log.warn(f"Duplicate signal dropped signal={sid}: traded already")
+        await msg.ack()
+        return False
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -383,6 +403,10 @@ class Engine:
                 await self.cancel_and_disarm()
             await self.reconcile()
             await self.ledger.flush_audit()
+            if time.monotonic() > self.next_prune:
+                with contextlib.suppress(DbError):
+                    await self.ledger.prune_signals()
+                    self.next_prune = time.monotonic() + 60
             await asyncio.sleep(1)
 
     def spawn(self, coro) -> None:

@@ -1,4 +1,5 @@
-"""titan-execution's books in PostgreSQL: orders, fills, positions and the audit log.
+"""titan-execution's books in PostgreSQL: orders, fills, positions, the audit log and the signals
+taken on (each traded once).
 
 Every call goes through Ledger.run, so an outage shows up once in the log, as degraded health,
 and as DbError for the caller to retry; asyncpg's pool reconnects by itself afterwards.
@@ -16,6 +17,7 @@ import asyncpg
 import common
 
 DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+SIGNAL_MEMORY_S = 3600  # how long a taken signal is remembered (a stale one is dropped anyway)
 
 # A fill moves the position by a signed qty; the average price follows the usual rules:
 # weighted when the position grows, unchanged when it shrinks, the fill price when it flips.
@@ -107,13 +109,36 @@ class Ledger:
             " FROM orders WHERE host = $1 AND status = 'NEW'", self.host))
         return [dict(r) for r in rows]
 
-    async def record_order(self, order: dict, strategy: str, kind: str, price, status: str) -> int:
+    async def record_order(self, order: dict, strategy: str, kind: str, price, status: str,
+                           signal_id: str | None = None) -> int:
         return await self.run(lambda c: c.fetchval(
             "INSERT INTO orders (client_order_id, exchange_order_id, host, strategy, symbol, side,"
-            " type, qty, price, status) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING id",
+            " type, qty, price, status, signal_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+            " RETURNING id",
             order["coid"], order["exchange_id"], self.host, strategy, order["symbol"],
             order["side"], kind, order["qty"], None if price is None else Decimal(str(price)),
-            status))
+            status, signal_id))
+
+    # A signal is taken on once, fleet-wide: the row is the claim, in the database every engine
+    # shares, so a signal JetStream delivers again (a consumer reset replays the stream, to this
+    # engine or another, before or after a restart) is never traded twice.
+    async def take_signal(self, signal_id: str) -> bool:
+        """True when this engine may trade the signal: no engine has taken it before."""
+        return bool(await self.run(lambda c: c.fetchval(
+            "INSERT INTO signals (signal_id, host) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            " RETURNING true", signal_id, self.host)))
+
+    async def release_signal(self, signal_id: str) -> None:
+        """Give a signal back when its order was not placed, so that a retry may place it."""
+        await self.run(lambda c: c.execute(
+            "DELETE FROM signals WHERE signal_id = $1 AND host = $2", signal_id, self.host))
+
+    async def prune_signals(self) -> None:
+        """Forget signals after SIGNAL_MEMORY: older ones are stale anyway (and the stream's
+        max_age is an hour), so the table stays bounded."""
+        await self.run(lambda c: c.execute(
+            "DELETE FROM signals WHERE taken_at < now() - make_interval(secs => $1)",
+            float(SIGNAL_MEMORY_S)))
 
     async def book_fill(self, order: dict, price: Decimal) -> None:
         """Book a fill exactly once: order FILLED, a fills row, the position moved."""

@@ -27,6 +27,17 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 -- The engines look up their own working orders at startup.
 CREATE INDEX IF NOT EXISTS orders_host_status_idx ON orders (host, status);
+-- The strategy signal an order traded (none for a flatten's): at most one order a signal.
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS signal_id text;
+CREATE INDEX IF NOT EXISTS orders_signal_idx ON orders (signal_id);
+
+-- Signals an engine took on, so that none is traded twice when JetStream delivers it again (a
+-- consumer reset replays the stream; a restart keeps this). The engines prune it after an hour.
+CREATE TABLE IF NOT EXISTS signals (
+    signal_id  text        PRIMARY KEY,
+    host       text        NOT NULL,
+    taken_at   timestamptz NOT NULL DEFAULT now()
+);
 
 CREATE TABLE IF NOT EXISTS fills (
     id         bigserial   PRIMARY KEY,
@@ -52,7 +63,7 @@ CREATE TABLE IF NOT EXISTS audit_log (
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'titan') THEN
-        GRANT SELECT, INSERT, UPDATE, DELETE ON positions, orders, fills, audit_log TO titan;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON positions, orders, fills, audit_log, signals TO titan;
         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO titan;
     END IF;
 END
