@@ -201,10 +201,12 @@ class Fleet:
                    f"CREATE ROLE titan LOGIN PASSWORD '{password}'; END IF; END $$;")
         if self._psql("SELECT 1 FROM pg_database WHERE datname = 'titan';").strip() != "1":
             self._psql("CREATE DATABASE titan OWNER titan;")
-        if self._psql("SELECT to_regclass('public.positions') IS NOT NULL;", "titan").strip() == "t":
-            return
-        self.say("creating and seeding the titan database")
-        self._psql("SET ROLE titan;\n" + schema + "\n" + seed, "titan", single_transaction=True)
+        # schema.sql is idempotent: applied again, a database an older checkout made gets what is new
+        fresh = self._psql("SELECT to_regclass('public.positions') IS NULL;", "titan").strip() == "t"
+        if fresh:
+            self.say("creating and seeding the titan database")
+        self._psql("SET ROLE titan;\n" + schema + ("\n" + seed if fresh else ""), "titan",
+                   single_transaction=True)
 
     def _backup_database(self, max_age_s: float = 3600) -> None:
         """A fresh backup in db-1's titan_home/backups, as the nightly job leaves one on a real db
