@@ -61,6 +61,45 @@ class Ping(Module):
         return Result(data={"ping": data})
 
 
+# --- meta ---------------------------------------------------------------------------------------
+
+META_REFUSED = {  # Ansible's other meta actions, and what to write instead
+    "end_play": "fail the hosts (fail, with any_errors_fatal) to stop the play",
+    "end_host": "fail the host, or skip its remaining tasks with when",
+    "end_batch": "fail the batch's hosts", "noop": "leave the task out",
+    "clear_facts": "facts are the run's own", "clear_host_errors": "use block/rescue",
+    "refresh_inventory": "the inventory is read once, before the run",
+    "reset_connection": "ripcord keeps one connection a host and login user",
+}
+
+
+@register
+class Meta(Module):
+    """`meta: flush_handlers`: the handlers notified so far run here, not at the end of the play
+    (the runner does it; the other meta actions are refused when the playbook is read).
+
+    Changed: never (the handlers count for themselves).
+    Check mode: runs as usual.
+    Example:
+        - meta: flush_handlers
+    """
+
+    name = "meta"
+    free_form = "action"
+    args = {"action": Arg(str, required=True)}
+    on_controller = True
+
+    @classmethod
+    def check_combination(cls, args: dict) -> list[str]:
+        action = args.get("action")
+        if action in META_REFUSED:
+            return [f"not supported by ripcord: meta {action}; {META_REFUSED[action]}"]
+        return [] if action == "flush_handlers" else [f"expected flush_handlers, got {action!r}"]
+
+    def run(self, ctx: TaskContext, args: dict) -> Result:
+        return Result(msg=args["action"])  # the runner acts on it (Runner._run_tasks)
+
+
 # --- pause --------------------------------------------------------------------------------------
 
 def _number(value: Any) -> float | None:
@@ -292,7 +331,8 @@ class SystemdModule(Module):
 
 
 BOOT_SETTING = {
-    "supervisor": "a program's autostart in supervisord's configuration",
+    "supervisor": "a program's autostart in supervisord's configuration, which supervisorctl "
+                  "update applies by restarting the program",
     "docker_compose": "a service's restart policy in the compose file",
     "pm2": "pm2 startup and pm2 save",
 }

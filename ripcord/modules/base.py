@@ -165,7 +165,7 @@ LOCATIONS = {
     "titan_command": "trading", "exchange": "trading", "checks": "trading",
     "backup": "backup", "migrate": "backup",
     "lineinfile": "lineinfile", "pause": "ansiblecompat", "ping": "ansiblecompat",
-    "systemd": "ansiblecompat", "service_facts": "ansiblecompat", "setup": "facts",
+    "systemd": "ansiblecompat", "service_facts": "ansiblecompat", "setup": "facts", "meta": "ansiblecompat",
     "reconcile": "state",
 }
 
@@ -175,7 +175,7 @@ ANSIBLE_PREFIXES = ("ansible.builtin.", "ansible.legacy.")
 ANSIBLE_NAMES = frozenset({
     "command", "shell", "assert", "fail", "set_fact", "debug", "file", "copy", "template", "stat",
     "fetch", "wait_for", "uri", "service", "lineinfile", "pause", "ping", "systemd",
-    "service_facts"})
+    "service_facts", "meta"})
 ANSIBLE_ALIASES = {"systemd_service": "systemd"}  # Ansible's newer name for systemd
 # Ansible modules refused with the reason (the playbook is invalid input, exit 2).
 PACKAGE_MANAGERS = ("apt", "apt_key", "apt_repository", "yum", "yum_repository", "dnf", "dnf5",

@@ -140,7 +140,8 @@ class Service(Module):
     """One service to a state; without `state`, its status (data.status) and nothing else.
 
     Through the host's own service manager (supervisor, systemd, docker compose, pm2); after a
-    start it waits until the service's health URL answers, when it has one.
+    start it waits until the service's health URL answers, when it has one. `enabled` (start at
+    boot) as the systemd module does it: under systemd only, elsewhere the task fails saying why.
 
     Changed: when the state changed (started on a running service changes nothing; restarted always).
     Check mode: changes nothing; says what it would do (`would start titan-execution (now STOPPED)`).
@@ -159,9 +160,15 @@ class Service(Module):
         "health_url": Arg(str, help="default: the host's health_urls entry"),
         "timeout": Arg((int, float), default=DEFAULT_TIMEOUT_S,
                        help="seconds to reach the state and become healthy"),
+        "enabled": Arg(bool, help="started at boot: systemd only (as systemd's enabled)"),
     }
 
     def run(self, ctx: TaskContext, args: dict) -> Result:
+        if args.get("enabled") is not None:  # Ansible's service takes it: systemd's does it
+            from ripcord.modules.ansiblecompat import SystemdModule
+
+            return SystemdModule().run(ctx, SystemdModule.with_defaults(
+                {key: value for key, value in args.items() if value is not None}))
         name, state = args["name"], args.get("state")
         control = control_for(ctx)
         data: dict[str, Any] = {"name": name, "manager": control.adapter.manager,

@@ -285,3 +285,28 @@ def test_include_tasks_loops_checks_when_once_and_resolves_a_templated_file_per_
     finally:
         for host in ("exec-1", "exec-2"):
             access.ssh(host, f"rm -rf {out}")
+
+
+FLUSH = """
+- hosts: exec-1
+  vars: {out: "{{ titan_home }}/state/e2e-keywords"}
+  tasks:
+    - file: {path: "{{ out }}", state: directory}
+    - shell: echo first >> "{{ out }}/order"
+      notify: note
+    - meta: flush_handlers
+    - shell: echo second >> "{{ out }}/order"
+      notify: note
+  handlers:
+    - name: note
+      shell: echo handler >> "{{ out }}/order"
+"""
+
+
+def test_meta_flush_handlers_runs_the_notified_handlers_there(invoke, access, clean, tmp_path):
+    book = tmp_path / "flush.yml"
+    book.write_text(FLUSH)
+    result = invoke("play", str(book), "--host", "exec-1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert access.ssh("exec-1", f"cat {OUT}/order").stdout.split() == [
+        "first", "handler", "second", "handler"]

@@ -547,3 +547,23 @@ def test_a_prefixed_debug_shows_its_message_as_debug_does(monkeypatch):
                                        msg=f"said by {module}", module=module))
     assert "said by debug" in out.getvalue() and "said by ansible.builtin.debug" in out.getvalue()
     assert "said by ansible.builtin.command" not in out.getvalue()  # not a telling module
+
+
+def test_service_enabled_goes_through_systemctl_as_systemds_does():
+    answers = {SHOW: (0, "LoadState=loaded\nActiveState=active\nSubState=running\n"),
+               "systemctl is-enabled nginx": (1, "disabled\n")}
+    host = Host(answers)
+    result = run_module("service", {"name": "nginx", "enabled": True, "state": "started"}, conn=host,
+                        vars={"service_manager": "systemd", "ripcord_become": True})
+    assert result.changed and not result.failed and result.msg == "enabled nginx", result.msg
+    assert host.commands == ["systemctl is-enabled nginx", "sudo -n systemctl enable nginx", SHOW]
+
+
+def test_service_enabled_under_supervisor_fails_saying_why_and_touches_nothing():
+    host = Host({"supervisorctl status titan-hunter": (0, "titan-hunter RUNNING pid 1, uptime 1\n")})
+    result = run_module("service", {"name": "titan-hunter", "enabled": False}, conn=host,
+                        vars={"service_manager": "supervisor"})
+    assert result.failed and not result.changed and host.commands == []
+    assert result.msg == ("enabled: supervisor on h1 has no such setting ripcord can change (a "
+                          "program's autostart in supervisord's configuration, which supervisorctl "
+                          "update applies by restarting the program)")

@@ -127,3 +127,17 @@ def test_the_two_person_rule_sees_into_include_tasks_and_a_templated_one_may_do_
     templated = load(tmp_path, "- hosts: all\n  vars: {f: inner}\n  tasks:\n"
                                "    - include_tasks: '{{ f }}.yml'\n")
     assert procedures.acts_as(templated, "flatten") and procedures.acts_as(templated, "recover-crash")
+
+
+# -- meta ------------------------------------------------------------------------------------------
+
+def test_meta_flush_handlers_is_read_and_the_other_meta_actions_are_refused_saying_why(tmp_path):
+    tasks = load(tmp_path, "- hosts: all\n  tasks:\n    - meta: flush_handlers\n"
+                           "    - ansible.builtin.meta: flush_handlers\n").plays[0].tasks
+    assert [(t.module, t.args) for t in tasks] == [("meta", {"action": "flush_handlers"}),
+                                                   ("ansible.builtin.meta", {"action": "flush_handlers"})]
+    found = problems(tmp_path, "- hosts: all\n  tasks:\n    - meta: end_play\n"
+                               "    - meta: '{{ what }}'\n  vars: {what: noop}\n")
+    assert found == ["book.yml:3: module 'meta': not supported by ripcord: meta end_play; fail the "
+                     "hosts (fail, with any_errors_fatal) to stop the play",
+                     "book.yml:4: module 'meta': expected flush_handlers, got '{{ what }}'"], found
