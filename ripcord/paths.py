@@ -22,10 +22,11 @@ def checkout() -> Path | None:
     return None
 
 
-INSTALLED_AS = {"inventory": "inventory_data"}  # ripcord/inventory.py is a module already
+# ripcord/inventory.py is a module already; the sandbox's stand-in Titan services are sandbox/titan
+INSTALLED_AS = {"inventory": "inventory_data", "sandbox/titan": "standins"}
 
 
 def data_dir(name: str) -> Path:
-    """The shipped directory `name` (playbooks, checks, templates, inventory) in force."""
+    """The shipped directory `name` (playbooks, checks, templates, inventory, sandbox/titan) in force."""
     root = checkout()
     return root / name if root else PACKAGE / INSTALLED_AS.get(name, name)

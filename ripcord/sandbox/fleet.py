@@ -19,13 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ripcord.errors import SandboxError
+from ripcord.paths import checkout
 from ripcord.sandbox import procs, provision, render
 from ripcord.sandbox.health import probe_health, ssh_banner
 from ripcord.sandbox.plan import DEFAULT_BASE_PORT, Plan, build_plan, default_root, login_user, state_base
 from ripcord.sandbox.runtime import ensure_runtime
 
-REPO = Path(__file__).resolve().parent.parent.parent
-DEFAULT_INVENTORY = REPO / "inventory" / "sandbox.yml"
 DEFAULT_HOSTS = 4  # db-1, core-1, exec-1, exec-2
 STREAM, CONSUMER = "TITAN_EXECUTION", "execution_group"
 
@@ -34,6 +33,13 @@ Say = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
+
+
+def default_inventory(root: Path) -> Path:
+    """The checkout's inventory/sandbox.yml; installed (no checkout), the fleet directory's
+    inventory.yml: never a file inside the installed package."""
+    home = checkout()
+    return home / "inventory" / "sandbox.yml" if home else root / "inventory.yml"
 
 
 class Fleet:
@@ -54,7 +60,7 @@ class Fleet:
             raise SandboxError(f"a fleet needs at least 3 hosts (db, core, exec), not {self.hosts}")
         # This checkout's inventory, not the one of whichever checkout brought the fleet up:
         # a second checkout (or a moved one) gets its own inventory/sandbox.yml from `up`.
-        self.inventory = Path(inventory or DEFAULT_INVENTORY).resolve()
+        self.inventory = Path(inventory or default_inventory(self.root)).resolve()
         self.user = login_user()
         self.plan: Plan = build_plan(self.root, self.base_port, self.hosts - 2)
         self.runtime = state_base() / "runtime" / "venv"

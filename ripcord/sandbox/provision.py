@@ -28,10 +28,11 @@ from pathlib import Path
 
 from ripcord import dotenv
 from ripcord.errors import SandboxError
+from ripcord.paths import data_dir
 from ripcord.sandbox import render
 from ripcord.sandbox.plan import Host, Plan
 
-STANDINS = Path(__file__).resolve().parent.parent.parent / "sandbox" / "titan"
+STANDINS = data_dir("sandbox/titan")  # the checkout's, or the installed package's copy
 
 # Seeded exchange positions: the same account totals as seed.sql's positions.
 SEED_POSITIONS = {"titan": {"BTCUSDT": {"qty": 0.5, "avgPrice": 64000},

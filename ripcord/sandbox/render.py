@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from ripcord import hostconfigs
+from ripcord.paths import data_dir
 from ripcord.sandbox.plan import Host, Plan, state_base
 
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
@@ -222,8 +223,7 @@ def inventory(plan: Plan, user: str, runtime: Path | None = None) -> str:
         "check_disk_max_percent": 95.0,
         # What the checks (checks/) compare the hosts against.
         "nats_monitor_url": f"http://127.0.0.1:{plan.nats_monitor_port}",
-        "titan_version": (Path(__file__).resolve().parents[2] / "sandbox" / "titan" / "VERSION")
-        .read_text().strip(),
+        "titan_version": (data_dir("sandbox/titan") / "VERSION").read_text().strip(),
         "backup_dir": "{{ titan_home }}/backups",
         "tls_certificates": [],
         # `become` on the sandbox: the login user may sudo -n to this second user, not to root.

@@ -18,7 +18,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # What the build reads; copied so that building leaves no build/ or egg-info in the checkout.
 SOURCES = ["pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "ripcord", "playbooks", "checks",
-           "templates", "migrations", "inventory/topology.yml", "inventory/prod.example.yml"]
+           "templates", "migrations", "inventory/topology.yml", "inventory/prod.example.yml",
+           "sandbox/titan"]
 # Every task the checkout's tasks.py had before ripcord/tasks/ existed: none may go missing.
 TASKS = {"sandbox.up", "sandbox.down", "sandbox.status", "play", "inventory", "verify", "drill",
          "halt", "resume", "flatten", "cancel-all", "master-arm", "breaker", "isolate", "restart",
@@ -88,6 +89,9 @@ def test_the_wheel_carries_all_of_ripcord_and_its_data(built):
         wanted |= {f"ripcord/{directory}/{p.name}" for p in (REPO / directory).iterdir()
                    if p.suffix in (".yml", ".py", ".sql")}
     wanted |= {"ripcord/templates/README.md", "ripcord/inventory_data/topology.yml"}
+    # the sandbox's stand-in Titan services, schema and seed: `ripcord sandbox.up` deploys them
+    wanted |= {f"ripcord/standins/{p.name}" for p in (REPO / "sandbox" / "titan").iterdir()
+               if p.suffix in (".py", ".sql") or p.name == "VERSION"}
     assert wanted <= names, f"missing from the wheel (pyproject packages?): {sorted(wanted - names)}"
     assert not any("sandbox.yml" in n or "__pycache__" in n for n in names)
 
@@ -110,6 +114,13 @@ def test_version_list_completion_and_config(ripcord, venv, elsewhere):
                             "from ripcord.paths import data_dir; print(data_dir('checks'))"],
                            cwd=elsewhere, capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).is_relative_to(venv) and (Path(where) / "test_health.py").is_file()
+    # sandbox.up from the installed package: its stand-ins, and an inventory outside the package
+    sandbox = subprocess.run([str(venv / "bin" / "python"), "-c",
+                              "from pathlib import Path; from ripcord.sandbox import fleet, provision; "
+                              "print(provision.STANDINS); print(fleet.default_inventory(Path('/fleet')))"],
+                             cwd=elsewhere, capture_output=True, text=True, check=True).stdout.split()
+    assert Path(sandbox[0]).is_relative_to(venv) and (Path(sandbox[0]) / "execution.py").is_file()
+    assert sandbox[1] == "/fleet/inventory.yml"
 
     assert "complete -F _complete_ripcord" in ripcord("--print-completion-script", "bash").stdout
     assert "compctl" in ripcord("--print-completion-script", "zsh").stdout
