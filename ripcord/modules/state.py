@@ -97,7 +97,7 @@ class Reconcile(Module):
     the ledger to the exchange after a typed RECONCILE (--yes answers it).
 
     Changed: with fix, when the ledger differed and was aligned; a compare never.
-    Check mode: compares, changes nothing.
+    Check mode: compares (failing on a mismatch); with fix says what it would align.
     Example:
         - name: the ledger against the exchange, the fleet halted
           reconcile:
@@ -132,8 +132,11 @@ class Reconcile(Module):
                 return Result(msg="the ledger matches the exchange: positions and open orders",
                               data={"mismatches": []})
             listed = "; ".join(describe(m) for m in found)
-            if not args["fix"] or ctx.check:
-                return Result(failed=not ctx.check, msg=f"{len(found)} mismatch"
+            if args["fix"] and ctx.check:
+                return Result(changed=True, msg=f"would align the ledger to the exchange: {listed}",
+                              data={"mismatches": found})
+            if not args["fix"]:
+                return Result(failed=True, msg=f"{len(found)} mismatch"
                               f"{'es' if len(found) > 1 else ''}: {listed}",
                               data={"mismatches": found})
             if ctx.confirm is None or not ctx.confirm(
