@@ -24,6 +24,7 @@ from ripcord.lock import HostLock, owner_record
 from ripcord.modules import REGISTRY
 from ripcord.modules.base import Result
 from ripcord.playbook import Play, Playbook, Task, load_task_file
+from ripcord.plays import LOCALHOST
 from ripcord.runstate import SECRET_NAME, HostState, Options, TaskRecord, serial_batches
 from ripcord.taskreader import task_file_path
 from ripcord.taskrun import TaskRunner
@@ -109,6 +110,8 @@ class Runner(TaskRunner):
         self.pool.shutdown(wait=self.interrupted, cancel_futures=True)
 
     def play_hosts(self, play: Play) -> list[str]:
+        if self._implicit_local(play.hosts.strip()):  # the controller: --host limits inventory hosts
+            return [play.hosts.strip()]
         hosts = self.inventory.select(play.hosts)
         if self.options.limit:
             allowed = set(self.inventory.select(self.options.limit))
@@ -210,7 +213,7 @@ class Runner(TaskRunner):
         reachable = []
         for host, key in zip(hosts, keys, strict=True):
             conn = self.connections[key]
-            if isinstance(conn, Connection):
+            if isinstance(conn, (Connection, LocalConnection)):
                 reachable.append(host)
             elif not self.hosts[host].unreachable:
                 self._mark_unreachable(host, None, str(conn))
@@ -218,6 +221,8 @@ class Runner(TaskRunner):
 
     def _open(self, key: tuple[str, str | None]) -> Connection | UnreachableError:
         host, user = key
+        if self._implicit_local(host):
+            return self._local_unlocked()
         spec = self.inventory.connection_for(host)
         conn = Connection(host, replace(spec, user=user) if user else spec)
         try:
@@ -247,7 +252,7 @@ class Runner(TaskRunner):
                     variables: dict[str, Any] | None = None) -> str | None:
         """The login user a play's or task's remote_user gives on host (rendered with its
         variables), or None: the inventory's ansible_user, which it also is when it names that."""
-        if not value:
+        if not value or self._implicit_local(host):
             return None
         user = str(self.templar.render(value, variables or self._vars(play, task, host)))
         default = self.inventory.connection_for(host).user
@@ -255,9 +260,23 @@ class Runner(TaskRunner):
 
     def _local(self) -> LocalConnection:
         with self.connect_lock:
-            if self.local is None:
-                self.local = LocalConnection()
-            return self.local
+            return self._local_unlocked()
+
+    def _local_unlocked(self) -> LocalConnection:
+        if self.local is None:
+            self.local = LocalConnection()
+        return self.local
+
+    def _implicit_local(self, host: str) -> bool:
+        """Ansible's implicit localhost: named (localhost, 127.0.0.1), not in the inventory, and
+        matched by no group (not even `all`)."""
+        return host in LOCALHOST and host not in self.inventory.hosts
+
+    def _inventory_vars(self, host: str) -> dict[str, Any]:
+        """A host's inventory vars; the implicit localhost has the `all` group's own, as Ansible."""
+        if self._implicit_local(host):
+            return {**self.inventory.group_vars("all"), "ansible_connection": "local"}
+        return self.inventory.host_vars(host)
 
     def _lock_dir(self, host: str) -> str:
         """The host's titan_home (rendered), else the login's home directory (".")."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from ripcord.connection import Connection
+from ripcord.connection import Connection, LocalConnection
 from ripcord.errors import DeclinedError, RipcordError, UnreachableError
 from ripcord.inventory import Inventory
 from ripcord.modules import REGISTRY, Result, TaskContext
@@ -25,6 +25,8 @@ from ripcord.plays import LOCALHOST
 from ripcord.runstate import HostState, TaskRecord
 from ripcord.templating import Templar, resolve_vars
 from ripcord.unsafe import wrap
+
+LOGINS = (Connection, LocalConnection)  # what a host's connection is (else why it has none)
 
 
 class TaskRunner:
@@ -87,8 +89,8 @@ class TaskRunner:
                     conn = self.connections.get(
                         (host, self._login_user(task.remote_user, play, task, host, variables)))
                     contexts[host] = self._context(task, host, variables,
-                                                   conn if isinstance(conn, Connection) else None)
-                    if not isinstance(conn, Connection):
+                                                   conn if isinstance(conn, LOGINS) else None)
+                    if not isinstance(conn, LOGINS):
                         contexts[host].unreachable = str(conn) if conn else "not connected"
                 if contexts:
                     problems = module_cls.check_args(args)
@@ -124,7 +126,7 @@ class TaskRunner:
         """Variables for one task on one host, by Ansible's precedence (later wins)."""
         state = self.hosts[host]
         values: dict[str, Any] = {}
-        values.update(self.inventory.host_vars(host))
+        values.update(self._inventory_vars(host))
         values.update(play.vars)
         values.update(task.vars if task else {})
         values.update(state.facts)
@@ -132,7 +134,8 @@ class TaskRunner:
         values.update(self.extra_vars)
         values.update({
             "inventory_hostname": host, "inventory_hostname_short": host.split(".")[0],
-            "group_names": sorted(g for g in self.inventory.groups_of(host) if g not in ("all", "ungrouped")),
+            "group_names": [] if host not in self.inventory.hosts else
+            sorted(g for g in self.inventory.groups_of(host) if g not in ("all", "ungrouped")),
             "groups": {name: self.inventory.group_hosts(name) for name in self.inventory.groups},
             "hostvars": _HostVars(self.inventory, self.hosts),
             "play_hosts": self.play_hosts(play), "ansible_play_hosts": self.play_hosts(play),
@@ -212,7 +215,7 @@ class TaskRunner:
             conn = self._local()  # delegate_to: localhost, as Ansible's implicit localhost
         elif not module_cls.on_controller:
             conn = self._login(target, self._login_user(task.remote_user, None, task, target, variables))
-            if not isinstance(conn, Connection):
+            if not isinstance(conn, LOGINS):
                 raise conn
         attempts = task.retries + 1 if task.until is not None else 1
         for attempt in range(1, attempts + 1):

@@ -469,6 +469,8 @@ def check_play(play: Play, refs: PlayRefs, *, known: Iterable[str],
     defined = set(known) | set(play.vars) | refs.defines
     for host in _hosts_with_vars(play, refs, inventory, problems):
         defined.update(inventory.host_vars(host))  # type: ignore[union-attr]
+    if inventory is not None and play.hosts.strip() in LOCALHOST:
+        defined.update([*inventory.group_vars("all"), "ansible_connection"])
     problems += check_refs(refs, defined, inventory is not None)
     if inventory is not None:
         problems += _unknown_delegates(refs, inventory)
@@ -489,6 +491,8 @@ def _hosts_with_vars(play: Play, refs: PlayRefs, inventory: Inventory | None,
         return []
     if not play.hosts or is_template(play.hosts):
         return list(inventory.hosts)
+    if play.hosts.strip() in LOCALHOST and play.hosts.strip() not in inventory.hosts:
+        return []  # the implicit localhost (check_play adds the `all` group's vars)
     try:
         return inventory.select(play.hosts)
     except InputError as exc:

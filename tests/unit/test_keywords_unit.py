@@ -141,3 +141,37 @@ def test_meta_flush_handlers_is_read_and_the_other_meta_actions_are_refused_sayi
     assert found == ["book.yml:3: module 'meta': not supported by ripcord: meta end_play; fail the "
                      "hosts (fail, with any_errors_fatal) to stop the play",
                      "book.yml:4: module 'meta': expected flush_handlers, got '{{ what }}'"], found
+
+
+# -- hosts: localhost ------------------------------------------------------------------------------
+
+INVENTORY = Path(__file__).parent / "playbooks" / "inventory.yml"
+
+
+def test_a_localhost_play_runs_on_the_controller_with_the_all_groups_vars(tmp_path):
+    """As ansible-inventory resolves it: `localhost` (not in the inventory) is the controller,
+    matched by no group, not even `all`; its vars are the `all` group's own."""
+    from ripcord.inventory import Inventory
+    from ripcord.runner import Options, Runner
+
+    inventory = Inventory.load(INVENTORY)
+    out = tmp_path / "out"
+    book = load_playbook(_write(tmp_path, f"""
+- hosts: localhost
+  tasks:
+    - shell: >-
+        printf '%s|%s|%s' "{{{{ inventory_hostname }}}}" "{{{{ titan_home }}}}"
+        "{{{{ group_names }}}}" > {out}
+"""), inventory=inventory)
+    records = Runner(inventory, Options(), confirm=lambda *a: True).run(book)
+    assert [(r.host, r.outcome) for r in records] == [("localhost", "changed")], records
+    assert out.read_text() == "localhost|/srv/titan|[]"
+    assert "localhost" not in inventory.select("all")
+    found = problems(tmp_path, "- hosts: localhost\n  tasks:\n    - debug: {msg: '{{ exec_slot }}'}\n")
+    assert found and found[0].startswith("book.yml:3: undefined variable 'exec_slot'"), found
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    book = tmp_path / "book.yml"
+    book.write_text(text)
+    return book
