@@ -126,7 +126,7 @@ def run_playbook(path: str, *, pattern: str, options: Options, yes: bool, consol
             "reason": reason, "command": command, "extra_vars": options.extra_vars,
             "hosts": summary, "tasks": [vars(r) for r in runner.records], "checks": checks,
             "exit_code": code, "declined": str(declined) if declined else None,
-            "interrupted": interrupted, "duration_s": round(duration, 3)}))
+            "interrupted": interrupted, "duration_s": round(duration, 3)}), runner.secrets.values)
     if journal_id is None:
         code = code or EXIT_FAILED
     Display(console).recap(summary, checks)
@@ -147,11 +147,14 @@ def run_playbook(path: str, *, pattern: str, options: Options, yes: bool, consol
     return Outcome(code, runner.secrets.redact(payload))
 
 
-def _journal(record: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
-    """Append record to the journal; None (said on stderr) when it cannot be written."""
+def _journal(record: dict[str, Any], secrets: set[str] | None = None,
+             ) -> tuple[str | None, dict[str, Any] | None]:
+    """Append record to the journal; None (said on stderr) when it cannot be written. The run's
+    secrets go with it: an open incident keeps their digests, for its notes to redact."""
     try:
         journal = Journal()
-        return journal.append(record), journal.head
+        return journal.append(record, secrets), journal.head
+
     except (OSError, ValueError, RipcordError) as exc:
         print_error(RipcordError(f"the run could not be journaled: {exc}",
                                  hint="check RIPCORD_JOURNAL / the state directory"))

@@ -47,9 +47,15 @@ class Journal:
     def __init__(self, path: Path | None = None):
         self.path = Path(path or default_path())
         self.head: dict[str, Any] | None = None  # after append(): {seq, hash} of the chain's end
+        self.last: dict[str, Any] | None = None  # after append(): the record as written
 
-    def append(self, record: dict[str, Any]) -> str:
-        """Add a record (id, time, operator, controller and version filled in); returns its id."""
+    def append(self, record: dict[str, Any], secrets: set[str] | None = None) -> str:
+        """Add a record (id, time, operator, controller and version filled in); returns its id.
+
+        While an incident is open (ripcord.incident), the record carries its id, the incident's
+        folder keeps the chain's new head, and `secrets` (the run's, already redacted from the
+        record) are remembered there as digests, for the incident's notes to redact."""
+        from ripcord import incident
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         entry = {"id": uuid.uuid4().hex[:12], "ts": time.time(), "operator": operator(),
                  "controller": socket.gethostname(), "ripcord_version": __version__, **record}
@@ -67,13 +73,20 @@ class Journal:
                 sys.stderr.write(f"warning: {self.path}: the last {bad} line(s) are not journal "
                                  "records (corrupt); this run's record is chained to the last good "
                                  "one (`invoke journal.verify` names them)\n")
+            if "incident" not in entry and incident.open_id():  # under the lock: see close()
+                entry["incident"] = incident.open_id()
             entry["seq"] = _seq(last, handle) + 1
             entry["prev"] = prev
             entry["hash"] = _digest(prev, entry)
             handle.write((json.dumps(entry, sort_keys=True, default=str) + "\n").encode())
             handle.flush()
             os.fsync(handle.fileno())
-        self.head = {"seq": entry["seq"], "hash": entry["hash"]}
+            self.head = {"seq": entry["seq"], "hash": entry["hash"]}
+            if entry.get("incident"):
+                incident.keep_head(entry["incident"], self.path, self.head)
+        if entry.get("incident") and secrets:
+            incident.remember_secrets(entry["incident"], secrets)
+        self.last = entry
         return entry["id"]
 
     def _lines(self) -> list[tuple[int, dict[str, Any] | None]]:

@@ -12,6 +12,8 @@ checkout (tasks.py) and the installed `ripcord` command (ripcord.program) run:
     config                                         the configuration in force  (tasks/configuration.py)
     doc [MODULE]                                   the modules' documentation  (tasks/doc.py)
     journal.show | journal.verify                  the record of every run     (tasks/journal.py)
+    incident.open | .assign | .note | .update |
+    .show | .close | .postmortem                   incidents, from the journal (tasks/incident.py)
 
 Exit codes (docs/exit-codes.md): 0 ok, 1 failed, 2 invalid input, 3 unreachable, 4 declined.
 """
@@ -20,13 +22,15 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from ripcord.tasks import approvals, configuration, doc, journal, playbooks, procedures, sandbox
+from ripcord.tasks import approvals, configuration, doc, incident, journal, playbooks, procedures, sandbox
 
 
 def _namespace() -> Collection:
     ns = Collection()
     ns.add_collection(sandbox.collection)
     ns.add_collection(journal.collection)
+    ns.add_collection(incident.collection)
+
     for area in (playbooks, procedures, approvals, configuration, doc):
         for name, task in area.collection.tasks.items():
             ns.add_task(task, name=name)

@@ -1,7 +1,8 @@
 """`journal.show` and `journal.verify`: the record of every run, read back and checked.
 
 verify names the first record that was edited, inserted or deleted and exits 1; given the head a
-run's --json printed (`--head SEQ:HASH`), it also finds the last records deleted.
+run's --json printed (`--head SEQ:HASH`), it also finds the last records deleted, as it does with
+the heads every incident's folder keeps (ripcord.incident), which a truncation cannot rewrite.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def show(c, since=None, incident=None, json_=False, debug=False):
     from rich.markup import escape
 
     from ripcord.journal import Journal
+    from ripcord.postmortem import describe
     from ripcord.report import inert
 
     def body(out):
@@ -52,10 +54,11 @@ def show(c, since=None, incident=None, json_=False, debug=False):
             return
         for r in records:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.get("ts", 0)))
-            what = r.get("playbook") or r.get("select") or ""
+            what, result = describe(r)
             out.print(escape(inert(f"{r.get('seq', '?'):>5} {when}Z {r.get('operator', '?'):<10} "
-                                   f"{r.get('kind', '?'):<7} {r.get('pattern', '')} {what} "
-                                   f"exit {r.get('exit_code', '?')}")), highlight=False)
+                                   f"{r.get('kind', '?'):<8} {what} -> {result}"
+                                   + (f"  ({r['incident']})" if r.get("incident") else ""))),
+                      highlight=False)
         out.print(f"{len(records)} record(s)")
 
     run_task(body, json_mode=json_, debug=debug)
@@ -64,7 +67,9 @@ def show(c, since=None, incident=None, json_=False, debug=False):
 @task(help={"head": "the chain's head a run printed (--json journal_head), as SEQ:HASH",
             "json": "one JSON object", "debug": "show tracebacks"})
 def verify(c, head=None, json_=False, debug=False):
-    """Check the journal's hash chain: exit 1 naming the first record edited, inserted or deleted."""
+    """Check the journal's hash chain: exit 1 naming the first record edited, inserted or deleted
+    (the last records too, against --head and the heads the incidents' folders keep)."""
+    from ripcord.incident import kept_heads
     from ripcord.journal import Journal
 
     def body(out):
@@ -75,15 +80,24 @@ def verify(c, head=None, json_=False, debug=False):
                 raise InputError(f"--head {head!r}: expected SEQ:HASH (the journal_head of a run)")
             expected = {"seq": int(seq), "hash": digest}
         journal = Journal()
-        problems = journal.verify(expected)
+        heads = [expected] if expected else []
+        heads += kept_heads(journal.path)
+        problems: list[str] = []
+        for one in heads or [None]:
+            kept = f" (the head incident {one['incident']} kept)" if one and "incident" in one else ""
+            for problem in journal.verify(one):
+                problem += kept if "head" in problem else ""
+                if problem not in problems:
+                    problems.append(problem)
         if json_:
             emit_json({"ok": not problems, "task": "journal.verify", "journal": str(journal.path),
-                       "problems": problems})
+                       "heads": len(heads), "problems": problems})
         elif problems:
             for problem in problems:
                 out.print(f"[bold red]broken:[/] {problem}", highlight=False, soft_wrap=True)
         else:
-            out.print(f"{journal.path}: the chain is intact ({len(journal.records())} records)")
+            out.print(f"{journal.path}: the chain is intact ({len(journal.records())} records; "
+                      f"{len(heads)} kept head(s) reached)")
         if problems:
             raise Exit(code=EXIT_FAILED)
 

@@ -8,6 +8,7 @@ guessed: only these, on every task that has the option: -i inventory, -e extra v
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 
@@ -30,17 +31,43 @@ class Task(invoke.Task):
 
 
 def task(*, no_short=(), **kwargs):
-    """@task(...) with SHORT's flags and no guessed ones; options in no_short get none."""
+    """@task(...) with SHORT's flags and no guessed ones; options in no_short get none. Every task
+    also takes --operator: who runs it (journal, approvals), over RIPCORD_OPERATOR and ripcord.yaml."""
     kwargs.setdefault("auto_shortflags", False)
 
     def make(body):
         if "verbose" in inspect.signature(body).parameters:  # -vv counts
             kwargs["incrementable"] = [*kwargs.get("incrementable", ()), "verbose"]
+        if "operator" not in inspect.signature(body).parameters:
+            body = with_operator(body)
+            kwargs["help"] = {**kwargs.get("help", {}), "operator": OPERATOR_HELP}
         made = invoke.task(klass=Task, **kwargs)(body)
         made.no_short = frozenset(no_short)
         return made
 
     return make
+
+
+OPERATOR_HELP = "who is running this (journal, approvals); default: $RIPCORD_OPERATOR, else the login name"
+
+
+def with_operator(body):
+    """body with an --operator option that sets the operator for this run (config reads it as
+    the RIPCORD_OPERATOR it puts in the environment: the command line wins)."""
+    @functools.wraps(body)
+    def run(c, *args, operator=None, **options):
+        if operator is not None:
+            if not operator.strip() or not operator.isprintable() or len(operator) > 100:
+                raise invoke.Exit(f"error: --operator {operator[:100]!r}: give a name (printable, "
+                                  "at most 100 characters)", code=2)
+            os.environ["RIPCORD_OPERATOR"] = operator
+        return body(c, *args, **options)
+
+    signature = inspect.signature(body)
+    run.__signature__ = signature.replace(parameters=[
+        *signature.parameters.values(), inspect.Parameter("operator", inspect.Parameter.KEYWORD_ONLY,
+                                                          default=None)])
+    return run
 
 
 def verbosity(level: int) -> None:

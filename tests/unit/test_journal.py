@@ -139,3 +139,50 @@ def test_concurrent_runs_never_interleave_or_fork_the_chain(tmp_path):
     assert [w.exitcode for w in workers] == [0] * 6
     assert journal.verify() == []
     assert [r["seq"] for r in journal.records()] == list(range(1, 241))
+
+
+# --- every record: edited, inserted or deleted, named; the last one through a kept head ----------
+
+def _ids(journal):
+    return [r["id"] for r in journal.records()]
+
+
+def test_editing_inserting_or_deleting_any_record_is_named(tmp_path):
+    journal, lines = _five(tmp_path)
+    head, ids = journal.head, _ids(journal)
+    for i in range(5):
+        edited = lines[i].replace(f'"n": {i}'.encode(), b'"n": 99')
+        cases = {"edit": ([*lines[:i], edited, *lines[i + 1:]], f"line {i + 1} ({ids[i]}): content altered"),
+                 "insert": ([*lines[:i], lines[i - 1] if i else lines[1], *lines[i:]],
+                            f"line {i + 1} ("),
+                 "delete": ([*lines[:i], *lines[i + 1:]],
+                            f"line {i + 1} ({ids[i + 1]}): previous record missing or changed" if i < 4
+                            else "the chain ends at seq 4, before the head's seq 5: the last records "
+                                 "were deleted")}
+        for name, (content, needle) in cases.items():
+            journal.path.write_bytes(b"".join(content))
+            problems = journal.verify(head)
+            assert problems and needle in problems[0], (i, name, problems)
+    journal.path.write_bytes(b"".join(lines))
+    assert journal.verify(head) == []
+
+
+def test_the_head_an_incident_keeps_finds_the_last_record_deleted(tmp_path, monkeypatch):
+    """journal.verify, given no --head, checks the chain reaches the heads incidents kept."""
+    from ripcord import incident
+
+    monkeypatch.setenv("RIPCORD_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("RIPCORD_JOURNAL", str(tmp_path / "j.jsonl"))
+    meta = incident.open_incident(2, "a drill", None)
+    journal = Journal()
+    journal.append({"kind": "run"})
+    journal.append({"kind": "run"})
+    assert [r.get("incident") for r in journal.records()] == [meta["id"]] * 3
+    assert incident.heads(meta["id"])[-1]["seq"] == 3
+    assert _verify_cli(journal.path).returncode == 0
+    lines = journal.path.read_bytes().splitlines(keepends=True)
+    journal.path.write_bytes(b"".join(lines[:-1]))
+    result = _verify_cli(journal.path)
+    assert result.returncode == 1, result.stdout
+    assert "the chain ends at seq 2, before the head's seq 3: the last records were deleted" in result.stdout
+    assert meta["id"] in result.stdout
