@@ -4,7 +4,7 @@
 import pytest
 
 pytestmark = [pytest.mark.drift, pytest.mark.deploy, pytest.mark.rollback, pytest.mark.rotate,
-              pytest.mark.audit, pytest.mark.scenario15]
+              pytest.mark.audit, pytest.mark.scenario19]
 
 # Keys every host's .env needs, and those its role adds (roles told by the services it runs).
 COMMON_KEYS = ("TITAN_HOST", "TITAN_ROLE", "NATS_URL", "REDIS_URL", "TITAN_DB_HOST",

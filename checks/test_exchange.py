@@ -54,6 +54,8 @@ def test_api_key_is_accepted(host, hostvars, own_orders):
                          f"(from {hostvars['env_file']}): HTTP {code}")
 
 
+@pytest.mark.scenario08  # position size violation
+@pytest.mark.scenario20  # emergency market conditions
 def test_open_orders_below_limit(host, hostvars, own_orders, setting):
     """This engine's open orders (clientOrderId prefix "<host>-") under check_open_orders_max."""
     if "titan-execution" not in (hostvars.get("services") or []):

@@ -6,7 +6,8 @@ import re
 import pytest
 
 pytestmark = [pytest.mark.logs, pytest.mark.restart, pytest.mark.deploy, pytest.mark.rollback,
-              pytest.mark.scenario01, pytest.mark.scenario02, pytest.mark.scenario15]
+              pytest.mark.scenario01, pytest.mark.scenario02, pytest.mark.scenario12,
+              pytest.mark.scenario15]
 
 TAIL_LINES = 20000  # enough for a minute of any service's log
 

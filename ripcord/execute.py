@@ -162,8 +162,10 @@ def _journal(record: dict[str, Any], secrets: set[str] | None = None,
 
 
 def run_verify(*, pattern: str, select: str, inventory_paths: list[str] | None,
-               junit: str | None, console: Console, forks: int = 20) -> Outcome:
-    """`invoke verify`: the checks selected, on the hosts a pattern selects, read-only."""
+               junit: str | None, console: Console, forks: int = 20,
+               retry_s: float | None = None) -> Outcome:
+    """`invoke verify`: the checks selected, on the hosts a pattern selects, read-only (failing
+    checks retried up to retry_s, as after a recovery while services settle)."""
     from ripcord.templating import Templar, resolve_vars
     from ripcord.verify import DEFAULT_SELECTION, WAIVERS, connect, load_waivers, run_checks
 
@@ -178,7 +180,8 @@ def run_verify(*, pattern: str, select: str, inventory_paths: list[str] | None,
         templar = Templar()
         hostvars = {h: resolve_vars(templar, dict(inventory.host_vars(h))) for h in connections}
         display.verify_start(select, list(connections))
-        report = run_checks(select, connections, hostvars, junit=junit) if connections else None
+        report = (run_checks(select, connections, hostvars, junit=junit, retry_s=retry_s)
+                  if connections else None)
     finally:
         for conn in connections.values():
             conn.close()

@@ -14,6 +14,7 @@ checkout (tasks.py) and the installed `ripcord` command (ripcord.program) run:
     journal.show | journal.verify                  the record of every run     (tasks/journal.py)
     incident.open | .assign | .note | .update |
     .show | .close | .postmortem                   incidents, from the journal (tasks/incident.py)
+    scenario.list | .show | .run | .docs | triage  the failure scenarios       (tasks/scenarios.py)
 
 Exit codes (docs/exit-codes.md): 0 ok, 1 failed, 2 invalid input, 3 unreachable, 4 declined.
 """
@@ -22,7 +23,17 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from ripcord.tasks import approvals, configuration, doc, incident, journal, playbooks, procedures, sandbox
+from ripcord.tasks import (
+    approvals,
+    configuration,
+    doc,
+    incident,
+    journal,
+    playbooks,
+    procedures,
+    sandbox,
+    scenarios,
+)
 
 
 def _namespace() -> Collection:
@@ -30,6 +41,8 @@ def _namespace() -> Collection:
     ns.add_collection(sandbox.collection)
     ns.add_collection(journal.collection)
     ns.add_collection(incident.collection)
+    ns.add_collection(scenarios.collection)
+    ns.add_task(scenarios.triage)
 
     for area in (playbooks, procedures, approvals, configuration, doc):
         for name, task in area.collection.tasks.items():

@@ -5,6 +5,8 @@ exercises the kill switch."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from invoke import Collection
 
 from ripcord.cli import emit_json, run_task
@@ -172,8 +174,11 @@ def status_(c, host=None, inventory=None, json_=False, debug=False):
 
 @task(iterable=["inventory"], help={"host": "host pattern (default: sandbox)",
                                     "inventory": COMMON_HELP["inventory"],
+                                    "scenario": "drill a failure scenario instead (a number, or all): "
+                                                "inject its fault, triage, recover, validate",
+                                    "dir": "the sandbox fleet's directory (for --scenario)",
                                     "verbose": COMMON_HELP["verbose"], "debug": "show tracebacks"})
-def drill(c, host="sandbox", inventory=None, verbose=0, debug=False):
+def drill(c, host="sandbox", inventory=None, scenario=None, dir=None, verbose=0, debug=False):
     """A real kill-switch drill: halt, verify halted, resume, verify trading; with timings."""
     import time
 
@@ -185,6 +190,8 @@ def drill(c, host="sandbox", inventory=None, verbose=0, debug=False):
 
     def body(out):
         verbosity(verbose)
+        if scenario:
+            return _scenario_drills(scenario, host, inventory, dir, out)
         steps = [
             ("halt", lambda: run_procedure("halt", pattern=host, inventory_paths=inventory,
                                            options=Options(reason="drill"), yes=True, console=out)),
@@ -210,6 +217,28 @@ def drill(c, host="sandbox", inventory=None, verbose=0, debug=False):
             raise Exit(code=timings[-1][2])
 
     run_task(body, debug=debug)
+
+
+def _scenario_drills(which: str, host: str, inventory, dir: str | None, out) -> None:
+    from invoke import Exit
+
+    from ripcord import drills
+    from ripcord.journal import Journal
+    from ripcord.sandbox.fleet import Fleet
+
+    chosen = drills.injectable(str(which))
+    fleet = Fleet(Path(dir) if dir else None)
+    if not fleet.running():
+        raise InputError("the sandbox is not running: scenario drills inject faults into it",
+                         hint="invoke sandbox.up")
+    results = []
+    for scenario in chosen:
+        result = drills.drill(scenario, fleet.plan, pattern=host, inventory_paths=inventory, out=out)
+        Journal().append(result.record())
+        results.append(result)
+    drills.table(results, out)
+    if any(r.code for r in results):
+        raise Exit(code=1)
 
 
 collection = Collection(drill, halt, resume, flatten, cancel_all, master_arm, breaker, isolate, restart,

@@ -70,4 +70,39 @@ def status(c, json_=False, dir=None, debug=False):
     run_task(body, json_mode=json_, debug=debug)
 
 
-collection = Collection("sandbox", up, down, status)
+@task(positional=["fault"], help={"fault": "what to break (`list`: the faults, each with its scenario)",
+                                  "host": "the sandbox host to strike (default: the fault's own)",
+                                  "dir": "the fleet's directory", "debug": "show tracebacks"})
+def chaos(c, fault, host=None, dir=None, debug=False):
+    """Inject a failure scenario's fault into the sandbox (`sandbox.heal` undoes them all)."""
+    from ripcord.sandbox import chaos as faults
+
+    def body(out):
+        if fault == "list":
+            for name, f in faults.FAULTS.items():
+                out.print(f"{name:<14} scenario {f.scenario:>2}  {f.what} (on {f.default_host})",
+                          soft_wrap=True)
+            return
+        fleet = _fleet(dir)
+        if not fleet.running():
+            raise InputError("the sandbox is not running", hint="invoke sandbox.up")
+        struck = faults.inject(fleet.plan, fault, host)
+        out.print(f"injected {fault} on {struck.name}: {faults.FAULTS[fault].what}; "
+                  f"`invoke triage --host sandbox` should name scenario {faults.FAULTS[fault].scenario}")
+
+    run_task(body, debug=debug)
+
+
+@task(help={"dir": "the fleet's directory", "debug": "show tracebacks"})
+def heal(c, dir=None, debug=False):
+    """Undo every fault `sandbox.chaos` injected."""
+    from ripcord.sandbox import chaos as faults
+
+    def body(out):
+        healed = faults.heal(_fleet(dir).plan)
+        out.print("healed: " + ", ".join(healed) if healed else "nothing to heal")
+
+    run_task(body, debug=debug)
+
+
+collection = Collection("sandbox", up, down, status, chaos, heal)

@@ -146,6 +146,17 @@ class Config:
         """Sandbox fault injection: titan_home/state/faults/<name> exists."""
         return (self.home / "state" / "faults" / name).exists()
 
+    def latched(self, name: str) -> bool:
+        """A fault taken in once (its file removed): the service stays broken until restarted,
+        as a stuck feed or a wedged thread does (`invoke sandbox.chaos`)."""
+        if name not in LATCHED and self.fault(name):
+            LATCHED.add(name)
+            (self.home / "state" / "faults" / name).unlink(missing_ok=True)
+        return name in LATCHED
+
+
+LATCHED: set[str] = set()  # faults this process has taken in (Config.latched)
+
 
 # --- HTTP ---------------------------------------------------------------------------------
 

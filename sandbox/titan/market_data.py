@@ -41,7 +41,7 @@ class MarketData:
 
     async def poll(self) -> None:
         while True:
-            if self.cfg.fault("stale_prices"):
+            if self.cfg.fault("stale_prices") or self.cfg.latched("stuck_feed"):
                 await asyncio.sleep(POLL_S)
                 continue
             try:
