@@ -29,7 +29,6 @@ from typing import Any
 import yaml
 
 from ripcord.errors import InputError, RipcordError
-from ripcord.templating import REDACTED, Secrets
 
 STATUSES = ("investigating", "identified", "monitoring", "resolved")
 ROLES = {"ic": "Incident Commander", "tech": "Technical Lead", "ops": "Operations Lead",
@@ -140,12 +139,14 @@ class Known:
     """Every secret known for redacting operator text: values, and the digests of values the
     incident's runs redacted (their values are never kept)."""
 
-    secrets: Secrets
+    secrets: Any  # ripcord.templating.Secrets (imported when needed: every run's journal reads this module)
     salt: bytes = b""
     digests: dict[int, set[str]] | None = None
     given: frozenset[str] = frozenset()  # the -e ones: remembered for the incident's later steps
 
     def redact(self, text: str) -> str:
+        from ripcord.templating import REDACTED
+
         text = self.secrets.redact(text)
         for length in sorted(self.digests or {}, reverse=True):
             i = 0
@@ -170,7 +171,7 @@ def known_secrets(inventory_paths: list[str] | None, extra_vars: dict[str, Any],
     from ripcord import dotenv
     from ripcord.inventory import load_operator_inventory
     from ripcord.runstate import SECRET_NAME
-    from ripcord.templating import Templar, resolve_vars
+    from ripcord.templating import Secrets, Templar, resolve_vars
 
     found = Secrets()
 

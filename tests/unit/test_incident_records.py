@@ -155,3 +155,19 @@ def test_bad_input_is_refused_before_anything_is_written(state, capsys):
             open_.body(None, inventory=inventory, **args)
         assert failed.value.code == 2 and needle in capsys.readouterr().err, args
     assert not (state / "journal.jsonl").exists() and not (state / "state" / "incidents").exists()
+
+
+def test_journal_show_lists_an_incidents_records_since_a_time(state):
+    journal = Journal()
+    journal.append({"kind": "play", "n": 0})
+    meta = incident.open_incident(2, "drill", None)
+    for n in (1, 2):
+        journal.append({"kind": "play", "n": n})
+    incident.close()
+    journal.append({"kind": "play", "n": 3})
+    since = _records(state)[3]["ts"]  # the second run of the incident
+    result = _invoke(state, "journal.show", "--json", "--incident", meta["id"], "--since", repr(since))
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)["records"]
+    assert [(r["kind"], r.get("n"), r.get("action")) for r in shown] == [("play", 2, None),
+                                                                         ("incident", None, "close")]
