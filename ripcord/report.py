@@ -43,7 +43,7 @@ def inert(text: object) -> str:
 
 
 # Modules whose message is their result: shown on every outcome, not only on failure.
-TELLING = {"debug", "halt", "titan_command", "exchange", "restart", "checks"}
+TELLING = {"debug", "halt", "titan_command", "exchange", "restart", "checks", "reconcile"}
 
 
 class Display:
