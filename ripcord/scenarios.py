@@ -294,6 +294,47 @@ def known_markers() -> frozenset[str]:
     return frozenset(names)
 
 
+USAGE = """\
+## Triage
+
+```sh
+invoke triage --host prod [--fix [--yes]] [--json]
+```
+
+Runbook 004's decision tree, by machine: every scenario's detection checks run in one round on
+the hosts selected (read-only, no lock). A scenario matches when each of its symptoms failed on
+some host (a symptom may also require the failure's message to match, e.g. which service is
+down). The tree's questions (accepting trades? executing? market data?) are answered from the
+matches; the matches print worst first (severity, then the tree's order) with their evidence and
+the command that fixes each. Exit 0 healthy, 1 a scenario matched, 3 a host unreachable.
+
+`--fix` runs the top scenario's recovery (after confirmation), then its validation, retried up
+to `triage_validate_seconds` (30) while services settle. Each attempt is journaled before it
+runs (`triage.fix`), so every terminal of the controller counts the same attempts: past
+`triage_max_recoveries` (3) attempts of one scenario on one host pattern in
+`triage_window_minutes` (60), triage stops acting, says so, journals a `triage.escalation`
+naming the scenario's escalation contact, and exits 1. A recovery that keeps being needed is
+not recovering; a loop of restarts hides the cause. (Inventory variables, group `all`.)
+
+`invoke scenario.run N --host PATTERN` runs one scenario's recovery and validation by hand (no
+rate limit: a person decided). A scenario whose recovery is a person's job (`manual:`) prints
+what to do and exits 1.
+
+## Drills
+
+```sh
+invoke sandbox.chaos list | FAULT [--host H]     # inject one scenario's fault
+invoke sandbox.heal                              # undo every fault injected
+invoke drill --scenario N|all                    # inject, triage, recover, validate, timed
+```
+
+A drill starts only on a fleet triage finds healthy, injects the scenario's fault from outside
+ripcord (the sandbox's supervisors and files), runs triage until it names the scenario (time to
+detect), runs the recovery and validation (time to recover), heals whatever happened, journals
+a `drill` record and prints the table. Plain `invoke drill` stays the kill-switch drill.
+"""
+
+
 def markdown(known: list[Scenario]) -> str:
     """docs/scenarios.md, generated from the files (`invoke scenario.docs`; a test keeps it in sync)."""
     lines = ["# Failure scenarios", "",
@@ -303,6 +344,7 @@ def markdown(known: list[Scenario]) -> str:
              "validated (checks that pass after), who hears of it, and how the sandbox shows it. "
              "`invoke triage` runs every detection at once; `invoke scenario.run N` a recovery; "
              "`invoke drill --scenario N` injects the fault and times both.", "",
+             *USAGE.splitlines(), "", "## The scenarios", "",
              "| # | scenario | severity | recovery | sandbox |", "|---|---|---|---|---|"]
     for s in known:
         sandbox = f"fault `{s.fault}`" if s.fault else "cannot (below)"
