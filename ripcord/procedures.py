@@ -30,6 +30,7 @@ NO_LOCKS = {"halt"}  # halting is the safe direction: it must not queue behind a
 NEVER_GUARDED = {"halt"}  # nor wait for a second person
 PREFLIGHT = {"backup-db", "restore-db", "migrate-db"}  # ripcord.modules.backup.preflight
 STATE_PREFLIGHT = {"recover-state", "reconcile"}  # ripcord.modules.state.preflight
+PREFLIGHT_ROTATE = {"rotate"}  # ripcord.modules.rotate.preflight
 ANY = "*"  # a templated value: it may be anything at run time
 
 # The argument that says what a task does, for modules that do several things.
@@ -58,6 +59,12 @@ def run_procedure(name: str, *, pattern: str, inventory_paths: list[str] | None,
 
         inventory = load_operator_inventory(inventory_paths)
         preflight(name, inventory, pattern, options.extra_vars)
+    if name in PREFLIGHT_ROTATE:  # no host is read: the inventory says what a rotation touches
+        from ripcord.inventory import load_operator_inventory
+        from ripcord.modules.rotate import preflight as rotate_preflight
+
+        inventory = load_operator_inventory(inventory_paths)
+        rotate_preflight(name, inventory, pattern, options.extra_vars)
     if name in STATE_PREFLIGHT:  # every engine selected; reconcile: every engine halted
         from ripcord.inventory import load_operator_inventory
         from ripcord.modules import state

@@ -225,6 +225,9 @@ def inventory(plan: Plan, user: str, runtime: Path | None = None) -> str:
         "nats_monitor_url": f"http://127.0.0.1:{plan.nats_monitor_port}",
         "titan_version": (data_dir("sandbox/titan") / "VERSION").read_text().strip(),
         "backup_dir": "{{ titan_home }}/backups",
+        # Which services read which secret from the .env at start: what `invoke rotate` restarts.
+        "secret_readers": {k: ["titan-execution"] for k in
+                           ("TITAN_HMAC_SECRET", "TITAN_DB_PASSWORD", "EXCHANGE_API_KEY")},
         "tls_certificates": [],
         # `become` on the sandbox: the login user may sudo -n to this second user, not to root.
         "ansible_become_user": BECOME_USER,

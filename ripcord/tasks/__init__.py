@@ -6,6 +6,7 @@ checkout (tasks.py) and the installed `ripcord` command (ripcord.program) run:
     halt | resume | flatten | cancel-all | master-arm | breaker | isolate | restart |
     recover-crash | status | drill |
     backup-db | restore-db | migrate-db            the runbooks' procedures    (tasks/procedures.py)
+    rotate                                         secret rotation             (tasks/secrets.py)
     recover-state | reconcile                      data corruption runbook     (tasks/state.py)
     audit                                          drift and health audit      (tasks/audit.py)
     approve                                        the two-person rule         (tasks/approvals.py)
@@ -33,6 +34,7 @@ from ripcord.tasks import (
     procedures,
     sandbox,
     scenarios,
+    secrets,
 )
 
 
@@ -44,7 +46,7 @@ def _namespace() -> Collection:
     ns.add_collection(scenarios.collection)
     ns.add_task(scenarios.triage)
 
-    for area in (playbooks, procedures, approvals, configuration, doc):
+    for area in (playbooks, procedures, approvals, configuration, doc, secrets):
         for name, task in area.collection.tasks.items():
             ns.add_task(task, name=name)
     from ripcord.tasks.audit import audit  # the nightly audit (tasks/audit.py)

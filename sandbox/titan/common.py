@@ -310,6 +310,15 @@ def secret_fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:8]
 
 
+FINGERPRINT_LABEL = "titan-secret-fingerprint"
+
+
+def fingerprint(key: str, value: str) -> str:
+    """What /health shows of a secret: 12 hex digits of a labelled sha256, never the value, so a
+    rotation can prove which secret a running service read (ripcord computes the same)."""
+    return hashlib.sha256(f"{FINGERPRINT_LABEL}\0{key}\0{value}".encode()).hexdigest()[:12]
+
+
 class CommandVerifier:
     """Checks HMAC-SHA256 signatures, freshness and nonce reuse on NATS commands.
 

@@ -2,15 +2,20 @@
 
 It has what incidents revolve around: per-key rate limits, LIMIT orders that stay open for a
 while, and a per-key dead-man's switch. State is in memory; a restart resets it to the seed.
+An account may hold several API keys: a key of the account creates another and revokes one by
+its id (what a key rotation needs); keys.json is rewritten on each change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import math
+import os
 import random
+import secrets
 import signal
 import sys
 import time
@@ -65,6 +70,8 @@ class Ticker:
 class Exchange:
     def __init__(self, config: Config, log: Log):
         self.log = log
+        self.config = config
+        self.revoked: dict[str, dict] = {}  # revoked keys' entries: their orders still name them
         self.rate_limit = config.get_int("EXCHANGE_RATE_LIMIT", 20)
         self.fill_delay_ms = config.get_int("EXCHANGE_FILL_DELAY_MS", 2000)
         if self.rate_limit <= 0 or self.fill_delay_ms < 0:
@@ -88,14 +95,17 @@ class Exchange:
             "/api/v1/cancelAll": {"POST": self.cancel_all},
             "/api/v1/positions": {"GET": self.get_positions},
             "/api/v1/countdownCancelAll": {"GET": self.get_switch, "POST": self.set_switch},
+            "/api/v1/apiKeys": {"GET": self.list_keys, "POST": self.create_key},
+            "/api/v1/apiKeys/": {"DELETE": self.revoke_key},
         }
 
     # --- dispatch: routing, auth, rate limit ----------------------------------------------
 
     async def handle(self, req: Request) -> Response:
         route = req.path
-        if route.startswith("/api/v1/order/") and len(route) > len("/api/v1/order/"):
-            route = "/api/v1/order/"
+        for prefix in ("/api/v1/order/", "/api/v1/apiKeys/"):
+            if route.startswith(prefix) and len(route) > len(prefix):
+                route = prefix
         methods = self.routes.get(route)
         if methods is None:
             return Response(404, {"error": "not found"})
@@ -128,7 +138,48 @@ class Exchange:
         return self.keys[key]["account"]
 
     def label(self, key: str) -> str:
-        return self.keys[key]["label"]
+        return (self.keys.get(key) or self.revoked.get(key) or {"label": "?"})["label"]
+
+    # --- API keys: several per account, so a rotation can overlap them -----------------------
+
+    def list_keys(self, req: Request, key: str) -> Response:
+        account = self.account(key)
+        return Response(200, [{"id": key_id(k), "label": e["label"]}
+                              for k, e in self.keys.items() if e["account"] == account])
+
+    def create_key(self, req: Request, key: str) -> Response:
+        """A new key of the caller's account (the value is shown once, in this answer only)."""
+        label = json_object(req).get("label", self.label(key))
+        if not isinstance(label, str) or not label:
+            raise BadRequest("label must be a non-empty string")
+        new = secrets.token_hex(20)
+        self.keys[new] = {"account": self.account(key), "label": label}
+        self.save_keys()
+        self.log.info(f"API key {key_id(new)} ({label}) created by {self.label(key)}")
+        return Response(201, {"apiKey": new, "id": key_id(new), "label": label})
+
+    def revoke_key(self, req: Request, key: str) -> Response:
+        wanted = req.path.rsplit("/", 1)[1]
+        found = [k for k, e in self.keys.items()
+                 if key_id(k) == wanted and e["account"] == self.account(key)]
+        if not found:
+            return Response(404, {"error": "no such key"})
+        self.revoked[found[0]] = self.keys.pop(found[0])
+        self.save_keys()
+        self.log.info(f"API key {wanted} ({self.label(found[0])}) revoked by {self.label(key)}")
+        return Response(200, {"revoked": wanted})
+
+    def save_keys(self) -> None:
+        """keys.json as the keys now are (mode 600, replaced whole): a restart keeps them."""
+        path = self.config.home / "keys.json"
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(json.dumps(self.keys, indent=2) + "\n")
+            tmp.replace(path)
+        except OSError as exc:
+            self.log.error(f"cannot save keys to {path}: {exc.strerror}")
 
     # --- public endpoints -------------------------------------------------------------------
 
@@ -287,6 +338,11 @@ class Exchange:
                     self.log.info(f"Dead-man switch expired for {self.label(key)}: "
                                   f"cancelled {len(orders)} orders")
             await asyncio.sleep(TICK_S)
+
+
+def key_id(key: str) -> str:
+    """How a key is named in the API and the log: never the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def json_object(req: Request) -> dict:

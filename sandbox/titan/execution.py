@@ -49,6 +49,10 @@ class Engine:
                                   database=cfg.get("TITAN_DB_NAME"), user=cfg.get("TITAN_DB_USER"),
                                   password=cfg.get("TITAN_DB_PASSWORD")), self.host, log)
         self.halt_file = Path(cfg.get("TITAN_HALT_FILE", str(cfg.home / "system.halt")))
+        # the secrets this engine read at start, as fingerprints: what a rotation verifies
+        self.fingerprints = {k: common.fingerprint(k, v) for k in (
+            "TITAN_HMAC_SECRET", "TITAN_HMAC_SECRET_PREVIOUS", "TITAN_DB_PASSWORD", "EXCHANGE_API_KEY")
+            if (v := cfg.optional(k))}
         self.state_path = cfg.home / "state" / "execution.json"
         self.nats_halt = self.load_nats_halt()
         self.file_halt: str | None = None  # the halt file's reason while it is in force
@@ -452,6 +456,7 @@ class Engine:
             "last_order_ts": self.last_order_ts, "signals_received": self.signals_received,
             "last_signal_ts": self.last_signal_ts,
             "secret_fingerprint": common.secret_fingerprint(self.secret),
+            "secret_fingerprints": self.fingerprints,
             "nats_connected": nats_ok, "db_connected": self.ledger.connected,
             "uptime_s": round(time.time() - self.started, 1)})
 
