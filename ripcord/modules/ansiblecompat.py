@@ -75,8 +75,9 @@ META_REFUSED = {  # Ansible's other meta actions, and what to write instead
 
 @register
 class Meta(Module):
-    """`meta: flush_handlers`: the handlers notified so far run here, not at the end of the play
-    (the runner does it; the other meta actions are refused when the playbook is read).
+    """`meta: flush_handlers`: the handlers notified so far run here, not at the end of the play.
+
+    The runner does it; the other meta actions are refused when the playbook is read.
 
     Changed: never (the handlers count for themselves).
     Check mode: runs as usual.
