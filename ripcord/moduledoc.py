@@ -1,8 +1,8 @@
 """A module's documentation page (`ripcord doc MODULE`), built from the code so it cannot drift.
 
 The arguments come from the module's `Arg` declarations (name, type, required, default, choices,
-secret, help); the rest from its class docstring, whose first line is the summary and whose
-sections, each a line starting with its name, say the rest:
+secret, help); the rest from its class docstring, whose first paragraph is the summary (best one
+line) and whose sections, each a line starting with its name, say the rest:
 
     Changed: when the task reports changed.
     Check mode: what it does under --check.
