@@ -52,6 +52,14 @@ def describe(record: dict[str, Any]) -> tuple[str, str]:
     checks = record.get("checks") or {}
     if checks.get("passed") or checks.get("failed"):
         result += f"; checks {checks.get('passed', 0)} passed, {checks.get('failed', 0)} failed"
+    failures = [f"{c.get('id')} on {c.get('host')}" for c in checks.get("results") or []
+                if isinstance(c, dict) and c.get("outcome") == "failed"]
+    failures += [f"task {t.get('task')!r} {t.get('outcome')} on {t.get('host')}"
+                 for t in record.get("tasks") or []
+                 if isinstance(t, dict) and t.get("outcome") in ("failed", "unreachable")]
+    if failures:
+        result += "; " + ", ".join(failures[:3]) + (f" and {len(failures) - 3} more"
+                                                     if len(failures) > 3 else "")
     if kind == "play":
         hosts = record.get("hosts") or {}
         changed = sum(1 for h in hosts.values() if isinstance(h, dict) and h.get("changed"))

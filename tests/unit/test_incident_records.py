@@ -171,3 +171,15 @@ def test_journal_show_lists_an_incidents_records_since_a_time(state):
     shown = json.loads(result.stdout)["records"]
     assert [(r["kind"], r.get("n"), r.get("action")) for r in shown] == [("play", 2, None),
                                                                          ("incident", None, "close")]
+
+
+def test_the_timeline_names_failed_checks_and_tasks():
+    record = {"kind": "verify", "select": "health", "pattern": "exec", "exit_code": 1,
+              "checks": {"passed": 3, "failed": 1, "results": [
+                  {"host": "exec-1", "id": "test_health.py::test_engine", "outcome": "failed"},
+                  {"host": "exec-2", "id": "test_health.py::test_engine", "outcome": "passed"}]},
+              "tasks": [{"task": "Halt", "host": "exec-2", "outcome": "unreachable"}]}
+    assert postmortem.describe(record) == (
+        "verify health --host exec",
+        "failed (exit 1); checks 3 passed, 1 failed; test_health.py::test_engine on exec-1, "
+        "task 'Halt' unreachable on exec-2")
