@@ -35,8 +35,8 @@ WORD = "RECONCILE"
 # engine's fills add up to (the position its own fills say it holds), as CSV for psql.
 LEDGER_SQL = """SELECT 'position' AS kind, host, symbol, qty::text AS qty, NULL AS id, NULL AS ref
   FROM positions WHERE qty <> 0
-UNION ALL SELECT 'order', host, symbol, qty::text, client_order_id, exchange_order_id
-  FROM orders WHERE status = 'NEW'
+UNION ALL SELECT 'order', host, symbol, (CASE side WHEN 'BUY' THEN qty ELSE -qty END)::text,
+  client_order_id, exchange_order_id FROM orders WHERE status = 'NEW'
 UNION ALL SELECT 'fills', host, symbol,
   sum(CASE side WHEN 'BUY' THEN qty ELSE -qty END)::text, NULL, NULL
   FROM fills GROUP BY host, symbol
@@ -127,7 +127,7 @@ class Reconcile(Module):
         if bad or not engines:
             return Result(failed=True, msg="; ".join(bad) or "no engines to reconcile")
         try:
-            ledger, found = self.settled(ctx, args, engines)
+            ledger, positions, found = self.settled(ctx, args, engines)
             if not found:
                 return Result(msg="the ledger matches the exchange: positions and open orders",
                               data={"mismatches": []})
@@ -142,9 +142,9 @@ class Reconcile(Module):
             if ctx.confirm is None or not ctx.confirm(
                     f"Align the ledger to the exchange ({listed})?", WORD):
                 raise DeclinedError("declined: the ledger was not changed", hint="nothing was changed")
-            changes, sql = self.plan_fix(ctx, args, ledger, found, engines)
+            changes, sql = self.plan_fix(ctx, args, ledger, found, engines, positions)
             self.write(ctx, sql)
-            _, left = self.settled(ctx, args, engines)
+            left = self.settled(ctx, args, engines)[2]
         except (UnreachableError, DeclinedError):
             raise
         except RipcordError as exc:
@@ -160,26 +160,28 @@ class Reconcile(Module):
     # --- reading ---------------------------------------------------------------------------
 
     def settled(self, ctx: TaskContext, args: dict, engines: list[str]
-                ) -> tuple[list[dict], list[dict]]:
-        """(ledger rows, mismatches) once two reads a second apart agree, or settle is up."""
+                ) -> tuple[list[dict], dict[str, Any], list[dict]]:
+        """(ledger rows, exchange positions, mismatches) once two reads a second apart agree
+        on the mismatches, or settle is up."""
         deadline = time.monotonic() + float(args["settle"])
-        ledger, found = self.read(ctx, args, engines)
+        ledger, positions, found = self.read(ctx, args, engines)
         while found and time.monotonic() < deadline:
             time.sleep(1)
-            again, now = self.read(ctx, args, engines)
-            if now == found:
-                return again, now
-            ledger, found = again, now
-        return ledger, found
+            again = self.read(ctx, args, engines)
+            if again[2] == found:
+                return again
+            ledger, positions, found = again
+        return ledger, positions, found
 
-    def read(self, ctx: TaskContext, args: dict, engines: list[str]) -> tuple[list[dict], list[dict]]:
+    def read(self, ctx: TaskContext, args: dict, engines: list[str]
+             ) -> tuple[list[dict], dict[str, Any], list[dict]]:
         from ripcord.modules.trading import ExchangeAccount
 
         ledger = self.query(ctx, LEDGER_SQL, write=False)
         account = ExchangeAccount(ctx, args["key"])
         positions = account.positions()
         orders = account.open_orders([f"{e}-" for e in engines])
-        return ledger, compare(ledger, positions, orders, engines)
+        return ledger, positions, compare(ledger, positions, orders, engines)
 
     def query(self, ctx: TaskContext, sql: str, write: bool) -> list[dict]:
         from dataclasses import replace
@@ -196,44 +198,41 @@ class Reconcile(Module):
     # --- fixing ----------------------------------------------------------------------------
 
     def plan_fix(self, ctx: TaskContext, args: dict, ledger: list[dict], found: list[dict],
-                 engines: list[str]) -> tuple[list[str], str]:
-        """What to change in the ledger, said and as SQL. A position difference goes to the
-        engine rows that disagree with their own fills when that explains it, else to the only
-        engine holding the symbol; else it cannot be told whose row is wrong: refused."""
+                 engines: list[str], positions: dict[str, Any]) -> tuple[list[str], str]:
+        """What to change in the ledger, said and as SQL. Orders first: one the exchange filled
+        is booked as the engine books a fill (order FILLED, a fills row, the position moved).
+        Then each symbol whose positions still differ: the difference goes to the engine rows
+        that disagree with their own fills when that explains it, else to the only engine
+        holding the symbol; else it cannot be told whose row is wrong: refused."""
         from ripcord.modules.trading import ExchangeAccount
 
         changes, sql = [], []
-        rows = {(r["host"], r["symbol"]): number(r["qty"]) for r in ledger if r["kind"] == "position"}
+        before = {(r["host"], r["symbol"]): number(r["qty"]) for r in ledger if r["kind"] == "position"}
+        rows = dict(before)
         fills = {(r["host"], r["symbol"]): number(r["qty"]) for r in ledger if r["kind"] == "fills"}
-        for m in (m for m in found if m["kind"] == "position"):
-            symbol, theirs = m["symbol"], number(m["theirs"])
-            holders = sorted({h for h, s in set(rows) | set(fills) if s == symbol} or set(engines))
-            by_fills = {h: fills.get((h, symbol), Decimal(0)) for h in holders}
-            if sum(by_fills.values()) == theirs:
-                target = {h: q for h, q in by_fills.items() if q != rows.get((h, symbol), Decimal(0))}
-            elif len(holders) == 1:
-                target = {holders[0]: rows.get((holders[0], symbol), Decimal(0)) + theirs
-                          - number(m["ours"])}
-            else:
-                raise RipcordError(f"{symbol}: ours {m['ours']}, theirs {m['theirs']}, and "
-                                   f"neither the fills nor a single holder ({', '.join(holders)}) "
-                                   "tell whose row is wrong: nothing was changed")
-            for host, qty in sorted(target.items()):
-                changes.append(f"position {host} {symbol} {show(rows.get((host, symbol), Decimal(0)))}"
-                               f" -> {show(qty)}")
-                sql.append("INSERT INTO positions AS p (host, symbol, qty) VALUES "
-                           f"({quote_literal(host)}, {quote_literal(symbol)}, {show(qty)}) "
-                           f"ON CONFLICT (host, symbol) DO UPDATE SET qty = {show(qty)}, avg_price = "
-                           f"CASE WHEN {show(qty)} = 0 THEN 0 ELSE p.avg_price END, updated_at = now();")
+        moved: set[tuple[str, str]] = set()  # rows a booked fill moved
         orders = [m for m in found if m["kind"] == "order"]
         account = ExchangeAccount(ctx, args["key"]) if orders else None
         for m in orders:
             coid = m["order"]
             if m["ours"] == "working":  # the exchange no longer has it open: say what it became
-                status = self.exchange_status(account, ledger, coid)
-                changes.append(f"order {coid} NEW -> {status}")
-                sql.append(f"UPDATE orders SET status = {quote_literal(status)}, updated_at = now() "
-                           f"WHERE client_order_id = {quote_literal(coid)} AND status = 'NEW';")
+                row = next(r for r in ledger if r["kind"] == "order" and r["id"] == coid)
+                status, price = self.exchange_status(account, row)
+                update = (f"UPDATE orders SET status = {quote_literal(status)}, updated_at = now() "
+                          f"WHERE client_order_id = {quote_literal(coid)} AND status = 'NEW'")
+                if status == "CANCELED":
+                    changes.append(f"order {coid} NEW -> CANCELED")
+                    sql.append(update + ";")
+                    continue
+                key, signed = (row["host"], row["symbol"]), number(row["qty"])
+                changes.append(f"order {coid} NEW -> FILLED, its fill booked ({show(signed)} @ "
+                               f"{show(price)})")
+                sql.append(f"WITH o AS ({update} RETURNING id, host, symbol, side, qty) "
+                           "INSERT INTO fills (order_id, host, symbol, side, qty, price) "
+                           f"SELECT id, host, symbol, side, qty, {show(price)} FROM o;")
+                rows[key] = rows.get(key, Decimal(0)) + signed
+                fills[key] = fills.get(key, Decimal(0)) + signed
+                moved.add(key)
             else:  # open at the exchange, unknown to the ledger: booked as working
                 order = next(o for o in account.open_orders([coid]) if o.get("clientOrderId") == coid)
                 host = next(e for e in engines if coid.startswith(f"{e}-"))
@@ -246,6 +245,32 @@ class Reconcile(Module):
                            + f", {number(order['quantity'])}, "
                            + (str(number(order["price"])) if order.get("price") else "NULL")
                            + ", 'NEW');")
+        targets = {key: rows[key] for key in moved}
+        theirs_all = {s: number(q) for s, q in positions.items()}
+        for symbol in sorted({s for _, s in rows} | set(theirs_all)):
+            ours = sum((q for (_, s), q in rows.items() if s == symbol), Decimal(0))
+            theirs = theirs_all.get(symbol, Decimal(0))
+            if abs(ours - theirs) < EPSILON:
+                continue
+            holders = sorted({h for h, s in set(rows) | set(fills) if s == symbol} or set(engines))
+            by_fills = {h: fills.get((h, symbol), Decimal(0)) for h in holders}
+            if sum(by_fills.values()) == theirs:
+                targets.update({(h, symbol): q for h, q in by_fills.items()})
+            elif len(holders) == 1:
+                targets[(holders[0], symbol)] = rows.get((holders[0], symbol), Decimal(0)) + theirs - ours
+            else:
+                raise RipcordError(f"{symbol}: ours {show(ours)}, theirs {show(theirs)}, and "
+                                   f"neither the fills nor a single holder ({', '.join(holders)}) "
+                                   "tell whose row is wrong: nothing was changed")
+        for (host, symbol), qty in sorted(targets.items()):
+            was = before.get((host, symbol), Decimal(0))
+            if qty == was:
+                continue
+            changes.append(f"position {host} {symbol} {show(was)} -> {show(qty)}")
+            sql.append("INSERT INTO positions AS p (host, symbol, qty) VALUES "
+                       f"({quote_literal(host)}, {quote_literal(symbol)}, {show(qty)}) "
+                       f"ON CONFLICT (host, symbol) DO UPDATE SET qty = {show(qty)}, avg_price = "
+                       f"CASE WHEN {show(qty)} = 0 THEN 0 ELSE p.avg_price END, updated_at = now();")
         audit = [ctx.host, str(ctx.vars.get("ripcord_operator") or "ripcord"), "reconcile",
                  json.dumps({"changes": changes})]
         sql.append("INSERT INTO audit_log (host, actor, action, detail) VALUES ("
@@ -253,20 +278,22 @@ class Reconcile(Module):
         return changes, "\n".join(sql) + "\n"
 
     @staticmethod
-    def exchange_status(account, ledger: list[dict], coid: str) -> str:
-        """FILLED or CANCELED, as the exchange says (an order it does not know cannot fill)."""
-        ref = next((r["ref"] for r in ledger if r["kind"] == "order" and r["id"] == coid), None)
+    def exchange_status(account, row: dict) -> tuple[str, Decimal]:
+        """(FILLED or CANCELED, the fill price) as the exchange says; an order it does not know
+        cannot fill."""
+        ref = row.get("ref")
         if not ref or not str(ref).isdigit():
-            return "CANCELED"
+            return "CANCELED", Decimal(0)
         try:
-            status = (account.call("GET", f"/api/v1/order/{ref}") or {}).get("status")
+            reply = account.call("GET", f"/api/v1/order/{ref}") or {}
         except RipcordError as exc:
             if "HTTP 404" not in str(exc):
                 raise
-            return "CANCELED"
-        if status not in ("FILLED", "CANCELED"):
-            raise RipcordError(f"order {coid}: the exchange says {status}, yet does not list it open")
-        return status
+            return "CANCELED", Decimal(0)
+        if reply.get("status") not in ("FILLED", "CANCELED"):
+            raise RipcordError(f"order {row['id']}: the exchange says {reply.get('status')}, yet "
+                               "does not list it open")
+        return reply["status"], number(reply.get("fillPrice") or reply.get("price") or 0)
 
     def write(self, ctx: TaskContext, sql: str) -> None:
         self.query(ctx, sql, write=True)
