@@ -127,6 +127,11 @@ def test_version_list_completion_and_config(ripcord, venv, elsewhere):
     options = ripcord("--complete", "--", "ripcord", "halt", "-").stdout.split()
     assert {"-i", "-l", "--limit", "-C", "-v", "--debug"} <= set(options) and "-d" not in options
 
+    # ansible-doc's habit: `ripcord doc` lists the modules, `ripcord doc MODULE` shows one
+    assert any(line.startswith("halt ") for line in ripcord("doc").stdout.splitlines())
+    page = ripcord("doc", "wait_for").stdout
+    assert page.startswith("wait_for: ") and "  timeout: integer or number; default: 30" in page
+
     # installed, with no inventory anywhere: one line that says how to give one, exit 2
     missing = ripcord("inventory", "--list", check=False)
     assert missing.returncode == 2 and "no inventory" in missing.stderr and "-i FILE" in missing.stderr
