@@ -9,12 +9,14 @@ what the incident's runs redacted).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from invoke import Collection
 
 from ripcord.cli import emit_json, run_task
 from ripcord.errors import InputError
+from ripcord.report import inert  # operator and host text: controls shown, markup literal
 from ripcord.tasks.options import INVENTORY_HELP, task
 
 COMMON = {"inventory": INVENTORY_HELP + " (its secrets are redacted from the text)",
@@ -45,8 +47,6 @@ def _remember(known):
                        "age (10m); default: now", **COMMON})
 def open_(c, sev=None, title=None, started=None, inventory=None, extra_vars=None, debug=False):
     """Open an incident: its id, response time, escalation path and first-response checklist."""
-    from rich.markup import escape
-
     from ripcord import incident
     from ripcord.tasks.journal import _since
 
@@ -60,17 +60,19 @@ def open_(c, sev=None, title=None, started=None, inventory=None, extra_vars=None
         meta = incident.open_incident(int(sev), known.redact(text), start)
         _remember(known)
         level = spec["severities"][int(sev)]
-        out.print(escape(f"opened {meta['id']}: SEV{sev} ({level['name']}) {meta['title']}"),
-                  highlight=False)
-        out.print(escape(f"respond: {level['response']}; team: {', '.join(level['team'])}; "
-                         f"{level['communication']}"), highlight=False)
+        out.print(inert(f"opened {meta['id']}: SEV{sev} ({level['name']}) {meta['title']}"),
+                  highlight=False, soft_wrap=True)
+        due = time.strftime("%H:%M:%S", time.gmtime(meta["opened"] + level["respond_within_s"]))
+        out.print(inert(f"respond: {level['response']} (by {due} UTC); team: "
+                         f"{', '.join(level['team'])}; {level['communication']}"),
+                  highlight=False, soft_wrap=True)
         path = [f"{spec['contacts'].get(c, {}).get('who', c)}"
                 + (f" {spec['contacts'][c]['phone']}" if spec["contacts"].get(c, {}).get("phone")
                    else "") for c in level["escalation"]]
-        out.print(escape("escalation: " + " -> ".join(path)), highlight=False)
+        out.print(inert("escalation: " + " -> ".join(path)), highlight=False, soft_wrap=True)
         out.print("initial response checklist:")
         for item in level["checklist"]:
-            out.print(escape(f"  [ ] {item}"), highlight=False)
+            out.print(inert(f"  [ ] {item}"), highlight=False, soft_wrap=True)
         out.print("every ripcord run on this controller is now journaled as part of it")
 
     run_task(body, debug=debug)
@@ -80,8 +82,6 @@ def open_(c, sev=None, title=None, started=None, inventory=None, extra_vars=None
       help={"role": "ic | tech | ops | comms", "who": "the person's name", **COMMON})
 def assign(c, role=None, who=None, inventory=None, extra_vars=None, debug=False):
     """Assign one of the runbooks' response roles in the open incident."""
-    from rich.markup import escape
-
     from ripcord import incident
 
     def body(out):
@@ -91,11 +91,11 @@ def assign(c, role=None, who=None, inventory=None, extra_vars=None, debug=False)
         name = known.redact(incident.check_text("--who", who or ""))
         contacts = incident.assign(role, name)
         _remember(known)
-        out.print(escape(f"{incident.ROLES[role]}: {name}"), highlight=False)
+        out.print(inert(f"{incident.ROLES[role]}: {name}"), highlight=False)
         for kind in ("primary", "backup"):
             if isinstance(contacts.get(kind), dict):
                 entry = contacts[kind]
-                out.print(escape(f"  {kind}: {entry.get('who', '')} {entry.get('phone', '')}"),
+                out.print(inert(f"  {kind}: {entry.get('who', '')} {entry.get('phone', '')}"),
                           highlight=False)
 
     run_task(body, debug=debug)
@@ -104,15 +104,13 @@ def assign(c, role=None, who=None, inventory=None, extra_vars=None, debug=False)
 @task(iterable=["inventory", "extra_vars"], help={"text": "the note", **COMMON})
 def note(c, text, inventory=None, extra_vars=None, debug=False):
     """Add a note to the open incident's timeline (secrets redacted)."""
-    from rich.markup import escape
-
     from ripcord import incident
 
     def body(out):
         known = _known(inventory, extra_vars)
         record = incident.note(known.redact(incident.check_text("the note", text)))
         _remember(known)
-        out.print(escape(f"noted (journal record {record['seq']}): {record['text']}"), highlight=False)
+        out.print(inert(f"noted (journal record {record['seq']}): {record['text']}"), highlight=False)
 
     run_task(body, debug=debug)
 
@@ -124,8 +122,6 @@ def note(c, text, inventory=None, extra_vars=None, debug=False):
 def update(c, status=None, message="", eta="Unknown", inventory=None, extra_vars=None, debug=False):
     """Post a status update: journaled; the runbooks' internal and external updates written,
     ready to paste."""
-    from rich.markup import escape
-
     from ripcord import incident, postmortem
 
     def body(out):
@@ -135,8 +131,8 @@ def update(c, status=None, message="", eta="Unknown", inventory=None, extra_vars
         meta, record = incident.update(status, known.redact(message or ""))
         _remember(known)
         for path in postmortem.write_update(meta, record, known.redact(eta or "Unknown")):
-            out.rule(escape(str(path)), style="dim")
-            out.print(escape(path.read_text(encoding="utf-8")), highlight=False)
+            out.rule(inert(str(path)), style="dim")
+            out.print(inert(path.read_text(encoding="utf-8")), highlight=False)
 
     run_task(body, debug=debug)
 
@@ -145,8 +141,6 @@ def update(c, status=None, message="", eta="Unknown", inventory=None, extra_vars
             "json": "one JSON object", "debug": "show tracebacks"})
 def show(c, id_=None, json_=False, debug=False):
     """The incident so far, on one screen: severity, roles, status, updates, the last records."""
-    from rich.markup import escape
-
     from ripcord import incident, postmortem
 
     def body(out):
@@ -165,15 +159,17 @@ def show(c, id_=None, json_=False, debug=False):
                  f"opened {postmortem.when(meta.get('opened', 0))} UTC; status {meta.get('status') or '-'}",
                  "roles: " + (", ".join(f"{incident.ROLES[r]} {w}" for r, w in meta["roles"].items())
                               or "none assigned")]
+        updates = [r for r in records if r.get("action") == "update"]
+        if updates:
+            lines.append(f"updates: {len(updates)}, the last {postmortem.when(updates[-1]['ts'])} UTC; "
+                         f"next due within {spec['update_every']}")
         lines += [f"records: {len(records)}"
                   + (f"; journal head {heads[-1]['seq']}:{heads[-1]['hash'][:12]}" if heads else "")]
         for entry in postmortem.timeline(records)[-15:]:
             lines.append(f"  {entry['seq']:>5} {entry['time'][11:19]} {entry['operator']:<10} "
                          f"{entry['what']} -> {entry['result']}")
-        from ripcord.report import visible
-
         for line in lines:
-            out.print(escape(visible(line)), highlight=False, soft_wrap=True)
+            out.print(inert(line), highlight=False, soft_wrap=True)
 
     run_task(body, json_mode=json_, debug=debug)
 

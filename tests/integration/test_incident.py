@@ -56,6 +56,7 @@ def test_a_whole_incident_is_written_from_the_journal(ripcord, access, secret, t
                  "--started", str(started))
     incident = re.search(r"opened (inc-\S+):", opened.stdout).group(1)
     assert "Acknowledge the incident" in opened.stdout and "< 5 minutes" in opened.stdout
+    assert re.search(r"\(by \d\d:\d\d:\d\d UTC\)", opened.stdout), opened.stdout
     try:
         run("halt", "--host", "sandbox", "--reason", "incident drill")
         for host in ENGINES:
