@@ -185,7 +185,7 @@ def known_secrets(inventory_paths: list[str] | None, extra_vars: dict[str, Any],
         add(name, value)
     given = frozenset(found.values)
     inventory = load_operator_inventory(inventory_paths)
-    files: set[str] = set()
+    files: set[tuple[str, str]] = set()
     for host in inventory.select("all"):
         values = resolve_vars(Templar(found), dict(inventory.host_vars(host)))
         for name, value in values.items():
@@ -193,13 +193,13 @@ def known_secrets(inventory_paths: list[str] | None, extra_vars: dict[str, Any],
                 add(name, value)
         for key in ("env_file", "titan_hmac_secret_file"):
             if isinstance(values.get(key), str):
-                files.add(values[key])
-    for path in sorted(files):
+                files.add((key, values[key]))
+    for key, path in sorted(files):
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             continue  # on a remote host, not this controller: the run's own redaction covers it
-        entries = dotenv.parse(text) if "=" in text else {"secret": text.strip()}
+        entries = dotenv.parse(text) if key == "env_file" else {"secret": text.strip()}
         for name, value in entries.items():
             add(name, value)
     known = Known(found, given=given)

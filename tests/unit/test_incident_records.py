@@ -30,7 +30,9 @@ def state(tmp_path, monkeypatch):
 def _inventory(tmp_path, env_text="TITAN_HMAC_SECRET=hmac-from-env-file\nPORT=8080\n"):
     (tmp_path / "host.env").write_text(env_text)
     path = tmp_path / "inv.yml"
+    (tmp_path / "hmac").write_text("aGVsbG8gc2VjcmV0=\n")  # base64: an '=' that is no .env line
     path.write_text("all:\n  hosts:\n    web-1:\n      env_file: " + str(tmp_path / "host.env") + "\n"
+                    "      titan_hmac_secret_file: " + str(tmp_path / "hmac") + "\n"
                     "      services: [titan-brain]\n      api_token: inventory-token-1\n")
     return [str(path)]
 
@@ -63,9 +65,9 @@ def test_notes_are_redacted_of_every_known_secret(state):
     known = incident.known_secrets(_inventory(state), {"db_password": "given-with-e", "port": 99999},
                                    meta["id"])
     text = ("env hmac-from-env-file, inventory inventory-token-1, -e given-with-e, run "
-            "secret-a-run-used, not secret: 8080 99999 abc")
+            "secret-a-run-used, file aGVsbG8gc2VjcmV0=, not secret: 8080 99999 abc")
     assert known.redact(text) == ("env ********, inventory ********, -e ********, run ********, "
-                                  "not secret: 8080 99999 abc")
+                                  "file ********, not secret: 8080 99999 abc")
 
 
 def _records(state):
