@@ -79,3 +79,20 @@ def state_and_fix(ctx: TaskContext, name: str, error: str = "") -> str | None:
         return (f"{name} on {ctx.host} is {status.state.lower()} ({manager}: {status.raw}) but "
                 f"refuses connections ({error}); if it does not recover, restart it: {fix}")
     return None
+
+
+def nats_hint(ctx: TaskContext, error: str) -> str:
+    """A refused NATS connection (`error`) with the inventory host that runs nats and the command
+    that restarts it there; `error` alone for anything else, or when no host lists nats."""
+    if not error.startswith("cannot connect to NATS") or "connection refused" not in error:
+        return error
+    hostvars = ctx.vars.get("hostvars")  # looked up lazily: an empty dict until asked
+    every = (ctx.vars.get("groups") or {}).get("all") or ()
+    runs = [h for h in every if hostvars is not None and h in hostvars
+            and "nats" in (hostvars[h].get("services") or ())]
+    if not runs:
+        return error
+    from ripcord.cli import program
+
+    return (f"{error}; nats runs on {', '.join(runs)}: see `{program()} status --host {runs[0]}`, "
+            f"and if it is stopped there, start it: {program()} restart --host {runs[0]} --service nats")

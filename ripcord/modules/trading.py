@@ -52,11 +52,17 @@ def ssh_down(ctx: TaskContext) -> str:
 
 
 def fleet_secret(contexts: dict[str, TaskContext]) -> str:
-    """The HMAC secret: from the controller's file named by inventory titan_hmac_secret_file
-    (needs no host), else from the first host that answers over SSH and has it in its env_file;
-    EnvFileError saying why none had it."""
+    """The HMAC secret: from the controller's environment variable named by inventory
+    titan_hmac_secret_env, or its file named by titan_hmac_secret_file (needs no host), else
+    from the first host that answers over SSH and has it in its env_file; EnvFileError saying
+    why none had it."""
     problems = []
     first = next(iter(contexts.values()))
+    named = str(first.vars.get("titan_hmac_secret_env") or "")
+    if named and os.environ.get(named, "").strip():  # the controller's environment (fasthalt.py)
+        if first.secrets is not None:
+            first.secrets.add(os.environ[named].strip())
+        return os.environ[named].strip()
     if first.vars.get("titan_hmac_secret_file"):
         try:
             return controller_secret(first, str(first.vars["titan_hmac_secret_file"]))
@@ -245,7 +251,8 @@ class TitanCommand(Module):
             answers = command_engines(contexts, subject, fields, lambda: fleet_secret(contexts),
                                       args=args, timeout=float(args["timeout"]))
         except (bus.BusError, EnvFileError) as exc:
-            return {**results, **dict.fromkeys(contexts, Result(failed=True, msg=f"{subject}: {exc}"))}
+            where = servicehint.nats_hint(first, str(exc))  # which host runs NATS, and the fix
+            return {**results, **dict.fromkeys(contexts, Result(failed=True, msg=f"{subject}: {where}"))}
         for host, ctx in contexts.items():
             down = [ssh_down(ctx)] if ctx.conn is None else []
             forged = answers.ignored_for(host)

@@ -100,3 +100,22 @@ def test_an_inventory_directory_with_no_inventory_says_to_give_one(tmp_path):
         Inventory.load(tmp_path)
     assert str(raised.value) == f"no inventory files in {tmp_path}"
     assert raised.value.hint.startswith("give -i FILE (or set inventory: in ripcord.yaml)")
+
+
+def test_a_refused_nats_names_the_host_that_runs_it_and_the_command(monkeypatch):
+    class LazyHostVars(dict):  # as the runner's hostvars: empty until a host is asked for
+        def __getitem__(self, host):
+            return {"db-1": {"services": ["postgresql", "nats"]}, "exec-1": {"services": []}}[host]
+
+        def __contains__(self, host):
+            return host in ("db-1", "exec-1")
+
+    monkeypatch.setattr("sys.argv", ["/usr/local/bin/ripcord", "cancel-all"])
+    ctx = TaskContext(host="exec-1", conn=None,
+                      vars={"groups": {"all": ["db-1", "exec-1"]}, "hostvars": LazyHostVars()})
+    refused = "cannot connect to NATS at nats://10.0.0.5:4222: connection refused"
+    assert servicehint.nats_hint(ctx, refused) == (
+        f"{refused}; nats runs on db-1: see `ripcord status --host db-1`, and if it is stopped "
+        "there, start it: ripcord restart --host db-1 --service nats")
+    slow = "cannot connect to NATS at nats://10.0.0.5:4222: no answer within 1s"
+    assert servicehint.nats_hint(ctx, slow) == slow  # not refused: a network matter, no restart
