@@ -185,3 +185,23 @@ def test_the_timeline_names_failed_checks_and_tasks():
         "verify health --host exec",
         "failed (exit 1); checks 3 passed, 1 failed; test_health.py::test_engine on exec-1, "
         "task 'Halt' unreachable on exec-2")
+
+
+def test_a_secret_a_run_was_given_is_redacted_from_the_incidents_later_notes(state):
+    """`invoke play -e api_token=...` during an incident: the journal never holds the value, and a
+    note that quotes it later is redacted (the incident keeps the run's secrets as digests)."""
+    from ripcord.tasks.incident import note
+
+    inventory = _inventory(state)
+    incident.open_incident(3, "drill", None)
+    playbook = state / "show.yml"
+    playbook.write_text("- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+                        "    - debug:\n        msg: 'the token is {{ api_token }}'\n")
+    given = "tok-only-the-run-saw-42"
+    result = _invoke(state, "play", str(playbook), "--host", "all", "-i", inventory[0],
+                     "-e", f"api_token={given}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    note.body(None, f"someone pasted {given}", inventory=inventory)
+    assert _records(state)[-1]["text"] == "someone pasted ********"
+    for path in (p for p in state.rglob("*") if p.is_file()):
+        assert given.encode() not in path.read_bytes(), path
