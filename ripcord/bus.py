@@ -254,7 +254,7 @@ async def scatter(nc, subject: str, data: bytes, headers: dict[str, str] | None,
                 at, msg = await asyncio.wait_for(inbox.get(), left)
             except TimeoutError:
                 break
-            host, why = _authentic(reply_to, msg, secret, expect)
+            host, why = authentic(reply_to, msg, secret, expect)
             if why:
                 found.ignored.append((host, why))
             else:
@@ -268,7 +268,7 @@ async def scatter(nc, subject: str, data: bytes, headers: dict[str, str] | None,
     return found
 
 
-def _authentic(reply_to: str, msg, secret: str, expect: set[str]) -> tuple[str | None, str | None]:
+def authentic(reply_to: str, msg, secret: str, expect: set[str]) -> tuple[str | None, str | None]:
     """(the host an answer names, why it is not taken as that engine's answer or None)."""
     try:
         answer = json.loads(msg.data)

@@ -6,9 +6,13 @@ The escalation ladder, fastest first, where no broken rung stops the others:
   2. at the same time, the halt file on every host (it survives restarts);
   3. each host's /health polled until it says halted, up to `deadline` seconds;
   4. any host still not halted gets its execution service stopped (the last resort);
-  5. the exchange: the account's open orders confirmed 0, cancelled if not.
-The result says, per host, which rung halted it. Nothing asks for confirmation: halting is the
-safe direction.
+  5. the exchange: the account's open orders confirmed 0, cancelled if not; and earlier, from
+     the moment an engine misses its NATS answer until it is halted or stopped, its own orders
+     cancelled again and again (an engine that ignores every halt keeps placing them).
+Under --check, a preflight instead (ripcord/modules/haltcheck.py). When the controller holds the
+signing secret, rung 1's command went out before anything else (ripcord/fasthalt.py): its answers
+are taken from there. The result says, per host, which rung halted it. Nothing asks for
+confirmation: halting is the safe direction.
 
 SSH being down is the kind of incident a kill switch is pulled in, so the halt is given every host
 of the batch (ssh_optional), SSH-reachable or not: rungs 1 and 5 need no SSH to the host they halt
@@ -21,12 +25,13 @@ from __future__ import annotations
 
 import os
 import shlex
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ripcord import bus
+from ripcord import bus, fasthalt
 from ripcord.errors import RipcordError, UnreachableError
 from ripcord.modules import httpchannel
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
@@ -36,6 +41,7 @@ from ripcord.modules.trading import ExchangeAccount, command_engines, fleet_secr
 
 bus.preload()
 POLL_S = 0.02  # an engine says halted within ~20 ms of the command
+SWEEP_S = 0.2  # an engine that missed its answer: its open orders cancelled this often
 
 
 @dataclass
@@ -48,6 +54,7 @@ class HostHalt:
     halt_source: str | None = None
     stopped: bool = False  # the last resort was needed and worked
     exchange_failed: bool = False  # 0 open orders could not be confirmed for this host
+    swept: int = 0  # its orders cancelled at the exchange while it had not answered
     not_run: list[str] = field(default_factory=list)  # rungs that could not run: SSH is down
     errors: list[str] = field(default_factory=list)
 
@@ -98,36 +105,52 @@ class Halt(Module):
     def run_fleet(self, contexts: dict[str, TaskContext], args: dict[str, Any]
                   ) -> dict[str, Result | UnreachableError]:
         if any(ctx.check for ctx in contexts.values()):
-            return dict.fromkeys(contexts, Result(skipped=True, msg="skipped in check mode"))
+            from ripcord.modules.haltcheck import preflight
+
+            return preflight(contexts, args)
         started = time.monotonic()
         state = {host: HostHalt() for host in contexts}
         up = reachable(contexts)
         lost: dict[str, UnreachableError] = {}
-        try:
-            secret: str | EnvFileError = fleet_secret(contexts)  # first: the publish must not wait
-        except EnvFileError as exc:
-            secret = exc
+        early = fasthalt.taken(list(contexts))  # published before any SSH connection opened
+        secret: str | Exception = ""
+        if early is None:
+            try:
+                secret = fleet_secret(contexts)  # first: the publish must not wait
+            except EnvFileError as exc:
+                secret = exc
         with ThreadPoolExecutor(max_workers=len(contexts) + 1) as pool:
-            signalled = pool.submit(self._signal, contexts, args, state, secret)
+            signalled = pool.submit(self._signal, contexts, args, state, secret, early)
             files = {h: pool.submit(self._write_halt_file, ctx, args, state[h])
                      for h, ctx in up.items()}
             polls = {h: pool.submit(self._wait_halted, ctx, args, state[h],
                                     started + float(args["deadline"]))
                      for h, ctx in contexts.items()}
             bus_note = signalled.result()
-            for host, future in [*files.items(), *polls.items()]:
-                try:
-                    future.result()
-                except UnreachableError as exc:
-                    lost[host] = exc
-            stuck = [h for h in up if not state[h].halted and h not in lost]
-            if args["last_resort"]:
-                for host, future in [(h, pool.submit(self._stop, contexts[h], args, state[h]))
-                                     for h in stuck]:
+            silent = [h for h in contexts if state[h].acked_ms is None]
+            done = threading.Event()
+            sweeper = threading.Thread(target=self._sweep, args=(contexts, silent, state, done),
+                                       daemon=True)
+            if silent and args["exchange"]:
+                sweeper.start()
+            try:
+                for host, future in [*files.items(), *polls.items()]:
                     try:
                         future.result()
                     except UnreachableError as exc:
                         lost[host] = exc
+                stuck = [h for h in up if not state[h].halted and h not in lost]
+                if args["last_resort"]:
+                    for host, future in [(h, pool.submit(self._stop, contexts[h], args, state[h]))
+                                         for h in stuck]:
+                        try:
+                            future.result()
+                        except UnreachableError as exc:
+                            lost[host] = exc
+            finally:
+                done.set()
+                if sweeper.is_alive():
+                    sweeper.join()
         for host, ctx in contexts.items():
             if ctx.conn is None:
                 state[host].halt_file = f"not written: {ssh_down(ctx)}"
@@ -146,15 +169,21 @@ class Halt(Module):
     # --- rung 1: the signed command, and every engine's answer ---------------------------------
 
     def _signal(self, contexts: dict[str, TaskContext], args: dict, state: dict[str, HostHalt],
-                secret: str | Exception) -> str:
-        """Publish HARD_HALT and record each engine's answer; returns a note on the bus rung."""
+                secret: str | Exception, early: fasthalt.Publish | None = None) -> str:
+        """Publish HARD_HALT and record each engine's answer (or take those of the publish
+        fasthalt made before anything else); returns a note on the bus rung."""
         fields = {"state": "HARD_HALT", "reason": args["reason"], "operator": args["operator"],
                   "source": "ripcord"}
         try:
-            if isinstance(secret, Exception):
+            if early is not None:
+                if early.error:
+                    raise bus.BusError(early.error)
+                answers = early.answers
+            elif isinstance(secret, Exception):
                 raise secret
-            answers = command_engines(contexts, bus.HALT_SUBJECT, fields, lambda: secret,
-                                      args=args, timeout=float(args["ack_timeout"]))
+            else:
+                answers = command_engines(contexts, bus.HALT_SUBJECT, fields, lambda: secret,
+                                          args=args, timeout=float(args["ack_timeout"]))
         except (bus.BusError, EnvFileError) as exc:
             return f"NATS rung failed: {exc}"
         for host, (seconds, answer) in answers.by_host.items():
@@ -238,6 +267,35 @@ class Halt(Module):
         if not state.stopped:
             state.errors.append(f"last resort failed: {args['service']} is {status.raw}")
 
+    # --- rung 5, early: the orders of an engine that did not answer ------------------------------
+
+    @staticmethod
+    def _sweep(contexts: dict[str, TaskContext], silent: list[str], state: dict[str, HostHalt],
+               done: threading.Event) -> None:
+        """From the moment an engine misses its NATS answer until it is seen halted or the last
+        resort is over: its open orders at the exchange cancelled, again and again (an engine
+        that ignores every halt keeps placing them), through the first host that answers over
+        SSH. One read of the account a round, a cancel only for engines with orders open."""
+        via = next(iter(reachable(contexts).values()), None)
+        if via is None:
+            return
+        try:
+            exchange = ExchangeAccount(via)
+        except (RipcordError, UnreachableError):
+            return  # rung 5 says why, after the ladder
+        while not done.is_set():
+            left = [h for h in silent if not state[h].halted and not state[h].stopped]
+            if not left:
+                return
+            try:
+                ids = [str(o.get("clientOrderId") or "") for o in exchange.open_orders()]
+                for host in left:
+                    if any(i.startswith(f"{host}-") for i in ids):
+                        state[host].swept += exchange.cancel_all([f"{host}-"])
+            except (RipcordError, UnreachableError):
+                pass  # rung 5 still confirms 0 at the end, and says why if it cannot
+            done.wait(SWEEP_S)
+
     # --- rung 5: the exchange --------------------------------------------------------------------
 
     @staticmethod
@@ -299,13 +357,16 @@ class Halt(Module):
         if rung is None and state.acked_ms is not None:  # its answer says halted; unseen
             said = f"answered halted by NATS in {state.acked_ms:g} ms, NOT VERIFIED"
         notes = [said, *state.not_run, *state.errors]
+        if state.swept:
+            notes.append(f"exchange: cancelled {state.swept} of its open orders while it had not answered")
         if bus_note and rung != "nats":
             notes.append(bus_note)
         if exchange_note:
             notes.append(exchange_note)
         data = {"rung": rung, "acked_ms": state.acked_ms, "halt_file": state.halt_file,
                 "halted": state.halted, "halt_source": state.halt_source,
-                "stopped": state.stopped, "not_run": state.not_run, "errors": state.errors}
+                "stopped": state.stopped, "swept": state.swept, "not_run": state.not_run,
+                "errors": state.errors}
         return Result(changed=True, failed=rung is None or state.exchange_failed,
                       msg="; ".join(notes), data=data)
 

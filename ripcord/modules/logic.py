@@ -132,6 +132,8 @@ class Confirm(Module):
             "typed": Arg(str, help="a word the operator must type, e.g. FLATTEN")}
 
     def run(self, ctx: TaskContext, args: dict) -> Result:
+        if ctx.check:  # nothing will change: the pre-checks before it still run and report
+            return Result(skipped=True, msg=f"would ask: {visible(args['prompt'])}")
         if not ctx.confirm(inert(args["prompt"]), args.get("typed")):  # the prompt is markup
             raise DeclinedError(f"declined: {visible(args['prompt'])}",
                                 hint="nothing further was changed")

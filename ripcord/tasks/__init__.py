@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
+from ripcord import fasthalt  # noqa: F401  first: `halt` publishes before the rest is imported
 from ripcord.tasks import (
     approvals,
     configuration,

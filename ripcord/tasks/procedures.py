@@ -65,9 +65,13 @@ def _procedure(name: str, *, host, inventory, check, yes, reason, approval, json
 def halt(c, host=None, reason="", deadline=None, inventory=None, check=False, verbose=0, json_=False,
          debug=False):
     """Halt trading: signed NATS halt + halt file at once, verified, exchange, last resort."""
+    from ripcord import fasthalt
+
+    if host and not check:  # published already if the command line said so (ripcord.tasks)
+        fasthalt.begin(host, reason, list(inventory or []))
     try:
         extra = {"halt_deadline_s": float(deadline)} if deadline else {}
-        problem = None
+        problem = fasthalt.refusal()
     except ValueError:
         extra, problem = {}, f"--deadline must be a number of seconds, not {deadline!r}"
     _procedure("halt", host=host, inventory=inventory, check=check, yes=True, reason=reason,

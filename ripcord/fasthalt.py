@@ -1,0 +1,280 @@
+"""The kill switch's first move: the signed halt on the bus before anything else is loaded.
+
+`invoke halt` spends most of a second on imports (rich, jinja2, the playbook reader), SSH
+handshakes and a secret read over SSH before it can publish; trading goes on meanwhile. When the
+controller holds the signing secret (inventory `titan_hmac_secret_env`: an environment variable
+of the controller; or `titan_hmac_secret_file`: a file only its owner can read), nothing of that
+is needed: this module, loaded first by ripcord.tasks, reads the inventory, signs the same
+HARD_HALT the halt module would and publishes it with a reply inbox over a plain socket (the NATS
+text protocol: no asyncio, no nats-py), then collects the engines' signed answers in a
+background thread while the rest loads. The halt module takes those answers as its rung 1
+(`taken`); the other rungs run as before. Whatever this path cannot do exactly as the halt module
+would (a templated value, NATS through an SSH tunnel or over TLS, a secret only on the hosts, a
+command line it does not fully understand) leaves everything to the halt module, as before.
+
+A secret file that others than its owner can read is refused: invalid input, before any host is
+touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+from ripcord import bus
+from ripcord.errors import InputError
+
+PLAY_HOSTS = "exec"  # playbooks/halt.yml's play
+ACK_TIMEOUT_S = 1.0  # the halt module's defaults: answers, connect
+CONNECT_TIMEOUT_S = 1.0
+_OPTIONS = {"--host": "host", "-l": "host", "--limit": "host", "--reason": "reason",
+            "--inventory": "inventory", "-i": "inventory", "--deadline": None}
+_FLAGS = {"--json", "--debug", "-v", "-vv", "-vvv", "--verbose"}
+_CORE = {"--search-root": True, "-r": True}  # invoke's own options before the task name
+
+
+@dataclass
+class Publish:
+    """One fast publish: its targets, when it went out, and the answers gathered."""
+
+    targets: list[str]
+    published_at: float | None = None  # time.time() of the publish, None until it is out
+    error: str | None = None  # why NATS could not be used
+    answers: bus.Answers = field(default_factory=bus.Answers)
+    done: threading.Event = field(default_factory=threading.Event)
+    out: threading.Event = field(default_factory=threading.Event)  # published, or failed
+    used: bool = False
+
+
+PENDING: Publish | None = None
+REFUSED: str | None = None  # the secret file is not safe: the halt is invalid input
+
+
+def from_argv(argv: list[str] | None = None) -> None:
+    """At load time (the end of this module): when the command line is a plain `halt` (not
+    --check, not --help), begin."""
+    parsed = parse_argv(list(sys.argv if argv is None else argv))
+    if parsed is not None:
+        begin(**parsed)
+
+
+def parse_argv(argv: list[str]) -> dict | None:
+    """{host, reason, inventory} of `invoke|ripcord [-r DIR] halt OPTIONS`, or None for anything else."""
+    if not argv or os.path.basename(argv[0]) not in ("invoke", "inv", "ripcord", "__main__.py"):
+        return None
+    words, found = argv[1:], {"host": None, "reason": "", "inventory": []}
+    while words and words[0] in _CORE:
+        words = words[2:]
+    if not words or words[0] != "halt":
+        return None
+    words = words[1:]
+    while words:
+        word = words.pop(0)
+        name, eq, value = word.partition("=")
+        if word in _FLAGS:
+            continue
+        if name not in _OPTIONS or (not eq and not words):
+            return None  # --check, --help, another task, an option we do not know
+        value = value if eq else words.pop(0)
+        key = _OPTIONS[name]
+        if key == "inventory":
+            found["inventory"].append(value)
+        elif key:
+            found[key] = value
+    return found if found["host"] else None
+
+
+def begin(host: str, reason: str = "", inventory: list[str] | None = None) -> None:
+    """Publish the signed halt for `host` if the controller holds the secret (once per process);
+    a secret file others can read sets REFUSED. Any other problem: today's path, silently."""
+    global PENDING, REFUSED
+    if PENDING is not None or REFUSED is not None:
+        return
+    try:
+        plan = _plan(host, reason, inventory)
+    except InputError as exc:
+        REFUSED = exc.message
+        return
+    except Exception:  # noqa: BLE001 - anything unexpected: the halt module does it all
+        return
+    if plan is None:
+        return
+    url, secret, body, targets = plan
+    PENDING = Publish(targets)
+    threading.Thread(target=_session, args=(PENDING, url, secret, body), daemon=True).start()
+    PENDING.out.wait(CONNECT_TIMEOUT_S + 0.5)  # nothing else competes for the CPU until it is out
+
+
+def refusal() -> str | None:
+    return REFUSED
+
+
+def taken(targets: list[str]) -> Publish | None:
+    """The fast publish, once, when it addressed exactly `targets` (the halt module's batch)."""
+    if PENDING is None or PENDING.used or PENDING.targets != sorted(targets):
+        return None
+    PENDING.used = True
+    PENDING.done.wait(ACK_TIMEOUT_S + CONNECT_TIMEOUT_S + 1.0)
+    return PENDING
+
+
+def _plan(host: str, reason: str, inventory: list[str] | None):
+    """(nats url, secret, signed body, targets), or None when this path does not apply."""
+    from ripcord.inventory import Inventory
+
+    if inventory:
+        loaded = Inventory.load(inventory)
+    else:
+        from ripcord.config import default_inventory
+
+        loaded = Inventory.load(default_inventory())
+    engines = set(loaded.group_hosts(PLAY_HOSTS))
+    targets = sorted(h for h in loaded.select(host) if h in engines)
+    if not targets:
+        return None
+    first = loaded.host_vars(targets[0])
+    secret = controller_secret(first)
+    url = first.get("nats_url")
+    if secret is None or not isinstance(url, str) or "{{" in url or _truthy(first.get("nats_tunnel")):
+        return None
+    from ripcord.journal import operator
+
+    fields = {"state": "HARD_HALT", "reason": reason or "operator halt", "operator": operator(),
+              "source": "ripcord", "targets": targets}
+    return url, secret, bus.encode(fields), targets
+
+
+def controller_secret(hostvars: dict) -> str | None:
+    """The signing secret the controller holds, per the inventory, or None (then the hosts have
+    it). InputError for a secret file that others than its owner can read."""
+    name = hostvars.get("titan_hmac_secret_env")
+    if isinstance(name, str) and "{{" not in name and os.environ.get(name):
+        return os.environ[name].strip()
+    path = hostvars.get("titan_hmac_secret_file")
+    if not isinstance(path, str) or not path or "{{" in path:
+        return None
+    path = os.path.expanduser(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None  # missing: the halt module says so, and reads the hosts' secret
+    with os.fdopen(fd) as file:
+        if os.fstat(file.fileno()).st_mode & 0o077:
+            raise InputError(f"{path}: titan_hmac_secret_file is readable by others than its owner; "
+                             f"refused (chmod 600 {path})")
+        value = file.readline().strip()
+    return value or None
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+# --- NATS, its text protocol over one socket -------------------------------------------------
+
+def _session(pending: Publish, url: str, secret: str, body: bytes) -> None:
+    try:
+        _publish_and_gather(pending, url, secret, body)
+    except (OSError, ValueError) as exc:
+        pending.error = f"cannot use NATS at {bus.public_url(url)}: {exc or type(exc).__name__}"
+    finally:
+        pending.out.set()
+        pending.done.set()
+
+
+def _publish_and_gather(pending: Publish, url: str, secret: str, body: bytes) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("nats", ""):
+        raise ValueError(f"scheme {parts.scheme!r} is not plain NATS")
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222),
+                                  timeout=CONNECT_TIMEOUT_S) as sock:
+        reader = sock.makefile("rb")
+        line = reader.readline()
+        if not line.startswith(b"INFO "):
+            raise ValueError("the server did not introduce itself as NATS")
+        info = json.loads(line[5:])
+        if info.get("tls_required") or (info.get("auth_required") and not parts.username):
+            raise ValueError("TLS or credentials the fast path does not speak")
+        connect = {"verbose": False, "pedantic": False, "headers": True, "no_responders": False,
+                   "protocol": 1, "lang": "python", "version": "ripcord-fasthalt",
+                   "name": "ripcord-halt"}
+        if parts.username and parts.password is not None:
+            connect.update(user=urllib.parse.unquote(parts.username),
+                           **{"pass": urllib.parse.unquote(parts.password)})
+        elif parts.username:
+            connect["auth_token"] = urllib.parse.unquote(parts.username)
+        inbox = f"_INBOX.ripcord{os.urandom(10).hex()}"
+        headers = bus.sign(bus.HALT_SUBJECT, body, secret)
+        block = ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                 + "\r\n").encode()
+        sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
+                     + f"SUB {inbox} 1\r\n".encode()
+                     + f"HPUB {bus.HALT_SUBJECT} {inbox} {len(block)} {len(block) + len(body)}\r\n".encode()
+                     + block + body + b"\r\nPING\r\n")
+        sent = time.monotonic()
+        _until_pong(reader, sock)
+        pending.published_at = time.time() - (time.monotonic() - sent)
+        pending.out.set()
+        _gather(pending, reader, sock, inbox, secret, sent)
+
+
+def _until_pong(reader, sock) -> None:
+    while True:
+        line = reader.readline()
+        if not line:
+            raise ValueError("the server closed the connection")
+        if line.startswith(b"-ERR"):
+            raise ValueError(line[4:].strip().decode(errors="replace").strip("'"))
+        if line.startswith(b"PING"):
+            sock.sendall(b"PONG\r\n")
+        if line.startswith(b"PONG"):
+            return
+
+
+@dataclass
+class _Msg:
+    data: bytes
+    headers: dict[str, str]
+
+
+def _gather(pending: Publish, reader, sock, inbox: str, secret: str, sent: float) -> None:
+    expect = set(pending.targets)
+    found = pending.answers
+    while expect - found.by_host.keys() and (left := sent + ACK_TIMEOUT_S - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            line = reader.readline()
+        except TimeoutError:
+            return
+        if not line:
+            return
+        words = line.split()
+        if words[:1] == [b"PING"]:
+            sock.sendall(b"PONG\r\n")
+            continue
+        if words[:1] not in ([b"MSG"], [b"HMSG"]):
+            continue
+        at = time.monotonic()
+        total = int(words[-1])
+        header_len = int(words[-2]) if words[0] == b"HMSG" else 0
+        payload = reader.read(total + 2)[:total]
+        msg = _Msg(payload[header_len:], _headers(payload[:header_len]))
+        host, why = bus.authentic(inbox, msg, secret, expect)
+        if why:
+            found.ignored.append((host, why))
+        else:
+            found.by_host.setdefault(host, (at - sent, json.loads(msg.data)))
+
+
+def _headers(block: bytes) -> dict[str, str]:
+    lines = block.decode(errors="replace").split("\r\n")[1:]  # past NATS/1.0
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines if ":" in line)}
+
+
+from_argv()  # loaded first by ripcord.tasks: a `halt` command line publishes now

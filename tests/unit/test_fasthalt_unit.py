@@ -1,0 +1,59 @@
+"""ripcord.fasthalt without a fleet: which command lines publish early, and the controller's
+secret as the inventory names it (an environment variable, or a file only its owner reads)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ripcord import fasthalt
+from ripcord.errors import InputError
+
+INVOKE = "/work/main/.venv/bin/invoke"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([INVOKE, "halt", "--host", "exec", "--reason", "drill"],
+     {"host": "exec", "reason": "drill", "inventory": []}),
+    (["/x/invoke/__main__.py", "--search-root", "/r", "halt", "-i", "a.yml", "--inventory=b.yml",
+      "-l", "exec-1", "--json", "--deadline", "2"],
+     {"host": "exec-1", "reason": "", "inventory": ["a.yml", "b.yml"]}),
+    (["/usr/bin/ripcord", "halt", "--host=prod"], {"host": "prod", "reason": "", "inventory": []}),
+])
+def test_a_plain_halt_command_line_is_understood(argv, expected):
+    assert fasthalt.parse_argv(argv) == expected
+
+
+@pytest.mark.parametrize("argv", [
+    [INVOKE, "halt", "--host", "exec", "--check"],  # the preflight publishes nothing
+    [INVOKE, "halt", "--host", "exec", "-C"],
+    [INVOKE, "halt", "--help"],
+    [INVOKE, "halt"],  # no host: the task says so
+    [INVOKE, "resume", "--host", "exec"],
+    [INVOKE, "halt", "--host", "exec", "resume"],  # a second task
+    [INVOKE, "-c", "other", "halt", "--host", "exec"],  # another collection
+    ["/usr/bin/pytest", "halt", "--host", "exec"],
+    [INVOKE, "halt", "--host"],
+])
+def test_anything_else_is_left_to_the_halt_module(argv):
+    assert fasthalt.parse_argv(argv) is None
+
+
+def test_the_secret_from_an_environment_variable_the_inventory_names(monkeypatch):
+    monkeypatch.setenv("HALT_UNIT_SECRET", "s3cret\n")
+    assert fasthalt.controller_secret({"titan_hmac_secret_env": "HALT_UNIT_SECRET"}) == "s3cret"
+    monkeypatch.delenv("HALT_UNIT_SECRET")
+    assert fasthalt.controller_secret({"titan_hmac_secret_env": "HALT_UNIT_SECRET"}) is None
+
+
+def test_a_secret_file_of_mode_600_is_read_and_one_others_can_read_is_refused(tmp_path):
+    path = tmp_path / "hmac"
+    path.write_text("s3cret\n")
+    path.chmod(0o600)
+    assert fasthalt.controller_secret({"titan_hmac_secret_file": str(path)}) == "s3cret"
+    for mode in (0o640, 0o604):
+        path.chmod(mode)
+        with pytest.raises(InputError, match="readable by others than its owner") as raised:
+            fasthalt.controller_secret({"titan_hmac_secret_file": str(path)})
+        assert "s3cret" not in str(raised.value)
+    assert fasthalt.controller_secret({"titan_hmac_secret_file": str(tmp_path / "none")}) is None
+    assert fasthalt.controller_secret({}) is None
