@@ -23,7 +23,7 @@ import testinfra.host
 
 # Markers: what a check is about (concern), which runbook procedures and scenarios it validates.
 CONCERNS = ("halt", "health", "supervisor", "ports", "resources", "logs", "database", "bus",
-            "exchange", "drift", "certificates", "clock", "backups", "security")
+            "exchange", "drift", "certificates", "clock", "backups", "security", "release")
 PROCEDURES = ("resume", "restart", "flatten", "isolate", "restore", "rotate", "rollback", "audit",
               "deploy", "reconcile")
 SCENARIOS = tuple(f"scenario{n:02d}" for n in range(1, 21))

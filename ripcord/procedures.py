@@ -26,9 +26,11 @@ from ripcord.paths import data_dir
 from ripcord.runner import Options
 
 PLAYBOOKS = data_dir("playbooks")  # the shipped ones: a procedure is never an operator's file
-NO_LOCKS = {"halt"}  # halting is the safe direction: it must not queue behind a stuck run
+NO_LOCKS = {"halt", "diagnostics"}  # halting is the safe direction: it must not queue behind a stuck
+# run; diagnostics only reads
 NEVER_GUARDED = {"halt"}  # nor wait for a second person
 PREFLIGHT = {"backup-db", "restore-db", "migrate-db"}  # ripcord.modules.backup.preflight
+RELEASE_PREFLIGHT = {"deploy", "rollback", "resume"}  # ripcord.modules.release.preflight
 STATE_PREFLIGHT = {"recover-state", "reconcile"}  # ripcord.modules.state.preflight
 PREFLIGHT_ROTATE = {"rotate"}  # ripcord.modules.rotate.preflight
 ANY = "*"  # a templated value: it may be anything at run time
@@ -36,13 +38,13 @@ ANY = "*"  # a templated value: it may be anything at run time
 # The argument that says what a task does, for modules that do several things.
 WHAT = {"titan_command": "command", "uri": "method", "file": "state", "service": "state",
         "services": "state", "exchange": "action", "nats": "subject", "backup": "action",
-        "migrate": "direction"}
+        "migrate": "direction", "release": "action"}
 READS = {"uri": {"GET", "HEAD", "OPTIONS"}, "exchange": {"open_orders", "positions",
          "dead_man_switch"}, "service": {None},
          "backup": {"create", "verify"}}  # a backup replaces nothing: restore-db's act is restore
 # Tasks that change nothing, or whose effect cannot be told from their arguments (command,
 # shell: list `play` to guard them); halt is the safe direction.
-NOT_ACTS = {"checks", "command", "shell", "halt", "wait_for", "stat", "fetch"}
+NOT_ACTS = {"checks", "command", "shell", "halt", "wait_for", "stat", "fetch", "diagnostics"}
 SAME_ACT = {"systemd": "service"}
 WHAT["reconcile"], READS["reconcile"] = "fix", {False}  # reconcile without --fix reads
 
@@ -71,6 +73,12 @@ def run_procedure(name: str, *, pattern: str, inventory_paths: list[str] | None,
 
         inventory = inventory or load_operator_inventory(inventory_paths)
         state.preflight(name, inventory, pattern, options.extra_vars)
+    if name in RELEASE_PREFLIGHT:  # a split fleet, a missing release: exit 2, nothing changed
+        from ripcord.inventory import load_operator_inventory
+        from ripcord.modules import release
+
+        inventory = inventory or load_operator_inventory(inventory_paths)
+        release.preflight(name, inventory, pattern, options.extra_vars)
     return run_playbook(str(PLAYBOOKS / f"{name}.yml"), pattern=pattern,
                         inventory_paths=inventory_paths, inventory=inventory, options=options,
                         yes=yes, console=console, reason=options.reason, approval=approval,

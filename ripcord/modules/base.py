@@ -163,7 +163,7 @@ LOCATIONS = {
     "service": "service", "services": "service", "restart": "service", "nats": "bus", "jetstream": "bus",
     "postgres": "data", "redis": "data", "halt": "killswitch",
     "titan_command": "trading", "exchange": "trading", "checks": "trading",
-    "backup": "backup", "migrate": "backup",
+    "backup": "backup", "migrate": "backup", "release": "release", "diagnostics": "diagnostics",
     "lineinfile": "lineinfile", "pause": "ansiblecompat", "ping": "ansiblecompat",
     "systemd": "ansiblecompat", "service_facts": "ansiblecompat", "setup": "facts", "meta": "ansiblecompat",
     "reconcile": "state",

@@ -12,6 +12,7 @@ checkout (tasks.py) and the installed `ripcord` command (ripcord.program) run:
     approve                                        the two-person rule         (tasks/approvals.py)
     config                                         the configuration in force  (tasks/configuration.py)
     doc [MODULE]                                   the modules' documentation  (tasks/doc.py)
+    deploy | rollback | diagnostics                releases, evidence          (tasks/releases.py)
     journal.show | journal.verify                  the record of every run     (tasks/journal.py)
     incident.open | .assign | .note | .update |
     .show | .close | .postmortem                   incidents, from the journal (tasks/incident.py)
@@ -33,6 +34,7 @@ from ripcord.tasks import (
     journal,
     playbooks,
     procedures,
+    releases,
     sandbox,
     scenarios,
     secrets,
@@ -47,7 +49,7 @@ def _namespace() -> Collection:
     ns.add_collection(scenarios.collection)
     ns.add_task(scenarios.triage)
 
-    for area in (playbooks, procedures, approvals, configuration, doc, secrets):
+    for area in (playbooks, procedures, releases, approvals, configuration, doc, secrets):
         for name, task in area.collection.tasks.items():
             ns.add_task(task, name=name)
     from ripcord.tasks.audit import audit  # the nightly audit (tasks/audit.py)

@@ -77,6 +77,14 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def _release() -> str:
+    version_file = Path(__file__).resolve().parent / "VERSION"
+    return version_file.read_text().strip() if version_file.exists() else "unknown"
+
+
+RELEASE = _release()  # at import, i.e. at start
+
+
 class Config:
     """The service's configuration: titan_home/.env plus a few process environment values.
 
@@ -139,8 +147,9 @@ class Config:
 
     @property
     def version(self) -> str:
-        version_file = Path(__file__).resolve().parent / "VERSION"
-        return version_file.read_text().strip() if version_file.exists() else "unknown"
+        """The release this process runs: read once, from the release directory it started from
+        (titan_home/current resolved at start), so a switched link shows until a restart."""
+        return RELEASE
 
     def fault(self, name: str) -> bool:
         """Sandbox fault injection: titan_home/state/faults/<name> exists."""
