@@ -57,6 +57,12 @@ def explain(ctx: TaskContext, host: str, port: int, error: str) -> str:
     return state_and_fix(ctx, name, error) or error
 
 
+def down(ctx: TaskContext, host: str, port: int) -> str | None:
+    """The service of ctx.host at host:port is not running: which, its state, and the fix."""
+    name = service_at(ctx, host, port)
+    return state_and_fix(ctx, name) if name else None
+
+
 def state_and_fix(ctx: TaskContext, name: str, error: str = "") -> str | None:
     """`NAME on HOST is not running (MANAGER: STATE[; error]); start it: COMMAND`, asking the
     host's service manager; None when it cannot be asked or (without `error`) the service runs."""

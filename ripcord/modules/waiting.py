@@ -131,9 +131,11 @@ class WaitFor(Module):
             if holds:
                 return Result(msg=f"waited {elapsed:.2f}s for {awaited}", data=data)
             if time.monotonic() >= deadline:
+                down = servicehint.down(ctx, *data["refused"]) if data.get("refused") else None
                 return Result(failed=True, data={**data, "last_seen": seen},
                               msg=args.get("msg") or f"timed out after {timeout:g}s waiting for "
-                                                     f"{awaited}; last seen: {seen}")
+                                                     f"{awaited}; last seen: {seen}"
+                                                     + (f"; {down}" if down else ""))
             time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
 
     def condition(self, ctx: TaskContext, args: dict) -> tuple[str, Probe]:
@@ -144,7 +146,8 @@ class WaitFor(Module):
 
             def port_probe(timeout: float):
                 is_open, seen = port_open(ctx, host, port, timeout)
-                return is_open == up, seen, {"host": host, "port": port, "state": seen.split()[0]}
+                data = {"host": host, "port": port, "state": seen.split()[0]}
+                return is_open == up, seen, data if is_open else {**data, "refused": [host, port]}
             return f"{host}:{port} to be {'open' if up else 'closed'} (from {ctx.host})", port_probe
         if args.get("url") is not None:
             return self.url_condition(ctx, args)
@@ -174,6 +177,8 @@ class WaitFor(Module):
                 answer = request(ctx, url, timeout=timeout)
             except ForwardingDenied:
                 raise
+            except Refused as exc:
+                return False, f"no answer ({exc})", {"url": url, "refused": [exc.host, exc.port]}
             except ChannelError as exc:
                 return False, f"no answer ({exc})", {"url": url}
             data = {"url": url, **answer.data()}

@@ -119,3 +119,12 @@ def test_a_refused_nats_names_the_host_that_runs_it_and_the_command(monkeypatch)
         "there, start it: ripcord restart --host db-1 --service nats")
     slow = "cannot connect to NATS at nats://10.0.0.5:4222: no answer within 1s"
     assert servicehint.nats_hint(ctx, slow) == slow  # not refused: a network matter, no restart
+
+
+def test_wait_for_timing_out_on_a_stopped_service_names_it(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["/repo/.venv/bin/invoke", "play"])
+    ctx = context({"titan-execution": "STOPPED"})
+    assert servicehint.down(ctx, "127.0.0.1", 24041) == (
+        "titan-execution on exec-1 is not running (supervisor: STOPPED); start it: "
+        "invoke restart --host exec-1 --service titan-execution")
+    assert servicehint.down(ctx, "127.0.0.1", 9999) is None
