@@ -84,8 +84,8 @@ class Diagnostics(Module):
 def collect(ctx: TaskContext, lines: int) -> tuple[dict[str, str], str, set[str]]:
     """One host's files (name -> text, unredacted), its summary line, and its secret values."""
     home, linked = str(ctx.vars.get("titan_home") or ""), ""
-    secrets = host_secrets(ctx)
     files: dict[str, str] = {}
+    secrets = host_secrets(ctx, files)
 
     def shell(name: str, command: str) -> str:
         out = ctx.run(command, timeout=30)
@@ -127,9 +127,10 @@ def collect(ctx: TaskContext, lines: int) -> tuple[dict[str, str], str, set[str]
     return files, line, secrets
 
 
-def host_secrets(ctx: TaskContext) -> set[str]:
+def host_secrets(ctx: TaskContext, files: dict[str, str]) -> set[str]:
     """Every secret value this host gives the run: .env values of secret-looking keys, and
-    inventory variables with secret-looking names; each registered for the run's redaction."""
+    inventory variables with secret-looking names; each registered for the run's redaction. The
+    .env itself goes in as env.txt (its secret values redacted with the rest)."""
     found = {str(v) for k, v in ctx.vars.items()
              if SECRET_NAME.search(k) and isinstance(v, (str, int)) and not isinstance(v, bool) and str(v)}
     env_file = ctx.vars.get("env_file")
@@ -137,6 +138,7 @@ def host_secrets(ctx: TaskContext) -> set[str]:
         out = ctx.run(f"cat -- {shlex.quote(str(env_file))}", timeout=15)
         if out.rc == 0:
             found |= {v for k, v in dotenv.parse(out.stdout).items() if SECRET_NAME.search(k) and v}
+            files["env.txt"] = out.stdout
     if ctx.secrets is not None:
         for value in found:
             ctx.secrets.add(value)

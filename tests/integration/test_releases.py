@@ -174,9 +174,18 @@ def test_the_fleet_goes_back_to_its_original_release_and_trades(access, ripcord,
 # --- diagnostics ------------------------------------------------------------------------------
 
 def test_a_diagnostics_bundle_holds_what_it_claims_and_no_secret(access, ripcord, tmp_path):
-    state = tmp_path / "state"
-    result = ripcord("diagnostics", "--host", "sandbox", "--lines", "50",
-                     extra_env={"RIPCORD_STATE_DIR": str(state)})
+    secrets = {v for h in access.plan.hosts for k, v in access.env(h.name).items()
+               if SECRET_KEY.search(k) and v}
+    assert len(secrets) >= 4  # the hmac secret, the db password, each host's exchange key
+    state, planted = tmp_path / "state", '"$TITAN_HOME/logs/pytest-planted.log"'
+    # a service that logged its secrets: the bundle takes the log, never the values
+    subprocess.run([*access.ssh_argv("exec-1"), f"cat > {planted}"], input="\n".join(secrets) + "\n",
+                   text=True, check=True, timeout=30)
+    try:
+        result = ripcord("diagnostics", "--host", "sandbox", "--lines", "50",
+                         extra_env={"RIPCORD_STATE_DIR": str(state)})
+    finally:
+        access.ssh("exec-1", f"rm -f {planted}")
     assert result.returncode == 0, result.stdout + result.stderr
     path = Path(re.search(r"bundle: (\S+\.tar\.gz)", result.stdout)[1])
     assert path.parent == state / "diagnostics" and oct(path.stat().st_mode & 0o777) == "0o600"
@@ -195,10 +204,9 @@ def test_a_diagnostics_bundle_holds_what_it_claims_and_no_secret(access, ripcord
     assert "PostgreSQL" in database and '"usename": "titan"' in database, database
     assert json.loads(members["db-1/nats-jsz.json"])["streams"] >= 1
     assert all(f"{h.name}:" in members["summary.txt"].decode() for h in access.plan.hosts)
-    secrets = {v for h in access.plan.hosts for k, v in access.env(h.name).items()
-               if SECRET_KEY.search(k) and v}
-    assert len(secrets) >= 4  # the hmac secret, the db password, each host's exchange key
     for secret in secrets:
         assert secret not in result.stdout + result.stderr
         leaked = [name for name, data in members.items() if secret.encode() in data]
         assert not leaked, f"a secret of the fleet is in {leaked}"
+    assert b"TITAN_DB_PASSWORD=********" in members["exec-1/env.txt"]
+    assert b"********" in members["exec-1/logs/pytest-planted.log"]
