@@ -21,7 +21,16 @@ from ripcord.tasks.options import INVENTORY_HELP, task
 
 COMMON = {"inventory": INVENTORY_HELP + " (its secrets are redacted from the text)",
           "extra-vars": "-e key=value: values with secret names are redacted from the text too",
-          "debug": "show tracebacks"}
+          "json": "one JSON object on stdout", "debug": "show tracebacks"}
+
+
+def _emit(task_name, meta, **more):
+    """The --json object: the incident as it now is and the journal's head it keeps."""
+    from ripcord import incident
+
+    heads = incident.heads(meta["id"])
+    emit_json({"ok": True, "task": task_name, "incident": meta,
+               "journal_head": {k: heads[-1][k] for k in ("seq", "hash")} if heads else None, **more})
 
 
 def _known(inventory, extra_vars):
@@ -45,7 +54,7 @@ def _remember(known):
             "title": "what is happening, in a line",
             "started": "when the problem began (for MTTD): an ISO time (UTC), epoch seconds or an "
                        "age (10m); default: now", **COMMON})
-def open_(c, sev=None, title=None, started=None, inventory=None, extra_vars=None, debug=False):
+def open_(c, sev=None, title=None, started=None, inventory=None, extra_vars=None, json_=False, debug=False):
     """Open an incident: its id, response time, escalation path and first-response checklist."""
     from ripcord import incident
     from ripcord.tasks.journal import _since
@@ -74,13 +83,15 @@ def open_(c, sev=None, title=None, started=None, inventory=None, extra_vars=None
         for item in level["checklist"]:
             out.print(inert(f"  [ ] {item}"), highlight=False, soft_wrap=True)
         out.print("every ripcord run on this controller is now journaled as part of it")
+        if json_:
+            _emit("incident.open", meta, checklist=level["checklist"])
 
-    run_task(body, debug=debug)
+    run_task(body, json_mode=json_, debug=debug)
 
 
 @task(iterable=["inventory", "extra_vars"],
       help={"role": "ic | tech | ops | comms", "who": "the person's name", **COMMON})
-def assign(c, role=None, who=None, inventory=None, extra_vars=None, debug=False):
+def assign(c, role=None, who=None, inventory=None, extra_vars=None, json_=False, debug=False):
     """Assign one of the runbooks' response roles in the open incident."""
     from ripcord import incident
 
@@ -91,6 +102,8 @@ def assign(c, role=None, who=None, inventory=None, extra_vars=None, debug=False)
         name = known.redact(incident.check_text("--who", who or ""))
         contacts = incident.assign(role, name)
         _remember(known)
+        if json_:
+            _emit("incident.assign", incident.load(), role=role, who=name, contacts=contacts)
         out.print(inert(f"{incident.ROLES[role]}: {name}"), highlight=False)
         for kind in ("primary", "backup"):
             if isinstance(contacts.get(kind), dict):
@@ -98,11 +111,11 @@ def assign(c, role=None, who=None, inventory=None, extra_vars=None, debug=False)
                 out.print(inert(f"  {kind}: {entry.get('who', '')} {entry.get('phone', '')}"),
                           highlight=False)
 
-    run_task(body, debug=debug)
+    run_task(body, json_mode=json_, debug=debug)
 
 
 @task(iterable=["inventory", "extra_vars"], help={"text": "the note", **COMMON})
-def note(c, text, inventory=None, extra_vars=None, debug=False):
+def note(c, text, inventory=None, extra_vars=None, json_=False, debug=False):
     """Add a note to the open incident's timeline (secrets redacted)."""
     from ripcord import incident
 
@@ -110,16 +123,19 @@ def note(c, text, inventory=None, extra_vars=None, debug=False):
         known = _known(inventory, extra_vars)
         record = incident.note(known.redact(incident.check_text("the note", text)))
         _remember(known)
+        if json_:
+            _emit("incident.note", incident.load(), record=record)
         out.print(inert(f"noted (journal record {record['seq']}): {record['text']}"), highlight=False)
 
-    run_task(body, debug=debug)
+    run_task(body, json_mode=json_, debug=debug)
 
 
 @task(iterable=["inventory", "extra_vars"],
       help={"status": "investigating | identified | monitoring | resolved",
             "message": "what to tell people (both updates)",
             "eta": "estimated resolution (default: Unknown)", **COMMON})
-def update(c, status=None, message="", eta="Unknown", inventory=None, extra_vars=None, debug=False):
+def update(c, status=None, message="", eta="Unknown", inventory=None, extra_vars=None, json_=False,
+           debug=False):
     """Post a status update: journaled; the runbooks' internal and external updates written,
     ready to paste."""
     from ripcord import incident, postmortem
@@ -130,11 +146,14 @@ def update(c, status=None, message="", eta="Unknown", inventory=None, extra_vars
         known = _known(inventory, extra_vars)
         meta, record = incident.update(status, known.redact(message or ""))
         _remember(known)
-        for path in postmortem.write_update(meta, record, known.redact(eta or "Unknown")):
+        written = postmortem.write_update(meta, record, known.redact(eta or "Unknown"))
+        if json_:
+            _emit("incident.update", meta, record=record, files=[str(p) for p in written])
+        for path in written:
             out.rule(inert(str(path)), style="dim")
             out.print(inert(path.read_text(encoding="utf-8")), highlight=False)
 
-    run_task(body, debug=debug)
+    run_task(body, json_mode=json_, debug=debug)
 
 
 @task(help={"id": "which incident (default: the open one, else the last opened)",
@@ -148,9 +167,7 @@ def show(c, id_=None, json_=False, debug=False):
         records = incident.records(meta["id"])
         heads = incident.heads(meta["id"])
         if json_:
-            emit_json({"ok": True, "task": "incident.show", "incident": meta,
-                       "open": incident.open_id() == meta["id"], "records": records,
-                       "head": heads[-1] if heads else None})
+            _emit("incident.show", meta, open=incident.open_id() == meta["id"], records=records)
             return
         spec = incident.escalation()["severities"][meta["sev"]]
         state = "closed " + postmortem.when(meta["closed"]) if meta.get("closed") else "OPEN"
@@ -174,24 +191,26 @@ def show(c, id_=None, json_=False, debug=False):
     run_task(body, json_mode=json_, debug=debug)
 
 
-@task(help={"debug": "show tracebacks"})
-def close(c, debug=False):
+@task(help={"json": "one JSON object on stdout", "debug": "show tracebacks"})
+def close(c, json_=False, debug=False):
     """Close the open incident: runs are no longer attached to it."""
     from ripcord import incident
 
     def body(out):
         meta = incident.close()
+        if json_:
+            _emit("incident.close", meta)
         out.print(f"closed {meta['id']}; write the post-mortem: invoke incident.postmortem")
 
-    run_task(body, debug=debug)
+    run_task(body, json_mode=json_, debug=debug)
 
 
 @task(iterable=["inventory"],
       help={"id": "which incident (default: the open one, else the last opened)",
             "dir": "where post-mortems go (default: docs/incidents in the current directory)",
             "inventory": INVENTORY_HELP + " (the services of the hosts acted on)",
-            "debug": "show tracebacks"})
-def postmortem(c, id_=None, dir_="docs/incidents", inventory=None, debug=False):
+            "json": "one JSON object on stdout", "debug": "show tracebacks"})
+def postmortem(c, id_=None, dir_="docs/incidents", inventory=None, json_=False, debug=False):
     """Write the post-mortem from the journal: timeline, MTTD/MTTA/MTTM/MTTR, hosts and services,
     and the sections people fill in. Never overwrites one that has been edited."""
     from ripcord import incident
@@ -205,9 +224,11 @@ def postmortem(c, id_=None, dir_="docs/incidents", inventory=None, debug=False):
         services = {h: list(inv.host_vars(h).get("services") or []) for h in sorted(acted)
                     if h in inv.select("all")}
         path = pm.write_postmortem(meta, Path(dir_), services)
+        if json_:
+            _emit("incident.postmortem", meta, path=str(path))
         out.print(f"wrote {path}: fill in the summary, root cause, 5 whys, lessons and action items")
 
-    run_task(body, debug=debug)
+    run_task(body, json_mode=json_, debug=debug)
 
 
 collection = Collection("incident", open_, assign, note, update, show, close, postmortem)

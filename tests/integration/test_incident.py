@@ -53,10 +53,10 @@ def test_a_whole_incident_is_written_from_the_journal(ripcord, access, secret, t
     db_password = access.env("db-1")["TITAN_DB_PASSWORD"]
     started = time.time() - 90
     opened = run("incident.open", "--sev", "1", "--title", f"engines stuck {secret}",
-                 "--started", str(started))
-    incident = re.search(r"opened (inc-\S+):", opened.stdout).group(1)
-    assert "Acknowledge the incident" in opened.stdout and "< 5 minutes" in opened.stdout
-    assert re.search(r"\(by \d\d:\d\d:\d\d UTC\)", opened.stdout), opened.stdout
+                 "--started", str(started), "--json")
+    incident = json.loads(opened.stdout)["incident"]["id"]
+    assert "Acknowledge the incident" in opened.stderr and "< 5 minutes" in opened.stderr  # for people
+    assert re.search(r"\(by \d\d:\d\d:\d\d UTC\)", opened.stderr), opened.stderr
     try:
         run("halt", "--host", "sandbox", "--reason", "incident drill")
         for host in ENGINES:
@@ -74,7 +74,7 @@ def test_a_whole_incident_is_written_from_the_journal(ripcord, access, secret, t
         run("incident.update", "--status", "monitoring", "--message", f"resumed; watching {given}")
         run("incident.update", "--status", "resolved")
         run("incident.close")
-        run("incident.postmortem", "--dir", str(tmp_path / "docs"))
+        written = json.loads(run("incident.postmortem", "--dir", str(tmp_path / "docs"), "--json").stdout)
     finally:
         ripcord("incident.close", extra_env=env, own_inventory=False)
         if any(access.health(h, "titan-execution")["halted"] for h in ENGINES):
@@ -92,6 +92,7 @@ def test_a_whole_incident_is_written_from_the_journal(ripcord, access, secret, t
     assert mine[6]["text"] == "db password ******** rotated? ********"  # -e given to an earlier step
 
     (postmortem,) = (tmp_path / "docs").glob("*-engines-stuck.md")
+    assert written["path"] == str(postmortem) and written["journal_head"]["seq"] == mine[-1]["seq"]
     text = postmortem.read_text()
     rows = _timeline(text)
     assert [(int(r[0]), r[1], r[2]) for r in rows] == \
