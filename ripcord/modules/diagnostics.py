@@ -40,7 +40,16 @@ FROM pg_stat_activity WHERE datname = current_database() ORDER BY query_start"""
 
 @register
 class Diagnostics(Module):
-    """Collect every selected host's evidence into one redacted tar.gz; its path in `path`."""
+    """Collect every selected host's evidence into one redacted tar.gz; its path in `path`.
+
+    Changed: never (read-only on the hosts; the bundle is written on the controller).
+    Check mode: collects nothing; says it would.
+    Example:
+        - name: the evidence, before anything is restarted
+          diagnostics:
+            lines: 500
+          register: bundle
+    """
 
     name = "diagnostics"
     fleet = True

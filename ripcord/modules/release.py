@@ -110,7 +110,17 @@ def split(states: dict[str, dict], roles: dict[str, str]) -> list[str]:
 
 @register
 class Release(Module):
-    """Deploy a release, or roll back to the last known good, host by host; never left split."""
+    """Deploy a release, or roll back to the last known good, host by host; never left split.
+
+    Changed: on every host whose `current` link was switched (a failure rolls back the hosts
+    switched before it, and says so).
+    Check mode: changes nothing; says per host what it would switch and restart, in order.
+    Example:
+        - name: the new release, host by host
+          release:
+            action: deploy
+            version: "1.4.3"
+    """
 
     name = "release"
     fleet = True
