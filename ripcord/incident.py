@@ -309,11 +309,12 @@ def require_open() -> dict[str, Any]:
 
 
 def assign(role: str, who: str) -> dict[str, Any]:
-    meta = require_open()
     contacts = escalation()["roles"][role]
-    journal(meta, "assign", role=role, title=ROLES[role], who=who)
-    meta["roles"][role] = who
-    save(meta)
+    with _locked():  # incident.json: one change at a time
+        meta = require_open()
+        journal(meta, "assign", role=role, title=ROLES[role], who=who)
+        meta["roles"][role] = who
+        save(meta)
     return contacts
 
 
@@ -324,10 +325,11 @@ def note(text: str) -> dict[str, Any]:
 
 def update(status: str, message: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Journal a status change; the record and the metadata (its files written by the caller)."""
-    meta = require_open()
-    record = journal(meta, "update", status=status, message=message)
-    meta["status"] = status
-    save(meta)
+    with _locked():
+        meta = require_open()
+        record = journal(meta, "update", status=status, message=message)
+        meta["status"] = status
+        save(meta)
     return meta, record
 
 
