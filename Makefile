@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INVOKE := $(VENV)/bin/invoke
 PYTHON ?= python3
 
-.PHONY: demo test bench lint deps system-deps
+.PHONY: demo test bench bench-quick lint deps system-deps
 
 demo: deps
 	$(INVOKE) sandbox.up
@@ -17,9 +17,14 @@ test: deps
 	$(VENV)/bin/ruff check ripcord sandbox tests bench tasks.py checks
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
+# Each regenerates docs/performance.md's measured section from what it measured (bench/report.py).
 bench: deps
-	$(PY) bench/run.py
+	$(PY) bench/run.py --hosts 10 50
 	$(PY) bench/halt.py
+
+# The 10-host jobs alone (touch + read against plain Fabric, pyinfra, Ansible; invoke verify).
+bench-quick: deps
+	$(PY) bench/run.py --hosts 10
 
 lint: deps
 	$(VENV)/bin/ruff check ripcord sandbox tests bench tasks.py checks
