@@ -154,7 +154,6 @@ def _journal(record: dict[str, Any], secrets: set[str] | None = None,
     try:
         journal = Journal()
         return journal.append(record, secrets), journal.head
-
     except (OSError, ValueError, RipcordError) as exc:
         print_error(RipcordError(f"the run could not be journaled: {exc}",
                                  hint="check RIPCORD_JOURNAL / the state directory"))

@@ -26,7 +26,7 @@ from ripcord.unsafe import mark as _mark_unsafe
 VARS_EXTENSIONS = (".yml", ".yaml", ".json")
 SECTIONS = ("hosts", "vars", "children")
 # Files a directory source skips besides non-YAML ones (they live beside the inventories).
-SKIPPED_FILES = re.compile(r"(^\.|\.example\.ya?ml$|^topology\.ya?ml$)")
+SKIPPED_FILES = re.compile(r"(^\.|\.example\.ya?ml$|^(topology|escalation)\.ya?ml$)")
 # What no host name (nor host pattern) holds: a name is also a directory of fetch's dest and a
 # line of the output, so '/', line breaks and other control characters are refused outright.
 UNSAFE_NAME = re.compile(r"[\s/\x00-\x1f\x7f]")
@@ -446,8 +446,8 @@ def expand_sources(sources: Iterable[str | os.PathLike]) -> list[tuple[str, list
     """Each source with the inventory files it stands for.
 
     A directory means every ``.yml``/``.yaml`` file in it, in name order, except hidden files,
-    ``*.example.yml``/``*.example.yaml`` and ``topology.yml`` (``group_vars/`` and ``host_vars/``
-    are directories, so never files of it); a file means itself.
+    ``*.example.yml``/``*.example.yaml``, ``topology.yml`` and ``escalation.yml`` (``group_vars/``
+    and ``host_vars/`` are directories, so never files of it); a file means itself.
     """
     out = []
     for source in sources:

@@ -205,3 +205,13 @@ def test_a_secret_a_run_was_given_is_redacted_from_the_incidents_later_notes(sta
     assert _records(state)[-1]["text"] == "someone pasted ********"
     for path in (p for p in state.rglob("*") if p.is_file()):
         assert given.encode() not in path.read_bytes(), path
+
+
+def test_escalation_yml_is_no_inventory_source(tmp_path):
+    """An inventory directory (inventory/ is the default) reads every .yml in it but escalation.yml."""
+    from ripcord.inventory_sources import expand_sources
+
+    for name in ("escalation.yml", "hosts.yml"):
+        (tmp_path / name).write_text((REPO / "inventory" / "escalation.yml").read_text()
+                                     if name == "escalation.yml" else "all: {}\n")
+    assert expand_sources([tmp_path]) == [(str(tmp_path), [str(tmp_path / "hosts.yml")])]
