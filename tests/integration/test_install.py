@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 # What the build reads; copied so that building leaves no build/ or egg-info in the checkout.
 SOURCES = ["pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "ripcord", "playbooks", "checks",
            "templates", "migrations", "inventory/topology.yml", "inventory/prod.example.yml",
+           "inventory/escalation.yml",
            "sandbox/titan"]
 # Every task the checkout's tasks.py had before ripcord/tasks/ existed: none may go missing.
 TASKS = {"sandbox.up", "sandbox.down", "sandbox.status", "play", "inventory", "verify", "drill",
@@ -88,7 +89,8 @@ def test_the_wheel_carries_all_of_ripcord_and_its_data(built):
     for directory in ("playbooks", "checks", "migrations"):
         wanted |= {f"ripcord/{directory}/{p.name}" for p in (REPO / directory).iterdir()
                    if p.suffix in (".yml", ".py", ".sql")}
-    wanted |= {"ripcord/templates/README.md", "ripcord/inventory_data/topology.yml"}
+    wanted |= {"ripcord/templates/README.md", "ripcord/inventory_data/topology.yml",
+               "ripcord/inventory_data/escalation.yml", "ripcord/templates/postmortem.md.j2"}
     # the sandbox's stand-in Titan services, schema and seed: `ripcord sandbox.up` deploys them
     wanted |= {f"ripcord/standins/{p.name}" for p in (REPO / "sandbox" / "titan").iterdir()
                if p.suffix in (".py", ".sql") or p.name == "VERSION"}
