@@ -144,9 +144,17 @@ class Release(Module):
 
         topology = load_cached(find_topology(args.get("topology_file")))
         with ThreadPoolExecutor(max_workers=len(contexts) or 1) as pool:
-            states = dict(zip(contexts, pool.map(lambda h: read_host(contexts[h]), contexts),
-                              strict=True))
+            read = dict(zip(contexts, pool.map(lambda h: _guarded(contexts[h]), contexts), strict=True))
+        states = {h: state for h, (state, _) in read.items() if state is not None}
+        # asked again here, right before anything changes (and for `invoke play` of the
+        # playbooks, which has no preflight): every host read, every engine halted, not split
+        refused = [f"{h}: {why}" for h, (_, why) in sorted(read.items()) if why]
+        if args["action"] == "deploy":
+            refused += [f"split release: {p}" for p in
+                        split(states, {h: role_of(contexts[h].vars) for h in states})]
         try:
+            if refused:
+                raise InputError("; ".join(refused) + ": nothing was changed")
             version = self._version(args, states)
         except InputError as exc:
             return {h: Result(failed=True, msg=str(exc)) for h in contexts}
@@ -219,6 +227,20 @@ class Release(Module):
                 msg = f"not switched: {host} failed first"
             results[name] = Result(failed=True, changed=name == host or name in undone, msg=msg)
         return results
+
+
+def _guarded(ctx: TaskContext) -> tuple[dict | None, str | None]:
+    """(the host's state, why nothing may change), read at once: an engine that may be trading,
+    or a host that cannot be read, refuses the run."""
+    from ripcord.modules.service import may_trade
+
+    try:
+        state = read_host(ctx)
+    except RipcordError as exc:
+        return None, f"cannot be read ({exc})"
+    engine = ENGINE in (ctx.vars.get("services") or [])
+    why = may_trade(ctx, ENGINE) if engine else None
+    return state, f"{why}; halt first (invoke halt)" if why else None
 
 
 def _rank(topology, services: list[str]) -> int:
@@ -296,7 +318,6 @@ def _write_lkg(ctx: TaskContext, version: str, stamp: str) -> str | None:
 def preflight(procedure: str, inventory, pattern: str, extra_vars: dict) -> None:
     """deploy, rollback, resume: what must hold before they run, else InputError (exit 2, one
     line, nothing changed). Every selected host is read at once over ripcord's connections."""
-    from ripcord.modules.service import may_trade
     from ripcord.templating import Secrets, Templar, resolve_vars
     from ripcord.verify import connect
 
@@ -311,12 +332,12 @@ def preflight(procedure: str, inventory, pattern: str, extra_vars: dict) -> None
                     for h, c in connections.items()}
 
         def read(host: str) -> tuple[dict | None, str | None]:
+            if procedure != "resume":
+                return _guarded(contexts[host])
             try:
-                state = read_host(contexts[host])
+                return read_host(contexts[host]), None
             except RipcordError as exc:
-                return None, str(exc)
-            engine = ENGINE in (hostvars[host].get("services") or []) and procedure != "resume"
-            return state, (may_trade(contexts[host], ENGINE) if engine else None)
+                return None, f"cannot be read ({exc})"
 
         with ThreadPoolExecutor(max_workers=len(contexts) or 1) as pool:
             answers = dict(zip(contexts, pool.map(read, contexts), strict=True))
@@ -324,9 +345,7 @@ def preflight(procedure: str, inventory, pattern: str, extra_vars: dict) -> None
         for conn in connections.values():
             conn.close()
     states = {h: s for h, (s, _) in answers.items() if s is not None}
-    problems += [f"{h}: {why}" for h, (s, why) in sorted(answers.items()) if s is None]
-    problems += [f"{h}: {why}; halt first (invoke halt)" for h, (s, why) in sorted(answers.items())
-                 if s is not None and why]
+    problems += [f"{h}: {why}" for h, (_, why) in sorted(answers.items()) if why]
     if version:
         absent = sorted(h for h, s in states.items() if version not in s["releases"])
         if absent:
