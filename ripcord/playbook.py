@@ -19,10 +19,11 @@ import yaml
 
 from ripcord import validate, yamlbounds
 from ripcord.errors import InputError
+from ripcord.playcheck import PlayRefs, Use, check_play, check_refs
 from ripcord.plays import FACT_NAMES, MAGIC_VARS, Play, Playbook, Task, VerifySpec
 from ripcord.taskreader import FAILED, Scope, TaskReader
 from ripcord.templating import Templar
-from ripcord.validate import PlayRefs, Problem, Use, is_template, shown
+from ripcord.validate import Problem, is_template, shown
 from ripcord.yamllines import Map, load_yaml, plain, strings, with_lines, yaml_problem
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def load_task_file(path: str, *, by: tuple[str, int], known: Iterable[str],
         if content is not FAILED:
             tasks = reader._tasks(content, getattr(content, "line", 1), "an included task file",
                                   Scope(path, refs, via=where))
-    reader.problems += validate.check_refs(refs, set(known) | refs.defines)
+    reader.problems += check_refs(refs, set(known) | refs.defines)
     if reader.problems:
         raise PlaybookError(reader.problems, f"included from {where}: its tasks did not run")
     return tasks
@@ -229,7 +230,7 @@ class _Reader(TaskReader):
             return [] if content is FAILED else self._plays(content, path, inner)
 
     def _play(self, data: Map, file: str, inherited: _FromInclude) -> Play:
-        """One play, read whole, then checked whole (see validate.check_play)."""
+        """One play, read whole, then checked whole (see playcheck.check_play)."""
         self._closed_keys(data, validate.PLAY_KEYS, "play", file)
         found = self._convert(data, validate.PLAY_SHAPES, file)
         if "user" in found:  # remote_user's old spelling
@@ -262,7 +263,7 @@ class _Reader(TaskReader):
             pre_tasks=sections["pre_tasks"], post_tasks=sections["post_tasks"],
             gather_facts=found.get("gather_facts", False), remote_user=found.get("remote_user"),
             handlers=handlers, verify=self._verify(data, file))
-        self.problems += validate.check_play(play, refs, known=self.known, inventory=self.inventory)
+        self.problems += check_play(play, refs, known=self.known, inventory=self.inventory)
         return play
 
     def _vars_files(self, data: Map, file: str) -> dict[str, Any]:

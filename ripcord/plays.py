@@ -1,12 +1,13 @@
 """A playbook's typed objects: plays, tasks (and blocks), verify selectors.
 
 Plain data, below both the reader that builds them (playbook.py) and the validator that checks
-what they hold (validate.py), so neither imports the other for its types.
+what they hold (validate.py), so neither imports the other for its types; and how a block's or
+an include's keywords reach the tasks inside it (inherit).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # Variables the runner provides on every host, as Ansible does.
@@ -113,3 +114,39 @@ class Play:
 class Playbook:
     path: str
     plays: list[Play]
+
+
+def inherit(block: Task, included: list[Task] | None = None) -> Any:
+    """Block keywords (when, tags, vars, ...) apply to the tasks inside it. With included: those
+    tasks of an include_tasks, which take all of its keywords but `when` (checked once)."""
+    def child(task: Task) -> Task:
+        when = task.when if included is not None else [*block.when, *task.when]
+        return replace(task, when=when, tags=block.tags | task.tags,
+                       vars={**block.vars, **task.vars},
+                       ignore_errors=task.ignore_errors or block.ignore_errors,
+                       timeout=task.timeout or block.timeout,
+                       delegate_to=task.delegate_to or block.delegate_to,
+                       run_once=task.run_once or block.run_once,
+                       no_log=task.no_log if task.no_log is not None else block.no_log,
+                       check_mode=task.check_mode if task.check_mode is not None else block.check_mode,
+                       **{key: getattr(task, key) if getattr(task, key) is not None
+                          else getattr(block, key) for key in ("become", "become_user", "become_method",
+                                                               "remote_user")},
+                       environment={**block.environment, **task.environment}
+                       if isinstance(block.environment, dict) and isinstance(task.environment, dict)
+                       else task.environment or block.environment)
+
+    if included is not None:
+        return [child(t) for t in included]
+    return replace(block, block=[child(t) for t in block.block or []],
+                   rescue=[child(t) for t in block.rescue], always=[child(t) for t in block.always])
+
+
+def every_task(playbook: Playbook) -> list[Task]:
+    """Every task and handler of the playbook, blocks' tasks included."""
+    def walk(tasks: list[Task]) -> list[Task]:
+        return [each for task in tasks for each in
+                ([task, *walk(task.block or []), *walk(task.rescue), *walk(task.always),
+                  *walk(task.included or [])])]
+    return walk([t for play in playbook.plays
+                 for t in (*play.pre_tasks, *play.tasks, *play.post_tasks, *play.handlers)])

@@ -24,7 +24,7 @@ from ripcord.lock import HostLock, owner_record
 from ripcord.modules import REGISTRY
 from ripcord.modules.base import Result
 from ripcord.playbook import Play, Playbook, Task, load_task_file
-from ripcord.plays import LOCALHOST
+from ripcord.plays import LOCALHOST, every_task, inherit
 from ripcord.runstate import SECRET_NAME, HostState, Options, TaskRecord, serial_batches
 from ripcord.taskreader import task_file_path
 from ripcord.taskrun import TaskRunner
@@ -75,7 +75,7 @@ class Runner(TaskRunner):
 
     def run(self, playbook: Playbook) -> list[TaskRecord]:
         # a task with check_mode: false changes hosts even under --check: then it takes locks
-        self.writes_in_check = any(task.check_mode is False for task in _every_task(playbook))
+        self.writes_in_check = any(task.check_mode is False for task in every_task(playbook))
         try:
             for play in playbook.plays:
                 self._run_play(play)
@@ -335,7 +335,7 @@ class Runner(TaskRunner):
 
     def _run_block(self, play: Play, block: Task, hosts: list[str], batch: list[str],
                    force: bool) -> bool:
-        inner = _inherit(block)
+        inner = inherit(block)
         before = {h for h in hosts if self._gone(h)}
         aborted = self._run_tasks(play, inner.block or [], hosts, batch, force)
         failed = [h for h in hosts if self.hosts[h].failed and h not in before]
@@ -426,7 +426,7 @@ class Runner(TaskRunner):
                 handlers = {n for h in play.handlers for n in (h.name, *h.listen)}
                 tasks = load_task_file(key[1], by=(include.file, include.line), known=variables,
                                        handlers=handlers)
-            self.included[key] = _inherit(include, tasks)
+            self.included[key] = inherit(include, tasks)
         return self.included[key]
 
     def _must_abort(self, play: Play, batch: list[str]) -> bool:
@@ -464,39 +464,4 @@ class Runner(TaskRunner):
         return {name: dict(state.stats) for name, state in self.hosts.items()}
 
 
-def _inherit(block: Task, included: list[Task] | None = None) -> Any:
-    """Block keywords (when, tags, vars, ...) apply to the tasks inside it. With included: those
-    tasks of an include_tasks, which take all of its keywords but `when` (checked once)."""
-    def child(task: Task) -> Task:
-        when = task.when if included is not None else [*block.when, *task.when]
-        return replace(task, when=when, tags=block.tags | task.tags,
-                       vars={**block.vars, **task.vars},
-                       ignore_errors=task.ignore_errors or block.ignore_errors,
-                       timeout=task.timeout or block.timeout,
-                       delegate_to=task.delegate_to or block.delegate_to,
-                       run_once=task.run_once or block.run_once,
-                       no_log=task.no_log if task.no_log is not None else block.no_log,
-                       check_mode=task.check_mode if task.check_mode is not None else block.check_mode,
-                       **{key: getattr(task, key) if getattr(task, key) is not None
-                          else getattr(block, key) for key in ("become", "become_user", "become_method")},
-                       environment={**block.environment, **task.environment}
-                       if isinstance(block.environment, dict) and isinstance(task.environment, dict)
-                       else task.environment or block.environment)
-
-    if included is not None:
-        return [child(t) for t in included]
-    return replace(block, block=[child(t) for t in block.block or []],
-                   rescue=[child(t) for t in block.rescue], always=[child(t) for t in block.always])
-
-
 GATHER = Task(name="Gathering Facts", file="", line=0, module="setup")  # read-only: --check too
-
-
-def _every_task(playbook: Playbook) -> list[Task]:
-    """Every task and handler of the playbook, blocks' tasks included."""
-    def walk(tasks: list[Task]) -> list[Task]:
-        return [each for task in tasks for each in
-                ([task, *walk(task.block or []), *walk(task.rescue), *walk(task.always),
-                  *walk(task.included or [])])]
-    return walk([t for play in playbook.plays
-                 for t in (*play.pre_tasks, *play.tasks, *play.post_tasks, *play.handlers)])

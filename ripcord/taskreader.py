@@ -8,15 +8,17 @@ Task objects carry what the runner needs, each keyword in its typed shape.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ripcord import validate
 from ripcord.modules import REGISTRY
+from ripcord.playcheck import PlayRefs, Ref, Use
 from ripcord.plays import RESCUE_VARS, Task
 from ripcord.templating import LONE_EXPRESSION
-from ripcord.validate import PlayRefs, Ref, Use, shown
+from ripcord.validate import shown
 from ripcord.yamllines import Map, items_of, plain, with_lines
 
 NAME_WIDTH = 60  # longest generated task name
@@ -53,6 +55,17 @@ def _summary(module: str | None, args: dict[str, Any]) -> str:
     words = [str(v) if k == free_form else f"{k}={v}" for k, v in args.items()]
     text = " ".join(" ".join([module or "task", *words]).split())
     return text if len(text) <= NAME_WIDTH else text[:NAME_WIDTH - 3] + "..."
+
+
+def _as_mapping(text: str) -> str:
+    """`: {a: 1, b: x}` for Ansible's `a=1 b=x`, when it reads as such, else ''."""
+    try:
+        pairs = [word.partition("=") for word in shlex.split(text)]
+    except ValueError:
+        return ""
+    if not all(key.isidentifier() and eq for key, eq, _ in pairs) or len(text) > NAME_WIDTH:
+        return ""
+    return ": {" + ", ".join(f"{key}: {value}" for key, _, value in pairs) + "}"
 
 
 class TaskReader:
@@ -270,10 +283,13 @@ class TaskReader:
             args = {spec.free_form: value}
         elif isinstance(value, dict):
             args = plain(value)
+        elif isinstance(value, str) and "=" in value:
+            self.problem(file, data.value_line(module), f"module {module!r}: not supported by "
+                         f"ripcord: key=value arguments; write a mapping{_as_mapping(value)}")
+            return {}
         else:
-            hint = " (key=value strings are not supported)" if isinstance(value, str) else ""
             self.problem(file, data.value_line(module), f"module {module!r}: expected a mapping "
-                         f"of arguments, got {shown(value)}{hint}")
+                         f"of arguments, got {shown(value)}")
             return {}
         for message in spec.check_args(args):
             self.problem(file, data.line, f"module {module!r}: {message}")

@@ -190,6 +190,10 @@ REFUSED = {
     **dict.fromkeys(("blockinfile", "replace"), "this file edit: use lineinfile for a line, "
                                                 "template or copy for the whole file"),
     "reboot": "rebooting hosts: ripcord restarts services (service, systemd, restart), never machines",
+    "wait_for_connection": "waiting for a rebooted host: ripcord never reboots machines",
+    "find": "find; use `shell: find PATH -name ... -mtime +N` with register, then loop file over "
+            "its stdout_lines",
+    "async_status": "async jobs; give the task a timeout instead",
 }
 
 

@@ -15,6 +15,7 @@ import http.client
 import ipaddress
 import json
 import logging
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,6 +69,8 @@ def transport(ctx: TaskContext) -> paramiko.Transport:
 
 def open_tcp(ctx: TaskContext, host: str, port: int, timeout: float) -> paramiko.Channel:
     """A channel connected, by the host, to host:port; ChannelError when it cannot connect."""
+    if not hasattr(ctx.conn, "fabric"):  # the controller itself (delegate_to: localhost)
+        return _controller_tcp(host, port, timeout)
     ssh = transport(ctx)
     if _QUIET not in ssh.logger.filters:
         ssh.logger.addFilter(_QUIET)
@@ -85,6 +88,18 @@ def open_tcp(ctx: TaskContext, host: str, port: int, timeout: float) -> paramiko
         raise ChannelError(f"{host}:{port}: {exc or 'no answer'}") from None
     channel.settimeout(timeout)
     return channel
+
+
+def _controller_tcp(host: str, port: int, timeout: float) -> socket.socket:
+    """A socket connected from the controller (a local task) to host:port."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except ConnectionRefusedError:
+        raise Refused(f"{host}:{port}: connection refused", host, port) from None
+    except OSError as exc:
+        raise ChannelError(f"{host}:{port}: {exc.strerror or exc}") from None
+    sock.settimeout(timeout)
+    return sock
 
 
 def port_open(ctx: TaskContext, host: str, port: int, timeout: float) -> tuple[bool, str]:
@@ -157,7 +172,8 @@ def request(ctx: TaskContext, url: str, *, method: str = "GET", body: bytes | No
         return Response(answer.status, answer.reason,
                         {k.lower(): v for k, v in answer.getheaders()}, payload)
     except (http.client.HTTPException, OSError, EOFError, paramiko.SSHException) as exc:
-        transport(ctx)  # raises UnreachableError when the connection itself is gone
+        if hasattr(ctx.conn, "fabric"):
+            transport(ctx)  # raises UnreachableError when the connection itself is gone
         reason = str(exc) or exc.__class__.__name__
         raise ChannelError(f"{method} {url}: {reason}") from None
     finally:

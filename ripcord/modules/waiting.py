@@ -250,6 +250,8 @@ class Uri(Module):
                                                   "PATCH", "DELETE")),
         "body": Arg(ANY), "body_format": Arg(str, choices=("json", "raw")),
         "headers": Arg(dict, secret=True), "status": Arg((int, list), default=200),
+        "status_code": Arg((int, list), help="Ansible's name for status"),
+        "return_content": Arg(bool, help="Ansible's; the body is always returned (content, json)"),
         "json": Arg(dict, help="dotted path -> expected value, asserted"),
         "timeout": Arg((int, float), default=30),
     }
@@ -257,7 +259,9 @@ class Uri(Module):
     @classmethod
     def check_combination(cls, args):
         problems = _url_problem(args) + _number(args, "timeout")
-        status = args.get("status")
+        if args.get("status_code") is not None and args.get("status") not in (None, 200):
+            problems.append("give status or status_code (Ansible's name for it), not both")
+        status = args["status_code"] if args.get("status_code") is not None else args.get("status")
         if isinstance(status, list) and not all(isinstance(s, int) and not isinstance(s, bool)
                                                 for s in status):
             problems.append("argument 'status': expected an integer or a list of integers")
@@ -287,7 +291,8 @@ class Uri(Module):
         data = {"url": url, "method": method, **answer.data(),
                 "elapsed": round(time.monotonic() - started, 3)}
         changed = method not in SAFE_METHODS
-        wanted = args["status"] if isinstance(args["status"], list) else [args["status"]]
+        status = args["status_code"] if args.get("status_code") is not None else args["status"]
+        wanted = status if isinstance(status, list) else [status]
         if answer.status not in [int(s) for s in wanted]:
             return Result(failed=True, changed=changed, data=data,
                           msg=f"{method} {url}: expected status "

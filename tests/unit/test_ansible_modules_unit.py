@@ -567,3 +567,12 @@ def test_service_enabled_under_supervisor_fails_saying_why_and_touches_nothing()
     assert result.msg == ("enabled: supervisor on h1 has no such setting ripcord can change (a "
                           "program's autostart in supervisord's configuration, which supervisorctl "
                           "update applies by restarting the program)")
+
+
+def test_uri_takes_ansibles_status_code_and_return_content():
+    uri = REGISTRY["uri"]
+    assert uri.check_args({"url": "http://h/x", "status_code": [200, 204], "return_content": True}) == []
+    assert uri.check_args({"url": "http://h/x", "status_code": 200, "status": 204}) == [
+        "give status or status_code (Ansible's name for it), not both"]
+    assert uri.check_args({"url": "http://h/x", "status_code": ["ok"]}) == [
+        "argument 'status': expected an integer or a list of integers"]

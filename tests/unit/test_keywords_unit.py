@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ripcord.playbook import PlaybookError, load_playbook
+from ripcord.plays import inherit
 
 
 def load(tmp_path: Path, text: str, **files: str):
@@ -46,6 +47,7 @@ def test_remote_user_at_play_and_task_level_and_the_old_spelling(tmp_path):
     assert play.remote_user == "deploy"
     assert [t.remote_user for t in play.tasks[:2]] == ["deploy", "{{ other }}"]
     assert play.tasks[2].remote_user == "blocked" and play.handlers[0].remote_user == "deploy"
+    assert inherit(play.tasks[2]).block[0].remote_user == "blocked"  # as the block runs it
 
 
 @pytest.mark.parametrize("keys, expected", [
@@ -175,3 +177,32 @@ def _write(tmp_path: Path, text: str) -> Path:
     book = tmp_path / "book.yml"
     book.write_text(text)
     return book
+
+
+def test_uri_and_wait_for_in_a_localhost_play_reach_from_the_controller(tmp_path):
+    """A local task has no SSH channel: the controller connects itself (was: uri crashed)."""
+    import http.server
+    import threading
+
+    from ripcord.inventory import Inventory
+    from ripcord.runner import Options, Runner
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        inventory = Inventory.load(INVENTORY)
+        book = load_playbook(_write(tmp_path, f"""
+- hosts: localhost
+  tasks:
+    - wait_for: {{port: {port}, timeout: 5}}
+    - uri: {{url: "http://127.0.0.1:{port}/", status_code: 200}}
+      register: answer
+    - assert: {{that: answer.status == 200}}
+    - wait_for: {{port: {port}, state: stopped, timeout: 1}}
+      ignore_errors: true
+"""), inventory=inventory)
+        records = Runner(inventory, Options(), confirm=lambda *a: True).run(book)
+    finally:
+        server.shutdown()
+    assert [r.outcome for r in records] == ["ok", "ok", "ok", "ignored"], records

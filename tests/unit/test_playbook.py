@@ -90,9 +90,8 @@ BROKEN: dict[str, list[str]] = {
                               "expected one of present, absent, got 'gone'"],
     "module_arg_unknown.yml": ["module_arg_unknown.yml:4: module 't_file': unknown argument 'mdoe' "
                                "(expected: mode, path, state)"],
-    "module_args_string.yml": ["module_args_string.yml:4: module 'debug': expected a mapping of "
-                               "arguments, got 'msg=halting' (key=value strings are not "
-                               "supported)"],
+    "module_args_string.yml": ["module_args_string.yml:4: module 'debug': not supported by "
+                               "ripcord: key=value arguments; write a mapping: {msg: halting}"],
     "two_modules.yml": ["two_modules.yml:6: task has more than one module: 'command' and 'shell' "
                         "(a task runs exactly one)"],
     "no_module.yml": [f"no_module.yml:4: task has no module (expected one of: {MODULES}; "
