@@ -89,7 +89,7 @@ class TaskReader:
             if not isinstance(item, dict):
                 self.problem(scope.file, item_line, "a task must be a mapping (name:, a module, "
                              f"...), got {shown(item)}")
-            elif "include_tasks" in item:
+            elif "include_tasks" in item and not scope.handlers:  # a handler's: read in place
                 tasks.append(self._dynamic_include(item, scope))
             elif any(key in item for key in validate.INCLUDES):
                 tasks += self._include_tasks(item, scope)

@@ -206,3 +206,15 @@ def test_uri_and_wait_for_in_a_localhost_play_reach_from_the_controller(tmp_path
     finally:
         server.shutdown()
     assert [r.outcome for r in records] == ["ok", "ok", "ok", "ignored"], records
+
+
+def test_include_tasks_among_handlers_is_read_in_place_as_handlers(tmp_path):
+    play = load(tmp_path, """
+- hosts: all
+  tasks:
+    - command: 'true'
+      notify: restart it
+  handlers:
+    - include_tasks: handlers.yml
+""", **{"handlers.yml": "- name: restart it\n  command: 'true'\n"}).plays[0]
+    assert [(h.name, h.module) for h in play.handlers] == [("restart it", "command")]
