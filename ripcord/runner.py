@@ -9,6 +9,7 @@ and `always` run whatever --tags selects: cleanup must not depend on a tag filte
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -420,6 +421,10 @@ class Runner(TaskRunner):
                 raise RipcordError(f"{include.where}: include_tasks: {include.include!r} gives "
                                    f"{name!r}, not a file name")
             key = (id(include), task_file_path(include.file, name))
+            beside = os.path.realpath(os.path.dirname(include.file))
+            if os.path.commonpath([beside, os.path.realpath(key[1])]) != beside:  # host data chose it?
+                raise RipcordError(f"{include.where}: include_tasks: {name!r} is not in {beside} "
+                                   "(a templated task file must be beside the including file or below)")
         if key not in self.included:
             tasks = include.included
             if tasks is None:

@@ -218,3 +218,23 @@ def test_include_tasks_among_handlers_is_read_in_place_as_handlers(tmp_path):
     - include_tasks: handlers.yml
 """, **{"handlers.yml": "- name: restart it\n  command: 'true'\n"}).plays[0]
     assert [(h.name, h.module) for h in play.handlers] == [("restart it", "command")]
+
+
+def test_a_templated_task_file_must_be_beside_the_including_file(tmp_path):
+    """Whatever a host's facts or vars hold, they cannot make the run read a controller file
+    from elsewhere: the resolved file stays in the playbook's directory (or below)."""
+    from ripcord.inventory import Inventory
+    from ripcord.runner import Options, Runner
+
+    (tmp_path / "book").mkdir()
+    (tmp_path / "elsewhere.yml").write_text("- command: touch {{ out }}\n")
+    inventory = Inventory.load(INVENTORY)
+    book = load_playbook(_write(tmp_path / "book", f"""
+- hosts: localhost
+  vars: {{where: ../elsewhere, out: {tmp_path / "ran"}}}
+  tasks:
+    - include_tasks: "{{{{ where }}}}.yml"
+"""), inventory=inventory)
+    records = Runner(inventory, Options(), confirm=lambda *a: True).run(book)
+    assert [r.outcome for r in records] == ["failed"], records
+    assert "'../elsewhere.yml' is not in" in records[0].msg and not (tmp_path / "ran").exists()
