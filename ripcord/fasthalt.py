@@ -56,6 +56,10 @@ PENDING: Publish | None = None
 REFUSED: str | None = None  # the secret file is not safe: the halt is invalid input
 
 
+class SecretFileRefused(InputError):
+    """The controller's secret file can be read by others than its owner."""
+
+
 def from_argv(argv: list[str] | None = None) -> None:
     """At load time (the end of this module): when the command line is a plain `halt` (not
     --check, not --help), begin."""
@@ -98,10 +102,10 @@ def begin(host: str, reason: str = "", inventory: list[str] | None = None) -> No
         return
     try:
         plan = _plan(host, reason, inventory)
-    except InputError as exc:
+    except SecretFileRefused as exc:
         REFUSED = exc.message
         return
-    except Exception:  # noqa: BLE001 - anything unexpected: the halt module does it all
+    except Exception:  # noqa: BLE001 - a bad pattern or inventory too: the task says so as ever
         return
     if plan is None:
         return
@@ -166,7 +170,7 @@ def controller_secret(hostvars: dict) -> str | None:
         return None  # missing: the halt module says so, and reads the hosts' secret
     with os.fdopen(fd) as file:
         if os.fstat(file.fileno()).st_mode & 0o077:
-            raise InputError(f"{path}: titan_hmac_secret_file is readable by others than its owner; "
+            raise SecretFileRefused(f"{path}: titan_hmac_secret_file is readable by others than its owner; "
                              f"refused (chmod 600 {path})")
         value = file.readline().strip()
     return value or None

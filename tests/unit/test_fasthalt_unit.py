@@ -57,3 +57,21 @@ def test_a_secret_file_of_mode_600_is_read_and_one_others_can_read_is_refused(tm
         assert "s3cret" not in str(raised.value)
     assert fasthalt.controller_secret({"titan_hmac_secret_file": str(tmp_path / "none")}) is None
     assert fasthalt.controller_secret({}) is None
+
+
+def test_only_an_unsafe_secret_file_refuses_the_halt_early(monkeypatch, tmp_path):
+    """A bad inventory or pattern is left to the task, which reports it as ever (exit 2)."""
+    monkeypatch.setattr(fasthalt, "PENDING", None)
+    monkeypatch.setattr(fasthalt, "REFUSED", None)
+    fasthalt.begin("exec", "drill", [str(tmp_path / "missing.yml")])
+    assert fasthalt.refusal() is None and fasthalt.PENDING is None
+    key = tmp_path / "hmac"
+    key.write_text("s3cret\n")
+    key.chmod(0o644)
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(f"all:\n  vars:\n    titan_hmac_secret_file: {key}\n    nats_url: nats://127.0.0.1:9\n"
+                         "  children:\n    exec:\n      hosts:\n        exec-1:\n")
+    fasthalt.begin("nomatch", "drill", [str(inventory)])
+    assert fasthalt.refusal() is None
+    fasthalt.begin("exec", "drill", [str(inventory)])
+    assert "readable by others" in fasthalt.refusal() and fasthalt.PENDING is None
