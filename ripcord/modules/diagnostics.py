@@ -137,11 +137,18 @@ def collect(ctx: TaskContext, lines: int) -> tuple[dict[str, str], str, set[str]
 
 
 def host_secrets(ctx: TaskContext, files: dict[str, str]) -> set[str]:
-    """Every secret value this host gives the run: .env values of secret-looking keys, and
-    inventory variables with secret-looking names; each registered for the run's redaction. The
+    """Every secret value this host gives the run: .env values of secret-looking keys, inventory
+    variables with secret-looking names, the controller's copy of the signing secret
+    (titan_hmac_secret_env/_file); each registered for the run's redaction. The
     .env itself goes in as env.txt (its secret values redacted with the rest)."""
     found = {str(v) for k, v in ctx.vars.items()
              if SECRET_NAME.search(k) and isinstance(v, (str, int)) and not isinstance(v, bool) and str(v)}
+    try:  # the signing secret the controller holds, where the inventory says it does
+        from ripcord.fasthalt import controller_secret
+
+        found |= {v for v in [controller_secret(ctx.vars)] if v}
+    except (ImportError, RipcordError):
+        pass
     env_file = ctx.vars.get("env_file")
     if env_file:
         out = ctx.run(f"cat -- {shlex.quote(str(env_file))}", timeout=15)
