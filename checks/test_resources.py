@@ -1,4 +1,11 @@
-"""Resources: disk, memory and load below the runbooks' thresholds (scenarios 5, 10, 17)."""
+"""Resources: disk, memory and load below the runbooks' thresholds (scenarios 5, 10, 17).
+
+The machine's memory in use says a host is short of it; each service's own resident memory says
+which process leaks (runbook 004 #5: `ps aux` for the process's share), so that one is restarted.
+"""
+
+import xmlrpc.client
+from xml.parsers.expat import ExpatError
 
 import pytest
 
@@ -26,6 +33,47 @@ def test_memory_use(host, setting):
     used = 100.0 * (info["MemTotal"] - info["MemAvailable"]) / info["MemTotal"]
     assert used < limit, (f"memory {used:.0f}% used on {host.backend.hostname}: "
                           f"the limit is {limit:.0f}%")
+
+
+GET_ALL_PROCESS_INFO = xmlrpc.client.dumps((), "supervisor.getAllProcessInfo")
+
+
+def supervisor_pids(host, hostvars) -> dict[str, int] | str:
+    """Program name -> main pid of each running program, from supervisord's XML-RPC on its unix
+    socket (one curl, no supervisorctl start-up); or why supervisord did not answer."""
+    conf = hostvars.get("supervisor_config") or "/etc/supervisord.conf"
+    out = host.run("sock=$(sed -n 's|^serverurl *= *unix://||p' %s 2>/dev/null | head -n 1); "
+                   '[ -S "$sock" ] && curl -sS --max-time 3 --unix-socket "$sock" -d %s '
+                   "http://localhost/RPC2", conf, GET_ALL_PROCESS_INFO)
+    try:
+        (processes,), _ = xmlrpc.client.loads(out.stdout)
+    except (xmlrpc.client.Fault, ExpatError, ValueError):
+        return f"supervisord does not answer on the socket {conf} names"
+    return {(p["name"] if p["group"] == p["name"] else f"{p['group']}:{p['name']}"): p["pid"]
+            for p in processes if p["pid"]}
+
+
+@pytest.mark.scenario05
+def test_service_memory(host, hostvars, services, setting):
+    """Each service's resident memory (VmRSS of the main process its service manager gives)
+    below check_service_memory_max_mb: a leaking process is named before the host runs short."""
+    manager = hostvars.get("service_manager") or "supervisor"
+    if not services or manager != "supervisor":
+        pytest.skip(f"no pid from {manager} for a service here" if services else "no services")
+    limit = setting("service_memory_max_mb", 4096.0)
+    pids = supervisor_pids(host, hostvars)
+    assert not isinstance(pids, str), f"{host.backend.hostname}: {pids}"
+    mine = {name: pids[name] for name in services if name in pids}  # down: test_supervisor's
+    if not mine:
+        pytest.skip("no service of this host is running")
+    out = host.run(f"for p in {' '.join(str(int(pid)) for pid in mine.values())}; do "
+                   "echo \"$p $(sed -n 's/^VmRSS: *//p' /proc/$p/status)\"; done")
+    rss_kb = {int(pid): int(rest.split()[0]) for pid, _, rest in
+              (line.partition(" ") for line in out.stdout.splitlines()) if rest.split()}
+    over = {name: rss_kb[pid] / 1024 for name, pid in mine.items()
+            if rss_kb.get(pid, 0) / 1024 >= limit}
+    assert not over, (f"memory of a service above {limit:g} MB on {host.backend.hostname}: "
+                      + ", ".join(f"{name} {mb:.0f} MB resident" for name, mb in sorted(over.items())))
 
 
 @pytest.mark.scenario17

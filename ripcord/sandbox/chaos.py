@@ -3,11 +3,11 @@ them, `sandbox.heal` undoes every one, and drills (`invoke drill --scenario N`) 
 that triage names the scenario and that its recovery works.
 
 A fault is what the scenario's runbook describes happening, done the way it happens: a service
-stopped under its manager, PostgreSQL or NATS gone, a feed that sticks until its service is
-restarted, the backups gone, a .env left readable by others. It acts on the sandbox from the
-outside (its supervisors and files, as root on this machine), never through ripcord, so a drill
-cannot be helped by the tool it tests. Each fault notes itself in the fleet's faults.json so
-`heal` knows what to undo even from another process.
+stopped under its manager, PostgreSQL or NATS gone, a feed that sticks or a book left behind
+until market data restarts, an engine that leaks memory, the backups gone, a .env left readable
+by others. It acts on the sandbox from the outside (its supervisors and files, as root on this
+machine), never through ripcord, so a drill cannot be helped by the tool it tests. Each fault
+notes itself in the fleet's faults.json so `heal` knows what to undo even from another process.
 """
 
 from __future__ import annotations
@@ -34,13 +34,14 @@ class Fault:
     heal: Callable[[Plan, Host], None]
 
 
-def _supervisorctl(host: Host, *args: str) -> None:
+def _supervisorctl(host: Host, *args: str) -> str:
     ctl = state_base() / "runtime" / "venv" / "bin" / "supervisorctl"  # the sandbox's own (Fleet)
     out = subprocess.run([str(ctl), "-c", str(host.supervisor_conf), *args],
                          capture_output=True, text=True, timeout=60)
     if out.returncode not in (0, 1) or "ERROR" in out.stdout and "already" not in out.stdout:
         raise SandboxError(f"supervisorctl {' '.join(args)} on {host.name}: "
                            f"{(out.stdout + out.stderr).strip()}")
+    return out.stdout.strip()
 
 
 def _stop(service: str) -> tuple[Callable, Callable]:
@@ -53,10 +54,12 @@ def _flag(name: str) -> Path:
 
 
 def _latch(name: str, service: str) -> tuple[Callable, Callable]:
-    """A fault file the service takes in and removes: it stays broken until restarted."""
+    """A fault file the service takes in and removes: it stays broken until restarted. Healing
+    restarts the process that took it in, unless a recovery has restarted it already."""
     def inject(plan: Plan, host: Host) -> None:
-        flag = host.titan_home / _flag(name)
+        flag, held = host.titan_home / _flag(name), host.titan_home / _flag(f"{name}.pid")
         flag.parent.mkdir(parents=True, exist_ok=True)
+        held.write_text(_supervisorctl(host, "pid", service))
         flag.touch()
         deadline = time.monotonic() + 10
         while flag.exists() and time.monotonic() < deadline:  # taken in by the running service
@@ -65,8 +68,14 @@ def _latch(name: str, service: str) -> tuple[Callable, Callable]:
             raise SandboxError(f"{host.name}: no service took in the fault {name} within 10 s")
 
     def heal(plan: Plan, host: Host) -> None:
-        (host.titan_home / _flag(name)).unlink(missing_ok=True)
-        _supervisorctl(host, "restart", service)
+        flag, held = host.titan_home / _flag(name), host.titan_home / _flag(f"{name}.pid")
+        flag.unlink(missing_ok=True)
+        pid = held.read_text() if held.exists() else None
+        if pid is None or _supervisorctl(host, "pid", service) == pid:
+            _supervisorctl(host, "restart", service)
+        else:
+            _supervisorctl(host, "start", service)  # restarted since: nothing of the fault is left
+        held.unlink(missing_ok=True)
 
     return inject, heal
 
@@ -105,6 +114,10 @@ FAULTS: dict[str, Fault] = {
                           *_stop("titan-execution")),
     "stuck-feed": Fault(3, "market data stuck: no price update until its service restarts",
                         "core-1", *_latch("stuck_feed", "titan-market-data")),
+    "desync-book": Fault(13, "one order book left behind in Redis while the others update, until "
+                         "market data restarts", "core-1", *_latch("desync_book", "titan-market-data")),
+    "leak-memory": Fault(5, "the execution engine leaks memory (+128 MB a second to 256 MB) until "
+                         "restarted", "exec-1", *_latch("leak_memory", "titan-execution")),
     "trip-breaker": Fault(6, "the brain's circuit breaker tripped (tilt detected)", "core-1",
                           _brain("/api/breaker/trip", {"reason": "chaos: tilt"}),
                           _brain("/api/breaker/reset", {"operatorId": "sandbox.heal"})),

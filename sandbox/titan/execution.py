@@ -27,6 +27,7 @@ CMD_HALT = "titan.cmd.sys.halt.v1"
 CMD_FLATTEN = "titan.cmd.risk.flatten"
 CMD_CANCEL_ALL = "titan.cmd.exec.cancel_all"
 STATE_EVENT = "titan.evt.exec.state"
+LEAK_CHUNK, LEAK_CHUNKS = 128 << 20, 2  # fault leak_memory: +128 MB a second, up to 256 MB
 STALE_SIGNAL_S = 10.0
 DEADMAN_EVERY_S = 5.0
 DEADMAN_TIMEOUT_MS = 15000
@@ -68,6 +69,7 @@ class Engine:
         self.cancel_lock, self.reconcile_lock = asyncio.Lock(), asyncio.Lock()
         self.started = time.time()
         self.next_prune = 0.0  # when housekeeping next forgets old signals (monotonic)
+        self.leaked: list[bytes] = []  # sandbox fault leak_memory: what the leak holds
 
     # --- halt state -----------------------------------------------------------------------
 
@@ -407,6 +409,8 @@ class Engine:
                 await self.cancel_and_disarm()
             await self.reconcile()
             await self.ledger.flush_audit()
+            if self.cfg.latched("leak_memory") and len(self.leaked) < LEAK_CHUNKS:
+                self.leaked.append(b"\xa5" * LEAK_CHUNK)  # written, so resident: a real leak
             if time.monotonic() > self.next_prune:
                 with contextlib.suppress(DbError):
                     await self.ledger.prune_signals()

@@ -70,10 +70,14 @@ class MarketData:
             await self.nc.publish(f"titan.data.price.{symbol}", json.dumps(tick).encode())
 
     async def store_books(self, prices: dict[str, float], now: float) -> None:
-        """A synthetic 5-level book around the price, one key per symbol."""
+        """A synthetic 5-level book around the price, one key per symbol. Under the sandbox fault
+        desync_book the first symbol's book is left as it was while the others move on."""
+        frozen = self.symbols[0] if self.cfg.latched("desync_book") else None
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for symbol, price in prices.items():
+                    if symbol == frozen:
+                        continue
                     pipe.set(f"orderbook:{symbol}", json.dumps(book(symbol, price, now)))
                 await pipe.execute()
         except (redis.exceptions.RedisError, OSError) as exc:

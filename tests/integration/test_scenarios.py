@@ -33,6 +33,7 @@ def test_every_injectable_scenario_is_drilled(ripcord, access, fleet, tmp_path):
     injectable = [s for s in scenarios.load_all() if s.fault]
     engine, postgres, nats = (_pid(access, "exec-1", "titan-execution"), _pid(access, "db-1", "postgresql"),
                               _pid(access, "db-1", "nats"))
+    other_engine = _pid(access, "exec-2", "titan-execution")
     out = ripcord("drill", "--scenario", "all", extra_env={"RIPCORD_SANDBOX_DIR": str(fleet.root)})
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr
     assert "DRILLS time to detect (MTTD), to recover (MTTR)" in out.stdout
@@ -44,6 +45,17 @@ def test_every_injectable_scenario_is_drilled(ripcord, access, fleet, tmp_path):
     # processes; and the fleet is whole again, read from each service's own /health.
     assert _pid(access, "exec-1", "titan-execution") != engine
     assert _pid(access, "db-1", "postgresql") != postgres and _pid(access, "db-1", "nats") != nats
+    # The leak's recovery restarted the leaking engine alone, halted while it did, and resumed it.
+    assert _pid(access, "exec-2", "titan-execution") == other_engine
+    assert access.health("exec-1", "titan-execution")["state"] == "NORMAL"
+    assert not (access.plan.host("exec-1").titan_home / "system.halt").exists()
+    # Triage told them apart by the checks' own words: the leaking service named; one book left
+    # behind is a desync (13), not a feed lost (3).
+    drilled = dict(part.split(":", 1) for part in out.stdout.split("DRILL scenario ")[1:])
+    assert "test_service_memory" in drilled["5"] and "titan-execution" in drilled["5"], drilled["5"]
+    assert "scenario 13 Order book desync" in drilled["13"], drilled["13"]
+    assert "scenario 3 Market data feed loss" not in drilled["13"], drilled["13"]
+    assert "scenario 3 Market data feed loss" in drilled["3"], drilled["3"]
     assert access.fleet.unhealthy() == []
     brain = access.plan.host("core-1").service("titan-brain").health_url
     assert access.curl_json(brain)["breaker"] == "CLOSED"

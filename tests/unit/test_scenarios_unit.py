@@ -35,7 +35,7 @@ def test_the_twenty_scenarios_load():
     assert [s.id for s in known] == list(range(1, 21))
     assert {s.severity for s in known} <= {1, 2, 3, 4}
     assert all(s.fault or s.cannot_simulate for s in known)
-    assert sum(1 for s in known if s.fault) >= 7
+    assert sum(1 for s in known if s.fault) >= 9
 
 
 def test_docs_are_generated_from_the_files():
