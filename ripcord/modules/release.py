@@ -323,7 +323,15 @@ def preflight(procedure: str, inventory, pattern: str, extra_vars: dict) -> None
 
     version = release_name(extra_vars.get("deploy_version")) if procedure == "deploy" else None
     hosts = inventory.select(pattern)
-    hostvars = {h: resolve_vars(Templar(), dict(inventory.host_vars(h))) for h in hosts}
+    hostvars = {h: resolve_vars(Templar(), dict(inventory.host_vars(h))) for h in inventory.select("all")}
+    if procedure != "resume":  # a deploy to some hosts of a role is a split fleet by design
+        roles = {role_of(hostvars[h]) for h in hosts}
+        left_out = sorted(h for h in hostvars if h not in hosts and role_of(hostvars[h]) in roles)
+        if left_out:
+            raise InputError(f"{procedure} refused, nothing was changed: --host {pattern} leaves out "
+                             f"{', '.join(left_out)}, of the same role as hosts it selects: the fleet "
+                             "would run two releases (Knight Capital, 2012)",
+                             hint="select every host of the role, e.g. --host exec, or the whole fleet")
     connections, unreachable = connect(inventory, hosts)
     problems = ([] if procedure == "resume" else  # resume's own steps report unreachable hosts
                 [f"{h} cannot be read ({why})" for h, why in sorted(unreachable.items())])
