@@ -309,7 +309,8 @@ def _write_lkg(ctx: TaskContext, version: str, stamp: str) -> str | None:
         digest, _, path = line.partition("  ")
         sums[path] = digest
     record = {"version": version, "time": stamp, "host": ctx.host, "config_checksums": sums}
-    out = ctx.run(write_script(f"{home}/{LKG}"), stdin=json.dumps(record, indent=2) + "\n", timeout=15)
+    out = ctx.run(f"mkdir -p -- {shlex.quote(home + '/state')} && " + write_script(f"{home}/{LKG}"),
+                  stdin=json.dumps(record, indent=2) + "\n", timeout=15)
     return None if out.rc == 0 else (out.stderr.strip()[:200] or f"exit {out.rc}")
 
 
