@@ -166,7 +166,7 @@ LOCATIONS = {
     "backup": "backup", "migrate": "backup", "release": "release", "diagnostics": "diagnostics",
     "lineinfile": "lineinfile", "pause": "ansiblecompat", "ping": "ansiblecompat",
     "systemd": "ansiblecompat", "service_facts": "ansiblecompat", "setup": "facts", "meta": "ansiblecompat",
-    "reconcile": "state",
+    "reconcile": "state", "rotate": "rotate",
 }
 
 # Ansible's builtin modules that ripcord has too: `ansible.builtin.copy` (or `ansible.legacy.`)
