@@ -66,6 +66,12 @@ def on_release(access, version: str) -> dict[str, dict]:
     return access.wait_for(there, timeout=15, interval=0.5, what=f"the whole fleet on {version}")
 
 
+def everywhere(access, command: str, check: bool = True) -> None:
+    """One command on every host at once, over the system ssh client."""
+    with ThreadPoolExecutor(max_workers=len(access.plan.hosts)) as pool:
+        list(pool.map(lambda h: access.ssh(h.name, command, check=check), access.plan.hosts))
+
+
 @pytest.fixture(scope="module")
 def invoke(fleet, tmp_path_factory):
     """invoke(task, *args) as the `ripcord` fixture runs it, for this module's fixture too."""
@@ -85,27 +91,70 @@ def invoke(fleet, tmp_path_factory):
 @pytest.fixture(scope="module")
 def releases(access, invoke):
     """Two more releases on every host (GOOD: a copy; BAD: its code exits at start), the fleet
-    halted; afterwards: back on the original release, the releases and last_known_good.json
-    gone, trading (reset_fleet reads that back; by hand where a test left it otherwise)."""
+    halted; afterwards: back on the original release (by hand, every host at once), the releases
+    and last_known_good.json gone, trading (reset_fleet reads that back)."""
     version = original(access)
-    for host in access.plan.hosts:
-        access.ssh(host.name, f'cd "$TITAN_HOME/releases" && rm -rf {GOOD} {BAD} && '
-                              f"cp -a {version} {GOOD} && echo {GOOD} > {GOOD}/VERSION && "
-                              f"cp -a {version} {BAD} && echo {BAD} > {BAD}/VERSION && "
-                              f"sed -i '1i raise SystemExit(3)' {BAD}/common.py")
+    everywhere(access, f'cd "$TITAN_HOME/releases" && rm -rf {GOOD} {BAD} && '
+                       f"cp -a {version} {GOOD} && echo {GOOD} > {GOOD}/VERSION && "
+                       f"cp -a {version} {BAD} && echo {BAD} > {BAD}/VERSION && "
+                       f"sed -i '1i raise SystemExit(3)' {BAD}/common.py")
     result = invoke("halt", "--host", "sandbox", "--reason", "pytest releases")
     assert result.returncode == 0 or "HTTP 429" in result.stdout, result.stdout + result.stderr
     try:
         yield
-    finally:
-        for host, state in fleet_state(access).items():
-            if state["link"] != f"releases/{version}":
-                access.ssh(host, f'cd "$TITAN_HOME" && ln -sfn releases/{version} current && '
-                                 "supervisorctl restart all", check=False)
-            access.ssh(host, f'cd "$TITAN_HOME" && rm -rf releases/{GOOD} releases/{BAD} '
-                             "state/last_known_good.json")
-        reset_fleet(access)
+    finally:  # every host back on the original release at once, by hand
+        everywhere(access, f'cd "$TITAN_HOME"; rm -rf releases/{GOOD} releases/{BAD} '
+                           f'state/last_known_good.json; [ "$(readlink current)" = releases/{version} ] || '
+                           f"{{ ln -sfn releases/{version} current && supervisorctl restart all; }}",
+                   check=False)
+        try:
+            on_release(access, version)
+        finally:
+            reset_fleet(access)
 
+
+# --- diagnostics ------------------------------------------------------------------------------
+
+def test_a_diagnostics_bundle_holds_what_it_claims_and_no_secret(access, ripcord, tmp_path):
+    secrets = {v for h in access.plan.hosts for k, v in access.env(h.name).items()
+               if SECRET_KEY.search(k) and v}
+    assert len(secrets) >= 4  # the hmac secret, the db password, each host's exchange key
+    state, planted = tmp_path / "state", '"$TITAN_HOME/logs/pytest-planted.log"'
+    # a service that logged its secrets: the bundle takes the log, never the values
+    subprocess.run([*access.ssh_argv("exec-1"), f"cat > {planted}"], input="\n".join(secrets) + "\n",
+                   text=True, check=True, timeout=30)
+    try:
+        result = ripcord("diagnostics", "--host", "sandbox", "--lines", "50",
+                         extra_env={"RIPCORD_STATE_DIR": str(state)})
+    finally:
+        access.ssh("exec-1", f"rm -f {planted}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    path = Path(re.search(r"bundle: (\S+\.tar\.gz)", result.stdout)[1])
+    assert path.parent == state / "diagnostics" and oct(path.stat().st_mode & 0o777) == "0o600"
+    with tarfile.open(path) as tar:
+        members = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers()}
+    for host in access.plan.hosts:
+        for name in ("system.txt", "sockets.txt", "services.txt", "release.txt", "health.json",
+                     *(f"logs/{s.name}.log" for s in host.services)):
+            assert f"{host.name}/{name}" in members, (host.name, name, sorted(members))
+        services = members[f"{host.name}/services.txt"].decode()
+        assert all(f"{s.name}: RUNNING" in services for s in host.services), services
+        assert f"releases/{original(access)}" in members[f"{host.name}/release.txt"].decode()
+        assert b"load average" in members[f"{host.name}/system.txt"]
+        assert f":{host.ssh_port}" in members[f"{host.name}/sockets.txt"].decode()
+    database = members["db-1/database.txt"].decode()
+    assert "PostgreSQL" in database and '"usename": "titan"' in database, database
+    assert json.loads(members["db-1/nats-jsz.json"])["streams"] >= 1
+    assert all(f"{h.name}:" in members["summary.txt"].decode() for h in access.plan.hosts)
+    for secret in secrets:
+        assert secret not in result.stdout + result.stderr
+        leaked = [name for name, data in members.items() if secret.encode() in data]
+        assert not leaked, f"a secret of the fleet is in {leaked}"
+    assert b"TITAN_DB_PASSWORD=********" in members["exec-1/env.txt"]
+    assert b"********" in members["exec-1/logs/pytest-planted.log"]
+
+
+# --- releases ----------------------------------------------------------------------------------
 
 def test_deploy_refuses_an_unknown_version_and_a_trading_fleet_before_anything_stops(access, ripcord):
     before = fleet_state(access)
@@ -160,54 +209,3 @@ def test_rollback_brings_back_the_last_known_good(access, ripcord, releases):
     assert result.returncode == 0, result.stdout + result.stderr
     state = on_release(access, GOOD)
     assert state["core-1"]["pids"] == untouched  # already on it: not restarted
-
-
-def test_the_fleet_goes_back_to_its_original_release_and_may_resume(access, ripcord, releases):
-    version = original(access)
-    result = ripcord("deploy", "--version", version, "--host", "sandbox", "--yes")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert all(s["lkg"]["version"] == version for s in on_release(access, version).values())
-    # one release everywhere: resume's preflight and pre-checks pass (the fixture resumes trading)
-    result = ripcord("resume", "--host", "sandbox", "--yes", "--check")
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-# --- diagnostics ------------------------------------------------------------------------------
-
-def test_a_diagnostics_bundle_holds_what_it_claims_and_no_secret(access, ripcord, tmp_path):
-    secrets = {v for h in access.plan.hosts for k, v in access.env(h.name).items()
-               if SECRET_KEY.search(k) and v}
-    assert len(secrets) >= 4  # the hmac secret, the db password, each host's exchange key
-    state, planted = tmp_path / "state", '"$TITAN_HOME/logs/pytest-planted.log"'
-    # a service that logged its secrets: the bundle takes the log, never the values
-    subprocess.run([*access.ssh_argv("exec-1"), f"cat > {planted}"], input="\n".join(secrets) + "\n",
-                   text=True, check=True, timeout=30)
-    try:
-        result = ripcord("diagnostics", "--host", "sandbox", "--lines", "50",
-                         extra_env={"RIPCORD_STATE_DIR": str(state)})
-    finally:
-        access.ssh("exec-1", f"rm -f {planted}")
-    assert result.returncode == 0, result.stdout + result.stderr
-    path = Path(re.search(r"bundle: (\S+\.tar\.gz)", result.stdout)[1])
-    assert path.parent == state / "diagnostics" and oct(path.stat().st_mode & 0o777) == "0o600"
-    with tarfile.open(path) as tar:
-        members = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers()}
-    for host in access.plan.hosts:
-        for name in ("system.txt", "sockets.txt", "services.txt", "release.txt", "health.json",
-                     *(f"logs/{s.name}.log" for s in host.services)):
-            assert f"{host.name}/{name}" in members, (host.name, name, sorted(members))
-        services = members[f"{host.name}/services.txt"].decode()
-        assert all(f"{s.name}: RUNNING" in services for s in host.services), services
-        assert f"releases/{original(access)}" in members[f"{host.name}/release.txt"].decode()
-        assert b"load average" in members[f"{host.name}/system.txt"]
-        assert f":{host.ssh_port}" in members[f"{host.name}/sockets.txt"].decode()
-    database = members["db-1/database.txt"].decode()
-    assert "PostgreSQL" in database and '"usename": "titan"' in database, database
-    assert json.loads(members["db-1/nats-jsz.json"])["streams"] >= 1
-    assert all(f"{h.name}:" in members["summary.txt"].decode() for h in access.plan.hosts)
-    for secret in secrets:
-        assert secret not in result.stdout + result.stderr
-        leaked = [name for name, data in members.items() if secret.encode() in data]
-        assert not leaked, f"a secret of the fleet is in {leaked}"
-    assert b"TITAN_DB_PASSWORD=********" in members["exec-1/env.txt"]
-    assert b"********" in members["exec-1/logs/pytest-planted.log"]
