@@ -124,3 +124,21 @@ def test_triage_with_a_bad_scenario_touches_no_host(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=f"^{tmp_path}/03-market-data.yml:7: detection: "
                                          "test_market_data.py has no check test_gone"):
         triage.diagnose("all", [str(inventory)])
+
+
+def test_a_stuck_feed_and_a_desynced_book_name_different_scenarios():
+    """The market-data check's own words: every book stale is scenario 3 (feed lost), one book
+    behind while the others update is 13 (desync), never 3."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("market_check", REPO / "checks" / "test_market_data.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    lost = check.stale_message("core-1", 2.0, symbols, dict.fromkeys(symbols, "3.1s old"))
+    behind = check.stale_message("core-1", 2.0, symbols, {"BTCUSDT": "3.1s old"})
+    known = {s.id: s for s in scenarios.load_all()}
+    named = {message: {n for n in (3, 13) if all(
+        symptom.seen_in("test_market_data.py::test_order_books_are_fresh", message)
+        for symptom in known[n].detection)} for message in (lost, behind)}
+    assert named == {lost: {3}, behind: {13}}, named
