@@ -126,6 +126,7 @@ class Rotation:
         self.touched: list[str] = []  # hosts whose .env holds new values, in order
         self.created: dict[str, str] = {}  # exchange: host -> the new key
         self.role_changed = False
+        self.old_copy: str | None = None  # hmac: the controller's secret file as it was
 
     # --- the steps -------------------------------------------------------------------------
 
@@ -161,8 +162,35 @@ class Rotation:
         old, new = values.pop(), self.new_secret(32)
         for host in self.hosts:  # every engine accepts both while the fleet switches
             self.switch(host, {self.key: new, PREVIOUS: old})
+        self.controller_copy(new)  # ripcord signs with the new one from here on
         for host in self.hosts:  # then the old one is dropped everywhere
             self.switch(host, {PREVIOUS: None})
+
+    def controller_copy(self, value: str) -> None:
+        """The controller's own copy (inventory titan_hmac_secret_file), which ripcord signs
+        with before any host's: replaced whole (0600, a mktemp file renamed over it), so the
+        kill switch never signs with a retired secret."""
+        import os
+        import tempfile
+
+        path = next(iter(self.contexts.values())).vars.get("titan_hmac_secret_file")
+        if not path:
+            return
+        path = os.path.expanduser(str(path))
+        if self.old_copy is None:
+            try:
+                with open(path) as file:
+                    self.old_copy = file.readline().strip()
+            except OSError as exc:
+                raise Failed("controller", f"cannot read {path}: {exc.strerror}") from None
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".ripcord-")
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(value + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            os.unlink(tmp)
+            raise Failed("controller", f"cannot write {path}: {exc.strerror}") from None
 
     def db(self) -> None:
         values = {self.before[h][self.key] for h in self.hosts}
@@ -273,11 +301,21 @@ class Rotation:
                 problems.append(f"{host} could not be reached: its .env may hold the new {self.key} "
                                 "(compare its fingerprint once it is back; the previous file is "
                                 "kept beside it)" if err.unreachable else str(err))
-        for host, key in self.created.items():  # never used now: revoked
+        if self.old_copy:
             try:
-                self.call(host, "DELETE", f"{KEYS_API}/{key_id(key)}", self.before[host][self.key])
+                self.controller_copy(self.old_copy)
             except Failed as err:
-                problems.append(f"revoking {host}'s new key: {err}")
+                problems.append(str(err))
+        for host, key in self.created.items():  # never used now: revoked, through any host
+            errors = []
+            for via in [host, *(h for h in self.hosts if h != host)]:
+                try:
+                    self.call(via, "DELETE", f"{KEYS_API}/{key_id(key)}", self.before[via][self.key])
+                    break
+                except Failed as err:
+                    errors.append(str(err))
+            else:
+                problems.append(f"{host}'s new key is not revoked ({'; '.join(errors)})")
         msg = (f"rotating {self.key} failed at {exc}; "
                + (f"the previous {self.key} is back on {', '.join(restored)}" if restored
                   else "nothing had been changed")
@@ -385,7 +423,7 @@ def preflight(procedure: str, inventory, pattern: str, extra_vars: dict) -> None
     from ripcord.errors import InputError
     from ripcord.topology import find_topology, load_cached
 
-    kind = extra_vars.get("rotate_secret", "")
+    kind = extra_vars.get("rotate_kind", "")
     if kind not in SECRETS:
         raise InputError(f"--secret {kind!r}: say hmac, db or exchange")
     key = SECRETS[kind]
@@ -408,6 +446,12 @@ def preflight(procedure: str, inventory, pattern: str, extra_vars: dict) -> None
     if left_out:
         raise InputError(f"--host {pattern} leaves out {', '.join(left_out)}, whose services read "
                          f"{key}: the fleet would end split", hint="e.g. --host sandbox")
+    held = sorted(h for h in selected if hostvars[h].get("titan_hmac_secret_env"))
+    if kind == "hmac" and held:
+        raise InputError(f"{', '.join(held)}: titan_hmac_secret_env names an environment variable of "
+                         "the controller, which a rotation cannot change: the kill switch would sign "
+                         "with the retired secret", hint="rotate without it (or with a "
+                         "titan_hmac_secret_file, which is updated), then export the new value")
     if kind == "db" and not any(DB in (hostvars[h].get("services") or []) for h in selected):
         raise InputError(f"--host {pattern} selects no host that runs {DB}: its role's password "
                          "changes with the .env", hint="e.g. --host sandbox")

@@ -17,7 +17,7 @@ def rotate(c, secret=None, host=None, reason="", yes=False, approval=None, inven
     kind = str(secret or "").strip().lower()
     _procedure("rotate", host=host, inventory=inventory, check=check, yes=yes, reason=reason,
                approval=approval, json_=json_, debug=debug, verbose=verbose,
-               extra={"rotate_secret": kind},
+               extra={"rotate_kind": kind},
                problem=None if kind in ("hmac", "db", "exchange")
                else "--secret hmac|db|exchange is required")
 

@@ -55,13 +55,31 @@ def trading_afterwards(access):
     trading_again(access, access.env("exec-1")[HMAC], ENGINES, timeout=20)
 
 
+def test_bad_input_is_refused_before_any_host_is_touched(access, ripcord):
+    before = {h: access.env(h) for h in HOSTS}
+    for args, says in ((("--secret", "nope", "--host", "sandbox"), "--secret hmac|db|exchange"),
+                       (("--secret", "hmac", "--host", "exec-1"), "leaves out exec-2"),
+                       (("--secret", "db", "--host", "exec"), "selects no host that runs postgresql")):
+        result = ripcord("rotate", *args, "--yes")
+        assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-1000:]
+        assert says in result.stdout + result.stderr
+    assert {h: access.env(h) for h in HOSTS} == before
+
+
 def test_hmac_rotation_every_engine_runs_the_new_secret_and_rejects_the_old(access, ripcord, tmp_path):
     old = access.env("exec-1")[HMAC]
-    result = ripcord("rotate", "--secret", "hmac", "--host", "sandbox", "--yes", "--json")
+    held = tmp_path / "hmac.secret"  # the controller's copy, which ripcord signs with first
+    held.write_text(old + "\n")
+    held.chmod(0o600)
+    extra = tmp_path / "controller.yml"
+    extra.write_text(f"all:\n  vars:\n    titan_hmac_secret_file: {held}\n")
+    result = ripcord("rotate", "--secret", "hmac", "--host", "sandbox", "--yes", "--json",
+                     inventories=(extra,))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     envs = {h: access.env(h) for h in HOSTS}
     new = envs["exec-1"][HMAC]
     assert new != old and {e[HMAC] for e in envs.values()} == {new}
+    assert held.read_text().strip() == new and held.stat().st_mode & 0o077 == 0
     assert not any(e.get(PREVIOUS) for e in envs.values()), "a previous secret is left"
     for host in ENGINES:  # each engine read the new secret, and no previous one
         assert shown(access, host).get(HMAC) == fingerprint(HMAC, new)
@@ -114,7 +132,7 @@ def test_a_host_lost_midway_puts_the_old_secret_back_everywhere(access, ripcord,
         access.wait_for(lambda: access.ssh("exec-2", "true", check=False).returncode == 0,
                         timeout=20, what="exec-2's sshd back")
     assert run.returncode == 3, stdout[-2000:] + stderr[-2000:]  # a host was unreachable
-    assert "exec-2" in stdout and "previous TITAN_HMAC_SECRET is back" in stdout, stdout[-2000:]
+    assert "failed at exec-2" in stdout and "previous TITAN_HMAC_SECRET is back" in stdout, stdout[-2000:]
     envs = {h: access.env(h) for h in HOSTS}
     assert {e[HMAC] for e in envs.values()} == {old}, "a host is left on another secret"
     for host in ENGINES:
