@@ -155,6 +155,7 @@ def shared_vars(plan: Plan, runtime: Path | None = None) -> dict:
         "postgres_port": plan.postgres_port,
         "postgres_db": "titan",
         "postgres_user": "titan",
+        "postgres_max_connections": postgres_max_connections(plan),
         "nats_port": plan.nats_port,
         "nats_monitor_port": plan.nats_monitor_port,
         "redis_port": plan.redis_port,
@@ -164,6 +165,14 @@ def shared_vars(plan: Plan, runtime: Path | None = None) -> dict:
         "postgres_bin_dir": str(postgres_bin()),
         "redis_server_bin": shutil.which("redis-server") or "/usr/bin/redis-server",
     }
+
+
+def postgres_max_connections(plan: Plan) -> int:
+    """PostgreSQL's connection slots, sized for the fleet: every engine's pool at its largest (4,
+    sandbox/titan/ledger.py) and room for the operators' and the checks' clients (a check holds
+    one at a time). The default, 100, ran out at 50 hosts: engines could not book and resume's
+    database pre-check failed."""
+    return max(100, 4 * len(plan.by_role("exec")) + 40)
 
 
 def host_vars(plan: Plan, host: Host) -> dict:
