@@ -198,7 +198,7 @@ class TaskReader:
         task_vars = self._vars(data, scope.file)
         args = self._args(module, data, scope.file) if module else {}
         if module and REGISTRY[module].fleet:
-            for key in ("until", "delegate_to", "run_once", *validate.LOOPS):
+            for key in ("until", "delegate_to", "run_once", "failed_when", "changed_when", *validate.LOOPS):
                 if key in data:
                     self.problem(scope.file, data.key_line(key), f"module {module!r} acts on the "
                                  f"whole batch at once: {key} does not apply to it")

@@ -186,6 +186,9 @@ BROKEN: dict[str, list[str]] = {
     # fleet modules act on the whole batch
     "fleet_module_run_once.yml": ["fleet_module_run_once.yml:5: module 'halt' acts on the whole "
                                   "batch at once: run_once does not apply to it"],
+    # never silently ignored: a fleet module answers for each host itself
+    "fleet_module_failed_when.yml": ["fleet_module_failed_when.yml:5: module 'halt' acts on the "
+                                     "whole batch at once: failed_when does not apply to it"],
     # verify
     "verify_bad_retry.yml": ["verify_bad_retry.yml:8: retry: expected a duration such as 30s or "
                              "2m, or a number of seconds, got '30x'"],
