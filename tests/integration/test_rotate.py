@@ -55,15 +55,20 @@ def trading_afterwards(access):
     trading_again(access, access.env("exec-1")[HMAC], ENGINES, timeout=20)
 
 
-def test_bad_input_is_refused_before_any_host_is_touched(access, ripcord):
+def test_bad_input_is_refused_and_check_changes_nothing(access, ripcord):
     before = {h: access.env(h) for h in HOSTS}
+    uptime = access.health("exec-1", "titan-execution")["uptime_s"]
     for args, says in ((("--secret", "nope", "--host", "sandbox"), "--secret hmac|db|exchange"),
                        (("--secret", "hmac", "--host", "exec-1"), "leaves out exec-2"),
                        (("--secret", "db", "--host", "exec"), "selects no host that runs postgresql")):
         result = ripcord("rotate", *args, "--yes")
         assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-1000:]
         assert says in result.stdout + result.stderr
+    result = ripcord("rotate", "--secret", "hmac", "--host", "sandbox", "--check", "--json")
+    assert result.returncode == 0, result.stdout[-1000:] + result.stderr[-1000:]
+    assert "would write a new TITAN_HMAC_SECRET" in result.stdout
     assert {h: access.env(h) for h in HOSTS} == before
+    assert access.health("exec-1", "titan-execution")["uptime_s"] >= uptime  # not restarted
 
 
 def test_hmac_rotation_every_engine_runs_the_new_secret_and_rejects_the_old(access, ripcord, tmp_path):
