@@ -196,9 +196,11 @@ def _publish_and_gather(pending: Publish, url: str, secret: str, body: bytes) ->
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("nats", ""):
         raise ValueError(f"scheme {parts.scheme!r} is not plain NATS")
+    until = time.monotonic() + CONNECT_TIMEOUT_S  # connect, hello and publish, all within it
     with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222),
                                   timeout=CONNECT_TIMEOUT_S) as sock:
         reader = sock.makefile("rb")
+        sock.settimeout(max(0.01, until - time.monotonic()))
         line = reader.readline()
         if not line.startswith(b"INFO "):
             raise ValueError("the server did not introduce itself as NATS")
@@ -222,6 +224,7 @@ def _publish_and_gather(pending: Publish, url: str, secret: str, body: bytes) ->
                      + f"HPUB {bus.HALT_SUBJECT} {inbox} {len(block)} {len(block) + len(body)}\r\n".encode()
                      + block + body + b"\r\nPING\r\n")
         sent = time.monotonic()
+        sock.settimeout(max(0.01, until - sent))
         _until_pong(reader, sock)
         pending.published_at = time.time() - (time.monotonic() - sent)
         pending.out.set()
