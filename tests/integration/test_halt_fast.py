@@ -4,8 +4,8 @@ engine's orders cancelled at the exchange as soon as it misses its answer.
 
 Outcomes are read through independent paths: the engines' own /health (curl), files over the
 system ssh client, the exchange's API with a key from a host's .env, and the times at which the
-`invoke` process opened its TCP connections to the hosts' sshd (recorded by a sitecustomize in
-that process, beside the engines' own `halted_since`, on the same clock).
+`invoke` process opened its TCP connections to the hosts' sshd and wrote the halt's publish to a
+socket (recorded at the socket by a sitecustomize in that process, not by ripcord).
 """
 
 from __future__ import annotations
