@@ -305,6 +305,8 @@ def _rendered(inventory, host: str) -> dict[str, Any]:
 def guarded(inventory, host: str) -> set[str]:
     """The procedures the host's inventory lists for the two-person rule, after templating (a
     templated list is read as it renders; anything but a list of names is invalid input)."""
+    if not {RULE, TTL} & inventory.host_vars(host).keys():
+        return set()  # nothing to render: templating every var of 50 hosts cost ~0.1-0.3 s a run
     value = _rendered(inventory, host).get(RULE)
     if value in (None, "", []):
         return set()
