@@ -75,7 +75,17 @@ class Failed(RipcordError):
 
 @register
 class Rotate(Module):
-    """A new secret on every host of the batch, its readers restarted and verified; or none."""
+    """A new secret on every host of the batch, its readers restarted and verified; or none.
+
+    Changed: every host whose .env got the new secret (and whose readers restarted); nothing
+    when it failed and the previous values were put back (the task fails, naming the host).
+    Check mode: says per host what it would write and restart; writes and restarts nothing.
+    Example:
+        - name: rotate the engines' HMAC secret
+          rotate:
+            secret: hmac
+            timeout: 60
+    """
 
     name = "rotate"
     fleet = True

@@ -409,7 +409,7 @@ def test_stale_market_data(access, check):
 
 def test_selection_by_marker(check):
     report = check("security", ("exec-1",))
-    assert {r.id.split("::")[0] for r in report.results} == {"test_security.py"}
+    assert {r.id.split("::")[0] for r in report.results} == {"test_security.py", "test_secrets.py"}
     report = check("scenario16", HOSTS)
     assert {r.id for r in report.results} == {
         "test_backups.py::test_newest_backup_is_recent_intact_and_complete"}
