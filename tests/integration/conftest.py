@@ -20,6 +20,7 @@ import pytest
 from helpers import TEST_BASE_PORT, TEST_FLEET, publish
 
 from ripcord import bus
+from ripcord.errors import RipcordError
 from ripcord.sandbox.fleet import Fleet
 from ripcord.sandbox.plan import state_base
 
@@ -171,9 +172,21 @@ def connect(inventory):
 
     opened: dict[str, Connection] = {}
 
+    def alive(conn: Connection) -> bool:
+        """A fault test (of any file before this one on the worker) may have cut it, and a cut
+        connection can look active until it is used: one round trip says."""
+        transport = conn.fabric.client.get_transport()
+        if transport is None or not transport.is_active():
+            return False
+        try:
+            return conn.run("true").ok
+        except RipcordError:
+            return False
+
     def factory(host: str) -> Connection:
-        transport = opened[host].fabric.client.get_transport() if host in opened else None
-        if transport is None or not transport.is_active():  # a fault test may have cut it
+        if host not in opened or not alive(opened[host]):
+            if host in opened:
+                opened[host].close()
             conn = Connection(host, inventory.connection_for(host))
             conn.open()
             opened[host] = conn
