@@ -30,8 +30,8 @@ NO_LOCKS = {"halt", "diagnostics"}  # halting is the safe direction: it must not
 # run; diagnostics only reads
 NEVER_GUARDED = {"halt"}  # nor wait for a second person
 PREFLIGHT = {"backup-db", "restore-db", "migrate-db"}  # ripcord.modules.backup.preflight
-RELEASE_PREFLIGHT = {"deploy", "rollback", "resume"}  # ripcord.modules.release.preflight
 STATE_PREFLIGHT = {"recover-state", "reconcile"}  # ripcord.modules.state.preflight
+RELEASE_PREFLIGHT = {"deploy", "rollback", "resume"}  # ripcord.modules.release.preflight
 PREFLIGHT_ROTATE = {"rotate"}  # ripcord.modules.rotate.preflight
 ANY = "*"  # a templated value: it may be anything at run time
 
@@ -61,6 +61,12 @@ def run_procedure(name: str, *, pattern: str, inventory_paths: list[str] | None,
 
         inventory = load_operator_inventory(inventory_paths)
         preflight(name, inventory, pattern, options.extra_vars)
+    if name in RELEASE_PREFLIGHT:  # a split fleet, a missing release: exit 2, nothing changed
+        from ripcord.inventory import load_operator_inventory
+        from ripcord.modules import release
+
+        inventory = inventory or load_operator_inventory(inventory_paths)
+        release.preflight(name, inventory, pattern, options.extra_vars)
     if name in PREFLIGHT_ROTATE:  # no host is read: the inventory says what a rotation touches
         from ripcord.inventory import load_operator_inventory
         from ripcord.modules.rotate import preflight as rotate_preflight
@@ -73,12 +79,6 @@ def run_procedure(name: str, *, pattern: str, inventory_paths: list[str] | None,
 
         inventory = inventory or load_operator_inventory(inventory_paths)
         state.preflight(name, inventory, pattern, options.extra_vars)
-    if name in RELEASE_PREFLIGHT:  # a split fleet, a missing release: exit 2, nothing changed
-        from ripcord.inventory import load_operator_inventory
-        from ripcord.modules import release
-
-        inventory = inventory or load_operator_inventory(inventory_paths)
-        release.preflight(name, inventory, pattern, options.extra_vars)
     return run_playbook(str(PLAYBOOKS / f"{name}.yml"), pattern=pattern,
                         inventory_paths=inventory_paths, inventory=inventory, options=options,
                         yes=yes, console=console, reason=options.reason, approval=approval,

@@ -6,17 +6,17 @@ checkout (tasks.py) and the installed `ripcord` command (ripcord.program) run:
     halt | resume | flatten | cancel-all | master-arm | breaker | isolate | restart |
     recover-crash | status | drill |
     backup-db | restore-db | migrate-db            the runbooks' procedures    (tasks/procedures.py)
-    rotate                                         secret rotation             (tasks/secrets.py)
     recover-state | reconcile                      data corruption runbook     (tasks/state.py)
+    rotate                                         secret rotation             (tasks/secrets.py)
     audit                                          drift and health audit      (tasks/audit.py)
     approve                                        the two-person rule         (tasks/approvals.py)
     config                                         the configuration in force  (tasks/configuration.py)
     doc [MODULE]                                   the modules' documentation  (tasks/doc.py)
     deploy | rollback | diagnostics                releases, evidence          (tasks/releases.py)
     journal.show | journal.verify                  the record of every run     (tasks/journal.py)
+    scenario.list | .show | .run | .docs | triage  the failure scenarios       (tasks/scenarios.py)
     incident.open | .assign | .note | .update |
     .show | .close | .postmortem                   incidents, from the journal (tasks/incident.py)
-    scenario.list | .show | .run | .docs | triage  the failure scenarios       (tasks/scenarios.py)
 
 Exit codes (docs/exit-codes.md): 0 ok, 1 failed, 2 invalid input, 3 unreachable, 4 declined.
 """
@@ -48,7 +48,6 @@ def _namespace() -> Collection:
     ns.add_collection(incident.collection)
     ns.add_collection(scenarios.collection)
     ns.add_task(scenarios.triage)
-
     for area in (playbooks, procedures, releases, approvals, configuration, doc, secrets):
         for name, task in area.collection.tasks.items():
             ns.add_task(task, name=name)

@@ -152,6 +152,22 @@ def access(fleet) -> Access:
     return Access(fleet)
 
 
+@pytest.fixture(scope="module")
+def psql(access):
+    """psql(sql) -> rows (lines), as titan over TCP (an independent path to the ledger),
+    the password from db-1's .env as the module starts."""
+    password = access.env("db-1")["TITAN_DB_PASSWORD"]
+
+    def run(sql: str) -> list[str]:
+        result = subprocess.run(
+            ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+             "-p", str(access.plan.postgres_port), "-U", "titan", "-d", "titan", "-c", sql],
+            capture_output=True, text=True, timeout=30, env={**os.environ, "PGPASSWORD": password})
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+    return run
+
+
 @pytest.fixture
 def secret(access) -> str:
     """The fleet's HMAC secret, read from exec-1's .env (to sign commands as ripcord does)."""

@@ -151,11 +151,18 @@ def account_in_step(access) -> None:
             assert status == 201, order
 
 
-def trading_again(access, secret: str, engines=("exec-1", "exec-2"), timeout: float = 10.0) -> None:
+def trading_again(access, secret: str, engines=("exec-1", "exec-2"), timeout: float = 10.0, *,
+                  prepare: str = "", start: tuple[str, ...] = (), connect_timeout: float = 30.0) -> None:
     """Put the engines back to trading after a test: no halt file, no fault, a signed NORMAL,
-    and each engine's own /health saying it is not halted."""
+    and each engine's own /health saying it is not halted. `prepare` (shell, run first on each
+    engine host) undoes what a test did there; `start` names services to start again, and then
+    each engine is waited for until it is connected to NATS, so the NORMAL reaches it."""
     for host in engines:
-        access.ssh(host, 'rm -f "$TITAN_HOME/system.halt" "$TITAN_HOME"/state/faults/*')
+        access.ssh(host, prepare + 'rm -f "$TITAN_HOME/system.halt" "$TITAN_HOME"/state/faults/*'
+                   + ("; supervisorctl start " + " ".join(start) if start else ""), check=not start)
+    for host in engines if start else ():
+        access.wait_for(lambda h=host: access.health(h, "titan-execution")["nats_connected"],
+                        timeout=connect_timeout, interval=0.2, what=f"{host} connected to NATS")
     publish(access, bus.HALT_SUBJECT, {"state": "NORMAL", "reason": "test cleanup",
                                        "operator": "pytest", "source": "test"}, secret)
     for host in engines:

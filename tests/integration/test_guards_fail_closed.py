@@ -14,9 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import account_in_step, exchange, publish
-
-from ripcord import bus
+from helpers import account_in_step, exchange, trading_again
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINES = ("exec-1", "exec-2")
@@ -42,19 +40,8 @@ def engine_pid(access, host: str) -> str:
 def trading_afterwards(access):
     """Every test leaves the fleet trading: engines running (and not frozen), no halt file."""
     yield
-    secret = access.env("exec-1")["TITAN_HMAC_SECRET"]
-    for host in ENGINES:
-        access.ssh(host, 'kill -CONT $(supervisorctl pid titan-execution) 2>/dev/null; '
-                         'rm -f "$TITAN_HOME/system.halt"; supervisorctl start titan-execution',
-                   check=False)
-    for host in ENGINES:
-        access.wait_for(lambda h=host: engine(access, h)["nats_connected"], timeout=30,
-                        interval=0.2, what=f"{host} connected to NATS")
-    publish(access, bus.HALT_SUBJECT, {"state": "NORMAL", "reason": "test cleanup",
-                                       "operator": "pytest", "source": "test"}, secret)
-    for host in ENGINES:
-        access.wait_for(lambda h=host: not engine(access, h)["halted"], timeout=10,
-                        what=f"{host} trading again")
+    trading_again(access, access.env("exec-1")["TITAN_HMAC_SECRET"], ENGINES, start=("titan-execution",),
+                  prepare="kill -CONT $(supervisorctl pid titan-execution) 2>/dev/null; ")
 
 
 # --- the restart guard ------------------------------------------------------------------------

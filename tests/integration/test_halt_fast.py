@@ -18,9 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import exchange, publish
-
-from ripcord import bus
+from helpers import exchange, trading_again
 
 ENGINES = ("exec-1", "exec-2")
 RUNGS = ("secret", "nats", "health", "file", "stop", "exchange")
@@ -73,17 +71,7 @@ def fleet_as_found(access, secret):
     """Every test leaves the fleet trading: titan_home writable, engines running, no fault, no
     halt file, a signed NORMAL answered."""
     yield
-    for host in ENGINES:
-        access.ssh(host, 'chmod u+w "$TITAN_HOME"; rm -f "$TITAN_HOME/system.halt" '
-                         '"$TITAN_HOME"/state/faults/*; supervisorctl start titan-execution', check=False)
-    for host in ENGINES:
-        access.wait_for(lambda h=host: engine(access, h)["nats_connected"], timeout=20,
-                        interval=0.2, what=f"{host} connected to NATS")
-    publish(access, bus.HALT_SUBJECT, {"state": "NORMAL", "reason": "test cleanup",
-                                       "operator": "pytest", "source": "test"}, secret)
-    for host in ENGINES:
-        access.wait_for(lambda h=host: not engine(access, h)["halted"], timeout=10,
-                        what=f"{host} trading again")
+    trading_again(access, secret, ENGINES, start=("titan-execution",), prepare='chmod u+w "$TITAN_HOME"; ')
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ import os
 import subprocess
 
 import pytest
-from helpers import account_in_step, exchange, publish
-
-from ripcord import bus
+from helpers import account_in_step, exchange, trading_again
 
 ENGINES = ("exec-1", "exec-2")
 STRATEGIES = ("titan-scavenger", "titan-hunter", "titan-sentinel")
@@ -35,17 +33,7 @@ def trading_afterwards(access, secret):
     """Every test leaves the fleet trading: no fault, no halt file, services up, signed NORMAL."""
     yield
     access.ssh("db-1", "supervisorctl start nats", check=False)
-    for host in ENGINES:
-        access.ssh(host, 'rm -f "$TITAN_HOME/system.halt" "$TITAN_HOME"/state/faults/*')
-        access.ssh(host, "supervisorctl start titan-execution " + " ".join(STRATEGIES), check=False)
-    for host in ENGINES:
-        access.wait_for(lambda h=host: engine(access, h)["nats_connected"], timeout=20,
-                        interval=0.2, what=f"{host} connected to NATS")
-    publish(access, bus.HALT_SUBJECT, {"state": "NORMAL", "reason": "test cleanup",
-                                       "operator": "pytest", "source": "test"}, secret)
-    for host in ENGINES:
-        access.wait_for(lambda h=host: not engine(access, h)["halted"], timeout=10,
-                        what=f"{host} trading again")
+    trading_again(access, secret, ENGINES, start=("titan-execution", *STRATEGIES), connect_timeout=20)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ the ledger's audit_log.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from decimal import Decimal
@@ -20,21 +19,6 @@ from ripcord import bus
 
 ENGINES = ("exec-1", "exec-2")
 ROW = "host = 'exec-1' AND symbol = 'BTCUSDT'"
-
-
-@pytest.fixture(scope="module")
-def psql(access):
-    """psql(sql) -> rows (lines), as titan over TCP, the password from db-1's .env."""
-    password = access.env("db-1")["TITAN_DB_PASSWORD"]
-
-    def run(sql: str) -> list[str]:
-        result = subprocess.run(
-            ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-             "-p", str(access.plan.postgres_port), "-U", "titan", "-d", "titan", "-c", sql],
-            capture_output=True, text=True, timeout=30, env={**os.environ, "PGPASSWORD": password})
-        assert result.returncode == 0, result.stderr
-        return result.stdout.splitlines()
-    return run
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ ripcord's report: psql as titan (which signal each order traded), a plain NATS c
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 
 import pytest
@@ -19,21 +17,6 @@ ENGINES = ("exec-1", "exec-2")
 STREAM, CONSUMER = "TITAN_EXECUTION", "execution_group"
 TWICE = ("SELECT signal_id || ' ' || count(*) FROM orders WHERE signal_id IS NOT NULL "
          "GROUP BY signal_id HAVING count(*) > 1")
-
-
-@pytest.fixture(scope="module")
-def psql(access):
-    """psql(sql) -> rows (lines), as titan over TCP, the password from db-1's .env."""
-    password = access.env("db-1")["TITAN_DB_PASSWORD"]
-
-    def run(sql: str) -> list[str]:
-        result = subprocess.run(
-            ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-             "-p", str(access.plan.postgres_port), "-U", "titan", "-d", "titan", "-c", sql],
-            capture_output=True, text=True, timeout=30, env={**os.environ, "PGPASSWORD": password})
-        assert result.returncode == 0, result.stderr
-        return result.stdout.splitlines()
-    return run
 
 
 @pytest.fixture
