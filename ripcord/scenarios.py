@@ -28,10 +28,10 @@ SCENARIOS = data_dir("playbooks") / "scenarios"
 # Runbook 002's severities and runbook 004's escalation matrix (their response times agree but
 # for SEV1: 002 says "immediate", 004 "<5 minutes"; the stricter one is kept).
 SEVERITIES = {
-    1: {"name": "SEV1 critical", "respond_minutes": 5, "path": "on-call -> lead -> director"},
-    2: {"name": "SEV2 high", "respond_minutes": 15, "path": "on-call -> lead"},
-    3: {"name": "SEV3 medium", "respond_minutes": 60, "path": "on-call"},
-    4: {"name": "SEV4 low", "respond_minutes": 240, "path": "on-call"},
+    1: {"name": "SEV1 critical", "respond_minutes": 5},
+    2: {"name": "SEV2 high", "respond_minutes": 15},
+    3: {"name": "SEV3 medium", "respond_minutes": 60},
+    4: {"name": "SEV4 low", "respond_minutes": 240},
 }
 
 # Runbook 004's decision tree, asked in this order before the symptom checks.
