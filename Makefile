@@ -51,6 +51,7 @@ system-deps:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	test -x /usr/bin/python3 && /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3 python3-venv"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v keyctl >/dev/null || missing="$$missing keyutils"; \
 	command -v sudo >/dev/null || missing="$$missing sudo"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \

@@ -3,7 +3,8 @@
 `invoke halt` spends most of a second on imports (rich, jinja2, the playbook reader), SSH
 handshakes and a secret read over SSH before it can publish; trading goes on meanwhile. When the
 controller holds the signing secret (inventory `titan_hmac_secret_env`: an environment variable
-of the controller; or `titan_hmac_secret_file`: a file only its owner can read), nothing of that
+of the controller; `titan_hmac_secret_keyring`: a key in the kernel keyring; or
+`titan_hmac_secret_file`: a file only its owner can read), nothing of that
 is needed: this module, loaded first by ripcord.tasks, reads the inventory, signs the same
 HARD_HALT the halt module would and publishes it with a reply inbox over a plain socket (the NATS
 text protocol: no asyncio, no nats-py), then collects the engines' signed answers in a
@@ -12,8 +13,8 @@ background thread while the rest loads. The halt module takes those answers as i
 would (a templated value, NATS through an SSH tunnel or over TLS, a secret only on the hosts, a
 command line it does not fully understand) leaves everything to the halt module, as before.
 
-A secret file that others than its owner can read is refused: invalid input, before any host is
-touched.
+A secret file that others than its owner can read, or a keyring key that cannot be read, is
+refused: invalid input, before any host is touched.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from dataclasses import dataclass, field
 
 from ripcord import bus
 from ripcord.errors import InputError
+from ripcord.keyring import KeyringError, keyring_secret
 
 PLAY_HOSTS = "exec"  # playbooks/halt.yml's play
 ACK_TIMEOUT_S = 1.0  # the halt module's defaults: answers, connect
 CONNECT_TIMEOUT_S = 1.0
+SSH_WAIT_S = 1.0  # the first SSH connection (nats_tunnel) is given this long before the rest loads
 _OPTIONS = {"--host": "host", "-l": "host", "--limit": "host", "--reason": "reason",
             "--inventory": "inventory", "-i": "inventory", "--deadline": None}
 _FLAGS = {"--json", "--debug", "-v", "-vv", "-vvv", "--verbose"}
@@ -50,6 +53,7 @@ class Publish:
     done: threading.Event = field(default_factory=threading.Event)
     out: threading.Event = field(default_factory=threading.Event)  # published, or failed
     used: bool = False
+    via: tuple | None = None  # (host, ConnectionSpec): NATS through an SSH forward via that host
 
 
 PENDING: Publish | None = None
@@ -96,23 +100,25 @@ def parse_argv(argv: list[str]) -> dict | None:
 
 def begin(host: str, reason: str = "", inventory: list[str] | None = None) -> None:
     """Publish the signed halt for `host` if the controller holds the secret (once per process);
-    a secret file others can read sets REFUSED. Any other problem: today's path, silently."""
+    a secret file others can read, or a keyring key that cannot be read, sets REFUSED. Any other
+    problem: today's path, silently."""
     global PENDING, REFUSED
     if PENDING is not None or REFUSED is not None:
         return
     try:
         plan = _plan(host, reason, inventory)
-    except SecretFileRefused as exc:
+    except (SecretFileRefused, KeyringError) as exc:
         REFUSED = exc.message
         return
     except Exception:  # noqa: BLE001 - a bad pattern or inventory too: the task says so as ever
         return
     if plan is None:
         return
-    url, secret, body, targets = plan
-    PENDING = Publish(targets)
+    url, secret, body, targets, via = plan
+    PENDING = Publish(targets, via=via)
     threading.Thread(target=_session, args=(PENDING, url, secret, body), daemon=True).start()
-    PENDING.out.wait(CONNECT_TIMEOUT_S + 0.5)  # nothing else competes for the CPU until it is out
+    # nothing else competes for the CPU until it is out (through the tunnel: SSH's handshake too)
+    PENDING.out.wait(CONNECT_TIMEOUT_S + 0.5 + (SSH_WAIT_S if via else 0))
 
 
 def refusal() -> str | None:
@@ -124,12 +130,18 @@ def taken(targets: list[str]) -> Publish | None:
     if PENDING is None or PENDING.used or PENDING.targets != sorted(targets):
         return None
     PENDING.used = True
+    if PENDING.via is not None:
+        PENDING.out.wait(PENDING.via[1].connect_timeout + CONNECT_TIMEOUT_S + 1.0)
+        if PENDING.published_at is None:  # no tunnel: the halt module's own, via any host that answers
+            return None
     PENDING.done.wait(ACK_TIMEOUT_S + CONNECT_TIMEOUT_S + 1.0)
     return PENDING
 
 
 def _plan(host: str, reason: str, inventory: list[str] | None):
-    """(nats url, secret, signed body, targets), or None when this path does not apply."""
+    """(nats url, secret, signed body, targets, via), or None when this path does not apply; via
+    is (host, ConnectionSpec) of the batch's first host when NATS is reached through it
+    (nats_tunnel), as the halt module would reach it."""
     from ripcord.inventory import Inventory
 
     if inventory:
@@ -145,21 +157,32 @@ def _plan(host: str, reason: str, inventory: list[str] | None):
     first = loaded.host_vars(targets[0])
     secret = controller_secret(first)
     url = first.get("nats_url")
-    if secret is None or not isinstance(url, str) or "{{" in url or _truthy(first.get("nats_tunnel")):
+    if secret is None or not isinstance(url, str) or "{{" in url:
         return None
+    via = None
+    if _truthy(first.get("nats_tunnel")):
+        name = next(h for h in loaded.select(PLAY_HOSTS) if h in targets)  # the runner's order
+        spec = loaded.connection_for(name)
+        if any("{{" in str(value) for value in vars(spec).values()):
+            return None
+        via = (name, spec)
     from ripcord.journal import operator
 
     fields = {"state": "HARD_HALT", "reason": reason or "operator halt", "operator": operator(),
               "source": "ripcord", "targets": targets}
-    return url, secret, bus.encode(fields), targets
+    return url, secret, bus.encode(fields), targets, via
 
 
 def controller_secret(hostvars: dict) -> str | None:
-    """The signing secret the controller holds, per the inventory, or None (then the hosts have
-    it). InputError for a secret file that others than its owner can read."""
+    """The signing secret the controller holds, per the inventory (its environment, the kernel
+    keyring, a file), or None (then the hosts have it). InputError for a key that cannot be read
+    (ripcord/keyring.py) or a secret file that others than its owner can read."""
     name = hostvars.get("titan_hmac_secret_env")
     if isinstance(name, str) and "{{" not in name and os.environ.get(name):
         return os.environ[name].strip()
+    held = keyring_secret(hostvars)  # KeyringError (invalid input) when named but unreadable
+    if held is not None:
+        return held
     path = hostvars.get("titan_hmac_secret_file")
     if not isinstance(path, str) or not path or "{{" in path:
         return None
@@ -184,51 +207,77 @@ def _truthy(value) -> bool:
 
 def _session(pending: Publish, url: str, secret: str, body: bytes) -> None:
     try:
-        _publish_and_gather(pending, url, secret, body)
-    except (OSError, ValueError) as exc:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("nats", ""):
+            raise ValueError(f"scheme {parts.scheme!r} is not plain NATS")
+        if pending.via is None:
+            until = time.monotonic() + CONNECT_TIMEOUT_S  # connect, hello and publish, all within it
+            with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222),
+                                          timeout=CONNECT_TIMEOUT_S) as sock:
+                _publish_and_gather(pending, parts, sock, secret, body, until)
+        else:
+            _through_ssh(pending, parts, secret, body)
+    except Exception as exc:  # noqa: BLE001 - said in the halt's result (or, before the publish
+        # through a tunnel, the halt module's own path is taken)
         pending.error = f"cannot use NATS at {bus.public_url(url)}: {exc or type(exc).__name__}"
     finally:
         pending.out.set()
         pending.done.set()
 
 
-def _publish_and_gather(pending: Publish, url: str, secret: str, body: bytes) -> None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("nats", ""):
-        raise ValueError(f"scheme {parts.scheme!r} is not plain NATS")
-    until = time.monotonic() + CONNECT_TIMEOUT_S  # connect, hello and publish, all within it
-    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222),
-                                  timeout=CONNECT_TIMEOUT_S) as sock:
-        reader = sock.makefile("rb")
-        sock.settimeout(max(0.01, until - time.monotonic()))
-        line = reader.readline()
-        if not line.startswith(b"INFO "):
-            raise ValueError("the server did not introduce itself as NATS")
-        info = json.loads(line[5:])
-        if info.get("tls_required") or (info.get("auth_required") and not parts.username):
-            raise ValueError("TLS or credentials the fast path does not speak")
-        connect = {"verbose": False, "pedantic": False, "headers": True, "no_responders": False,
-                   "protocol": 1, "lang": "python", "version": "ripcord-fasthalt",
-                   "name": "ripcord-halt"}
-        if parts.username and parts.password is not None:
-            connect.update(user=urllib.parse.unquote(parts.username),
-                           **{"pass": urllib.parse.unquote(parts.password)})
-        elif parts.username:
-            connect["auth_token"] = urllib.parse.unquote(parts.username)
-        inbox = f"_INBOX.ripcord{os.urandom(10).hex()}"
-        headers = bus.sign(bus.HALT_SUBJECT, body, secret)
-        block = ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-                 + "\r\n").encode()
-        sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
-                     + f"SUB {inbox} 1\r\n".encode()
-                     + f"HPUB {bus.HALT_SUBJECT} {inbox} {len(block)} {len(block) + len(body)}\r\n".encode()
-                     + block + body + b"\r\nPING\r\n")
-        sent = time.monotonic()
-        sock.settimeout(max(0.01, until - sent))
-        _until_pong(reader, sock)
-        pending.published_at = time.time() - (time.monotonic() - sent)
-        pending.out.set()
-        _gather(pending, reader, sock, inbox, secret, sent)
+def _through_ssh(pending: Publish, parts: urllib.parse.SplitResult, secret: str, body: bytes) -> None:
+    """nats_tunnel: the one SSH connection NATS needs, opened first (the runner's Connection:
+    the same host keys, jump hosts and timeouts), and NATS spoken over a direct-tcpip channel,
+    as ripcord.modules.bus.nats_tunnel's forward would carry it."""
+    from ripcord.connection import Connection
+
+    host, spec = pending.via
+    conn = Connection(host, spec)
+    try:
+        conn.open()
+        until = time.monotonic() + CONNECT_TIMEOUT_S  # then the forward, hello and publish
+        channel = conn.fabric.transport.open_channel(
+            "direct-tcpip", (parts.hostname or "127.0.0.1", parts.port or 4222), ("127.0.0.1", 0),
+            timeout=CONNECT_TIMEOUT_S)
+        with channel:
+            _publish_and_gather(pending, parts, channel, secret, body, until)
+    finally:
+        conn.close()
+
+
+def _publish_and_gather(pending: Publish, parts: urllib.parse.SplitResult, sock, secret: str,
+                        body: bytes, until: float) -> None:
+    """Over `sock` (a socket, or an SSH channel): hello and publish by `until`, then answers."""
+    reader = sock.makefile("rb")
+    sock.settimeout(max(0.01, until - time.monotonic()))
+    line = reader.readline()
+    if not line.startswith(b"INFO "):
+        raise ValueError("the server did not introduce itself as NATS")
+    info = json.loads(line[5:])
+    if info.get("tls_required") or (info.get("auth_required") and not parts.username):
+        raise ValueError("TLS or credentials the fast path does not speak")
+    connect = {"verbose": False, "pedantic": False, "headers": True, "no_responders": False,
+               "protocol": 1, "lang": "python", "version": "ripcord-fasthalt",
+               "name": "ripcord-halt"}
+    if parts.username and parts.password is not None:
+        connect.update(user=urllib.parse.unquote(parts.username),
+                       **{"pass": urllib.parse.unquote(parts.password)})
+    elif parts.username:
+        connect["auth_token"] = urllib.parse.unquote(parts.username)
+    inbox = f"_INBOX.ripcord{os.urandom(10).hex()}"
+    headers = bus.sign(bus.HALT_SUBJECT, body, secret)
+    block = ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+             + "\r\n").encode()
+    sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
+                 + f"SUB {inbox} 1\r\n".encode()
+                 + f"HPUB {bus.HALT_SUBJECT} {inbox} {len(block)} {len(block) + len(body)}\r\n".encode()
+                 + block + body + b"\r\nPING\r\n")
+    sent = time.monotonic()
+    sock.settimeout(max(0.01, until - sent))
+    _until_pong(reader, sock)
+    pending.published_at = time.time() - (time.monotonic() - sent)
+    pending.out.set()
+    _gather(pending, reader, sock, inbox, secret, sent)
 
 
 def _until_pong(reader, sock) -> None:

@@ -456,12 +456,14 @@ def preflight(procedure: str, inventory, pattern: str, extra_vars: dict) -> None
     if left_out:
         raise InputError(f"--host {pattern} leaves out {', '.join(left_out)}, whose services read "
                          f"{key}: the fleet would end split", hint="e.g. --host sandbox")
-    held = sorted(h for h in selected if hostvars[h].get("titan_hmac_secret_env"))
-    if kind == "hmac" and held:
-        raise InputError(f"{', '.join(held)}: titan_hmac_secret_env names an environment variable of "
-                         "the controller, which a rotation cannot change: the kill switch would sign "
-                         "with the retired secret", hint="rotate without it (or with a "
-                         "titan_hmac_secret_file, which is updated), then export the new value")
+    for var, what in (("titan_hmac_secret_env", "an environment variable"),
+                      ("titan_hmac_secret_keyring", "a kernel keyring key")):
+        held = sorted(h for h in selected if hostvars[h].get(var))
+        if kind == "hmac" and held:
+            raise InputError(f"{', '.join(held)}: {var} names {what} of the controller, which a "
+                             "rotation does not change: the kill switch would sign with the retired "
+                             "secret", hint="rotate without it (or with a titan_hmac_secret_file, which "
+                             "is updated), then store the new value there")
     if kind == "db" and not any(DB in (hostvars[h].get("services") or []) for h in selected):
         raise InputError(f"--host {pattern} selects no host that runs {DB}: its role's password "
                          "changes with the .env", hint="e.g. --host sandbox")

@@ -20,6 +20,7 @@ from typing import Any
 
 from ripcord import bus
 from ripcord.errors import RipcordError, UnreachableError
+from ripcord.keyring import KeyringError, keyring_secret
 from ripcord.modules import servicehint
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
 from ripcord.modules.bus import EnvFileError, env_secret, nats_tunnel
@@ -53,7 +54,8 @@ def ssh_down(ctx: TaskContext) -> str:
 
 def fleet_secret(contexts: dict[str, TaskContext]) -> str:
     """The HMAC secret: from the controller's environment variable named by inventory
-    titan_hmac_secret_env, or its file named by titan_hmac_secret_file (needs no host), else
+    titan_hmac_secret_env, its kernel keyring's key named by titan_hmac_secret_keyring, or its
+    file named by titan_hmac_secret_file (needs no host), else
     from the first host that answers over SSH and has it in its env_file; EnvFileError saying
     why none had it."""
     problems = []
@@ -63,6 +65,15 @@ def fleet_secret(contexts: dict[str, TaskContext]) -> str:
         if first.secrets is not None:
             first.secrets.add(os.environ[named].strip())
         return os.environ[named].strip()
+    try:  # the kernel keyring: the same reader as the halt's first publish (fasthalt.py)
+        held = keyring_secret(first.vars)
+    except KeyringError as exc:
+        problems.append(f"controller: {exc}")
+    else:
+        if held is not None:
+            if first.secrets is not None:
+                first.secrets.add(held)
+            return held
     if first.vars.get("titan_hmac_secret_file"):
         try:
             return controller_secret(first, str(first.vars["titan_hmac_secret_file"]))

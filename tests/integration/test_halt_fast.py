@@ -170,6 +170,83 @@ def test_a_secret_file_others_can_read_is_refused_before_anything(access, ripcor
         assert engine(access, host)["halted"] is False and no_halt_file(access, host)
 
 
+@pytest.fixture
+def keyring_key():
+    """add(value) -> the description of a new `user` key in this user's kernel keyring (keyctl,
+    the value on stdin), unlinked afterwards."""
+    added = []
+
+    def add(value: str) -> str:
+        description = f"ripcord-halt-test-{os.getpid()}-{len(added)}"
+        added.append(subprocess.run(["keyctl", "padd", "user", description, "@u"], input=value, text=True,
+                                    capture_output=True, check=True).stdout.strip())
+        return description
+    yield add
+    for key in added:
+        subprocess.run(["keyctl", "unlink", key, "@u"], capture_output=True, check=False)
+
+
+def test_with_the_secret_in_the_kernel_keyring_the_halt_is_out_before_any_ssh_connection(
+        access, ripcord, recorded, secret, tmp_path, keyring_key):
+    extra_env, connects = recorded
+    inventory = tmp_path / "keyring-secret.yml"
+    inventory.write_text(f"all:\n  vars:\n    titan_hmac_secret_keyring: {keyring_key(secret)}\n")
+    result = ripcord("halt", "--host", "sandbox", "--json", inventories=(inventory,), extra_env=extra_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = halt_records(result)
+    published, first_ssh = connects("publish"), min(connects("ssh"))
+    assert len(published) == 1 and published[0] < first_ssh, (published, first_ssh)
+    for host in ENGINES:
+        assert "halted by NATS" in records[host]["msg"], records[host]
+        assert engine(access, host)["halted_since"] >= published[0] - 1  # by this run's command
+    assert secret not in result.stdout + result.stderr + (tmp_path / "journal.jsonl").read_text()
+
+
+def test_a_keyring_key_that_cannot_be_found_is_refused_before_anything(access, ripcord, recorded,
+                                                                        secret, tmp_path):
+    extra_env, connects = recorded
+    inventory = tmp_path / "keyring-secret.yml"
+    inventory.write_text(f"all:\n  vars:\n    titan_hmac_secret_keyring: ripcord-absent-{os.getpid()}\n")
+    result = ripcord("halt", "--host", "sandbox", inventories=(inventory,), extra_env=extra_env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "titan_hmac_secret_keyring" in lines[0], lines
+    assert f"user:'ripcord-absent-{os.getpid()}'" in lines[0] and "no such key" in lines[0], lines
+    assert connects("ssh") == [] and connects("publish") == []
+    for host in ENGINES:
+        assert engine(access, host)["halted"] is False and no_halt_file(access, host)
+
+
+def test_rotate_refuses_a_secret_held_in_the_keyring_which_it_would_leave_retired(
+        access, ripcord, secret, tmp_path, keyring_key):
+    inventory = tmp_path / "keyring-secret.yml"
+    inventory.write_text(f"all:\n  vars:\n    titan_hmac_secret_keyring: {keyring_key(secret)}\n")
+    result = ripcord("rotate", "--secret", "hmac", "--host", "sandbox", "--yes", inventories=(inventory,))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "titan_hmac_secret_keyring names a kernel keyring key of the controller" in result.stderr
+    assert access.env("exec-1")["TITAN_HMAC_SECRET"] == secret and secret not in result.stdout + result.stderr
+
+
+def test_with_nats_through_the_ssh_tunnel_the_halt_goes_out_over_the_first_connection(
+        access, ripcord, recorded, secret, tmp_path):
+    """nats_tunnel: one SSH connection (to the batch's first host) opens first and carries the
+    publish; every engine has halted, by its own clock, before the next SSH connection opens."""
+    extra_env, connects = recorded
+    inventory = tmp_path / "tunnel.yml"
+    inventory.write_text("all:\n  vars:\n    nats_tunnel: true\n"
+                         "    titan_hmac_secret_env: HALT_TEST_SECRET\n")
+    result = ripcord("halt", "--host", "sandbox", "--json", inventories=(inventory,),
+                     extra_env={**extra_env, "HALT_TEST_SECRET": secret})
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = halt_records(result)
+    ssh = sorted(connects("ssh"))
+    halted = [engine(access, host)["halted_since"] for host in ENGINES]
+    assert len(ssh) > len(ENGINES) and ssh[0] < min(halted) and max(halted) < ssh[1], (ssh, halted)
+    assert connects("publish") == []  # not through a local forward: over the SSH channel itself
+    for host in ENGINES:
+        assert "halted by NATS" in records[host]["msg"], records[host]
+
+
 # --- a rogue engine: its orders cancelled as soon as it misses its answer ----------------------
 
 def test_a_rogue_engines_orders_are_cancelled_at_the_exchange_before_the_deadline(access, fleet,
