@@ -9,9 +9,12 @@ is needed: this module, loaded first by ripcord.tasks, reads the inventory, sign
 HARD_HALT the halt module would and publishes it with a reply inbox over a plain socket (the NATS
 text protocol: no asyncio, no nats-py), then collects the engines' signed answers in a
 background thread while the rest loads. The halt module takes those answers as its rung 1
-(`taken`); the other rungs run as before. Whatever this path cannot do exactly as the halt module
-would (a templated value, NATS through an SSH tunnel or over TLS, a secret only on the hosts, a
-command line it does not fully understand) leaves everything to the halt module, as before.
+(`taken`); the other rungs run as before. Where NATS is reached through an SSH tunnel
+(nats_tunnel), the one SSH connection it needs, to the batch's first host, is opened first and
+carries the publish; if it cannot be opened, the halt module's own tunnel (via any host that
+answers) is used. Whatever this path cannot do exactly as the halt module would (a templated
+value, NATS over TLS, a secret only on the hosts, a command line it does not fully understand)
+leaves everything to the halt module, as before.
 
 A secret file that others than its owner can read, or a keyring key that cannot be read, is
 refused: invalid input, before any host is touched.

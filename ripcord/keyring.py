@@ -12,7 +12,6 @@ named by the inventory variable and the description, never by its value.
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 from ripcord.errors import InputError
@@ -34,6 +33,8 @@ def keyring_secret(hostvars: dict) -> str | None:
     description = hostvars.get(VARIABLE)
     if not isinstance(description, str) or not description or "{{" in description:
         return None
+    import ctypes  # only when a key is named: the halt's first publish waits on every import
+
     try:
         lib = ctypes.CDLL("libkeyutils.so.1", use_errno=True)
     except OSError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -245,6 +246,26 @@ def test_with_nats_through_the_ssh_tunnel_the_halt_goes_out_over_the_first_conne
     assert connects("publish") == []  # not through a local forward: over the SSH channel itself
     for host in ENGINES:
         assert "halted by NATS" in records[host]["msg"], records[host]
+
+
+def test_when_the_tunnels_first_host_refuses_ssh_the_halt_modules_tunnel_carries_the_halt(
+        access, ripcord, recorded, secret, tmp_path):
+    """The first connection cannot open (exec-1's port closed): the halt module's own tunnel, via
+    exec-2 which answers, publishes (a local forward: its publish is seen on a socket), and exec-1's
+    engine is halted over NATS all the same."""
+    extra_env, connects = recorded
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    inventory = tmp_path / "tunnel.yml"
+    inventory.write_text("all:\n  vars:\n    nats_tunnel: true\n    titan_hmac_secret_env: HALT_TEST_SECRET\n"
+                         f"  hosts:\n    exec-1:\n      ansible_port: {closed}\n")
+    result = ripcord("halt", "--host", "sandbox", "--json", inventories=(inventory,),
+                     extra_env={**extra_env, "HALT_TEST_SECRET": secret})
+    assert result.returncode == 3, result.stdout + result.stderr  # exec-1 unreachable over SSH
+    assert len(connects("publish")) == 1
+    assert engine(access, "exec-1")["halt_source"] == "nats"  # no halt file: no SSH
+    assert "nats" in engine(access, "exec-2")["halt_source"].split("+")
 
 
 # --- a rogue engine: its orders cancelled as soon as it misses its answer ----------------------
