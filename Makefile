@@ -20,11 +20,13 @@ test: deps
 # Each regenerates docs/performance.md's measured section from what it measured (bench/report.py).
 bench: deps
 	$(PY) bench/run.py --hosts 10 50
-	$(PY) bench/halt.py
+	$(PY) bench/halt.py --hosts 10
+	$(PY) bench/halt.py --hosts 50 --runs 5
 
-# The 10-host jobs alone (touch + read against plain Fabric, pyinfra, Ansible; invoke verify).
+# The 10-host jobs alone (touch + read against plain Fabric, pyinfra, Ansible; ripcord verify; halt).
 bench-quick: deps
 	$(PY) bench/run.py --hosts 10
+	$(PY) bench/halt.py --hosts 10 --runs 5
 
 lint: deps
 	$(VENV)/bin/ruff check ripcord sandbox tests bench tasks.py checks

@@ -1,7 +1,7 @@
-"""Halt speed on a sandbox fleet: `invoke halt` end to end, from the process's start.
+"""Halt speed on a sandbox fleet: `ripcord halt` (the installed command) end to end, from the process's start.
 
 Each run starts from a trading fleet (halt files removed, a signed NORMAL answered by every
-engine, 2 s to settle), then runs `invoke halt --host sandbox --json` and reads, per run:
+engine, 2 s to settle), then runs `ripcord halt --host sandbox --json` and reads, per run:
 - every engine halted after the process started: each engine's own `halted_since` (its /health)
   minus the time.time() taken just before the process was started (same machine, same clock);
   the slowest engine counts;
@@ -31,6 +31,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+
+from run import machine  # noqa: E402  (bench/run.py)
 
 from ripcord import bus, dotenv  # noqa: E402
 from ripcord.inventory import Inventory  # noqa: E402
@@ -73,14 +75,14 @@ def resume(fleet: Fleet, inventory: Inventory) -> None:
 def halt_once(fleet: Fleet, inventory: Inventory, env: dict[str, str], extra: list[str]
               ) -> tuple[float, float, list[float]]:
     """(wall s, ms from the process's start to the last engine's halted_since, answers in ms)."""
-    argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), "halt", "--host",
-            "sandbox", "--inventory", str(fleet.inventory), *extra, "--reason", "bench", "--json"]
+    argv = [str(Path(sys.executable).parent / "ripcord"), "halt", "--host", "sandbox",
+            "--inventory", str(fleet.inventory), *extra, "--reason", "bench", "--json"]
     born = time.time()
     started = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
     wall = time.perf_counter() - started
     if result.returncode != 0:
-        raise SystemExit(f"invoke halt failed ({result.returncode}):\n{result.stdout[-3000:]}"
+        raise SystemExit(f"ripcord halt failed ({result.returncode}):\n{result.stdout[-3000:]}"
                          f"\n{result.stderr[-2000:]}")
     records = [r for r in json.loads(result.stdout)["results"] if r["module"] == "halt"]
     acks = [float(m.group(1)) for r in records if (m := ANSWERED.search(r["msg"]))]
@@ -106,6 +108,7 @@ def main() -> None:
     parser.add_argument("--base-port", type=int, default=31000)
     parser.add_argument("--fleet", default="bench-fleet", help="fleet directory name")
     parser.add_argument("--keep", action="store_true", help="leave the fleet up")
+    parser.add_argument("--no-doc", action="store_true", help="do not regenerate docs/performance.md")
     args = parser.parse_args()
     root = state_base() / args.fleet
     fleet = Fleet(root, base_port=args.base_port, hosts=args.hosts, inventory=root / "inventory.yml")
@@ -117,6 +120,7 @@ def main() -> None:
         engines = inventory.group_hosts("exec")
         secret = dotenv.parse((Path(str(inventory.host_vars(engines[0])["titan_home"])) / ".env")
                               .read_text())["TITAN_HMAC_SECRET"]
+        load_before = os.getloadavg()
         with tempfile.TemporaryDirectory() as tmp:
             controller = Path(tmp) / "controller-secret.yml"
             controller.write_text("all:\n  vars:\n    titan_hmac_secret_env: BENCH_HMAC_SECRET\n")
@@ -132,21 +136,27 @@ def main() -> None:
                         seen[way]["wall"].append(wall)
                         seen[way]["halted"].append(halted)
                         seen[way]["ack"].append(max(answered))
-        print(f"\n## invoke halt on a {args.hosts}-host sandbox ({len(engines)} engines), "
+        print(f"\n## ripcord halt on a {args.hosts}-host sandbox ({len(engines)} engines), "
               f"{args.runs} runs each way, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs")
         print("| measure | median | min | max |\n|---|---|---|---|")
         for way in ways:
             print(row(f"{way}: every engine halted after the process started (ms)",
                       seen[way]["halted"], 0))
             print(row(f"{way}: slowest engine's answer after the publish (ms)", seen[way]["ack"], 1))
-            print(row(f"{way}: whole verified `invoke halt` (s)", seen[way]["wall"], 2))
+            print(row(f"{way}: whole verified `ripcord halt` (s)", seen[way]["wall"], 2))
         out = HERE / "results"
         out.mkdir(exist_ok=True)
-        (out / "halt.json").write_text(json.dumps({"hosts": args.hosts, **seen}, indent=2))
+        (out / f"halt-{args.hosts}.json").write_text(json.dumps(
+            {"hosts": args.hosts, "engines": len(engines), "machine": machine(),
+             "load": {"before": load_before, "after": os.getloadavg()}, "ways": seen}, indent=2) + "\n")
     finally:
         resume(fleet, Inventory.load([fleet.inventory]))
         if not args.keep:
             fleet.down(purge=True)
+    if not args.no_doc:
+        import report as doc
+
+        doc.regenerate()
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@ TOUCH = "touch a file on every host and read it back"
 VERIFY = "the whole check suite on every host"
 
 
-def load() -> dict[int, dict]:
+def load(kind: str = "bench") -> dict[int, dict]:
+    """The last results of each fleet size: bench-<hosts>.json (bench/run.py) or halt-<hosts>.json
+    (bench/halt.py)."""
     found = {}
-    for path in sorted(RESULTS.glob("bench-*.json")):
+    for path in sorted(RESULTS.glob(f"{kind}-*.json")):
         record = json.loads(path.read_text())
         found[record["hosts"]] = record
     return found
@@ -46,8 +48,8 @@ def table(job: str, times: dict[str, dict[str, list[float]]]) -> list[str]:
     return lines
 
 
-def targets(found: dict[int, dict]) -> list[str]:
-    """The issue's targets (issue 12: 3 and 4), each met or missed by how much."""
+def targets(found: dict[int, dict], halts: dict[int, dict] | None = None) -> list[str]:
+    """The issue's targets (issue 12: 1, 3 and 4), each met or missed by how much."""
     rows = []
 
     def add(what: str, value: float | None, limit: float, unit: str, below: bool = True) -> None:
@@ -70,10 +72,18 @@ def targets(found: dict[int, dict]) -> list[str]:
         max(touch50["ripcord"]["peak_mib"]) if "ripcord" in touch50 else None, 150, " MiB")
     verify = found.get(10, {}).get("jobs", {}).get(VERIFY, {})
     ours = median(verify["ripcord verify"]["wall_s"]) if "ripcord verify" in verify else None
-    add("`invoke verify`, 10 hosts", ours, 2.5, " s")
+    add("`ripcord verify`, 10 hosts", ours, 2.5, " s")
     plain = verify.get("pytest + testinfra ssh")
-    add("`invoke verify` faster than pytest + testinfra ssh, 10 hosts",
+    add("`ripcord verify` faster than pytest + testinfra ssh, 10 hosts",
         median(plain["wall_s"]) / ours if plain and ours else None, 20, "x", below=False)
+    for hosts, answer, whole in ((10, 50, 0.8), (50, 100, 2.0)):  # the kill switch, secret held
+        way = (halts or {}).get(hosts, {}).get("ways", {}).get("controller")
+        add(f"halt, {hosts} hosts: every engine halted after the process started (slowest run)",
+            max(way["halted"]) if way else None, 300, " ms")
+        add(f"halt, {hosts} hosts: slowest engine's answer after the publish (slowest run)",
+            max(way["ack"]) if way else None, answer, " ms")
+        add(f"halt, {hosts} hosts: the whole verified `ripcord halt` (median)",
+            median(way["wall"]) if way else None, whole, " s")
     return ["| target | measured | wanted | verdict |", "|---|---|---|---|", *rows]
 
 
@@ -90,7 +100,25 @@ def render(found: dict[int, dict]) -> str:
         for job, times in record["jobs"].items():
             out += [f"**{job}** (whole-process wall time; median of the runs after a warm-up)", "",
                     *table(job, times), ""]
-    out += ["### Targets (issue 12)", "", *targets(found), "", END]
+    halts = load("halt")
+    for hosts, record in sorted(halts.items()):
+        m, load_avg = record["machine"], record["load"]
+        out += [f"### `ripcord halt`, {hosts} hosts ({record['engines']} engines), {m['date']}", "",
+                f"Machine: {m['cpus']} cores ({m['model']}); load average (1, 5, 15 min) "
+                f"{', '.join(f'{x:.1f}' for x in load_avg['before'])} before, "
+                f"{', '.join(f'{x:.1f}' for x in load_avg['after'])} after. `controller`: the controller "
+                "holds the signing secret (published before any SSH connection); `hosts`: the secret "
+                "is read over SSH first.", "",
+                "| measure | runs | median | range |", "|---|---|---|---|"]
+        for way, seen in record["ways"].items():
+            for key, what, digits in (("halted", "every engine halted after the process started (ms)", 0),
+                                      ("ack", "slowest engine's answer after the publish (ms)", 1),
+                                      ("wall", "the whole verified halt (s)", 2)):
+                values = seen[key]
+                out.append(f"| {way}: {what} | {len(values)} | {median(values):.{digits}f} | "
+                           f"{min(values):.{digits}f}-{max(values):.{digits}f} |")
+        out.append("")
+    out += ["### Targets (issue 12)", "", *targets(found, halts), "", END]
     return "\n".join(out)
 
 
@@ -105,7 +133,8 @@ def regenerate() -> None:
         intro, _, rest = body.partition("\n\n")
         text = f"{title}\n\n{intro}\n\n{section}\n\n{rest}"
     DOC.write_text(text)
-    print(f"{DOC}: regenerated from {', '.join(str(p.name) for p in sorted(RESULTS.glob('bench-*.json')))}")
+    used = sorted(p.name for p in RESULTS.glob("*-*.json"))
+    print(f"{DOC}: regenerated from {', '.join(used)}")
 
 
 if __name__ == "__main__":

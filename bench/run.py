@@ -1,5 +1,5 @@
 """Side-by-side benchmarks: ripcord against plain Fabric (the floor), pyinfra and ansible-playbook
-on one sandbox fleet of 10 hosts, then grown to 50; `invoke verify` against plain pytest with
+on one sandbox fleet of 10 hosts, then grown to 50; `ripcord verify` against plain pytest with
 testinfra's ssh backend at 10 hosts. Writes bench/results/bench-<hosts>.json and regenerates
 docs/performance.md's measured section (bench/report.py).
 
@@ -79,8 +79,7 @@ def fabric_hosts(fleet: Fleet, workdir: Path) -> Path:
 def commands(fleet: Fleet, workdir: Path, tools: list[str]) -> dict[str, list[str]]:
     hosts = len(fleet.plan.hosts)
     every = {
-        "ripcord": [bin_path("invoke"), "--search-root", str(REPO), "play",
-                    str(HERE / "touch_and_read.yml"), "--host", "sandbox",
+        "ripcord": [bin_path("ripcord"), "play", str(HERE / "touch_and_read.yml"), "--host", "sandbox",
                     "--inventory", str(fleet.inventory), "--forks", str(hosts)],
         "plain Fabric": [sys.executable, str(HERE / "fabric_touch_and_read.py"),
                          str(fabric_hosts(fleet, workdir))],
@@ -101,8 +100,8 @@ def verify_commands(fleet: Fleet, workdir: Path) -> dict[str, list[str]]:
                       "  StrictHostKeyChecking yes\n  BatchMode yes\n")
     hosts = ",".join(f"ssh://{fleet.user}@127.0.0.1:{h.ssh_port}" for h in fleet.plan.hosts)
     return {
-        "ripcord verify": [bin_path("invoke"), "--search-root", str(REPO), "verify",
-                           "--host", "sandbox", "--inventory", str(fleet.inventory)],
+        "ripcord verify": [bin_path("ripcord"), "verify", "--host", "sandbox",
+                           "--inventory", str(fleet.inventory)],
         "pytest + testinfra ssh": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                    str(REPO / "checks"), "-m", "not situational",
                                    f"--hosts={hosts}", f"--ssh-config={config}", "--tb=no"],
@@ -143,7 +142,7 @@ def main() -> None:
     parser.add_argument("--tools", nargs="+", default=TOOLS, choices=TOOLS,
                         help="the touch job's tools (default: all)")
     parser.add_argument("--verify-runs", type=int, default=5,
-                        help="runs of `invoke verify` at 10 hosts (default 5; 0 skips the job)")
+                        help="runs of `ripcord verify` at 10 hosts (default 5; 0 skips the job)")
     parser.add_argument("--plain-verify-runs", type=int, default=1,
                         help="runs of plain pytest + testinfra's ssh backend (minutes each; default 1)")
     parser.add_argument("--keep", action="store_true", help="leave the bench fleet up")

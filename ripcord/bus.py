@@ -10,7 +10,6 @@ secret can answer.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -123,6 +122,8 @@ async def connect(url: str, timeout: float = 2.0, *, retry_refused: bool = False
     port until the deadline: an SSH tunnel binds its local port in a background thread.
     Messages name `shown_as` (what the operator asked for) instead of `url` if given.
     """
+    import asyncio
+
     from nats.aio.client import Client
 
     loop = asyncio.get_running_loop()
@@ -160,6 +161,8 @@ async def connect(url: str, timeout: float = 2.0, *, retry_refused: bool = False
 
 async def close(nc, timeout: float = 2.0) -> None:
     """Close a client without letting a dead connection hold the caller up."""
+    import asyncio
+
     with contextlib.suppress(Exception):
         await asyncio.wait_for(nc.close(), timeout)
 
@@ -173,6 +176,8 @@ async def send(nc, subject: str, data: bytes, headers: dict[str, str] | None = N
     The collecting subscription is in place at the server before the message goes out, so an
     answer faster than us (an engine's halt event) is not missed.
     """
+    import asyncio
+
     import nats.errors
 
     inbox: asyncio.Queue = asyncio.Queue()
@@ -236,6 +241,8 @@ async def scatter(nc, subject: str, data: bytes, headers: dict[str, str] | None,
     answer is noted in `ignored`, never taken for an engine's. Request/reply with many
     responders: core NATS may drop a message, so whoever did not answer did not act.
     """
+    import asyncio  # here, not at the top: fasthalt signs with this module before asyncio loads
+
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue = asyncio.Queue()
 

@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,26 @@ def _host_bytes(host: str) -> bytes | str:
     """getaddrinfo() runs a str host through the idna codec, whose import costs ~30 ms of every
     run; an ASCII name or address as bytes skips it (a non-ASCII name still goes as str)."""
     return host.encode("ascii") if host.isascii() else host
+
+
+_KNOWN_HOSTS: dict[tuple[str, int, int], paramiko.HostKeys] = {}
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+
+def _host_keys(path: str) -> paramiko.HostKeys:
+    """known_hosts, parsed once for every connection of the run that uses it (again if the file
+    changes). paramiko's load checks each line against all those before it: fifty connections each
+    loading a fifty-line file cost more than their handshakes. Shared read-only: with
+    RejectPolicy nothing is ever added to it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return paramiko.HostKeys()  # no file: no key known, every host refused
+    key = (path, st.st_mtime_ns, st.st_size)
+    with _KNOWN_HOSTS_LOCK:
+        if key not in _KNOWN_HOSTS:
+            _KNOWN_HOSTS[key] = paramiko.HostKeys(path)
+        return _KNOWN_HOSTS[key]
 
 
 def _known_host_name(host: str, port: int) -> str:
@@ -111,8 +132,7 @@ class Connection:
         hop = conn
         while isinstance(hop, fabric.Connection):  # the target, then each jump host before it
             hop.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-            if Path(self.known_hosts).exists():
-                hop.client.get_host_keys().load(self.known_hosts)
+            hop.client._host_keys = _host_keys(self.known_hosts)  # SSHClient has no setter
             if hop is not conn and hop is not gateway:  # a hop Fabric made from ~/.ssh/config
                 for key, value in kwargs.items():
                     hop.connect_kwargs.setdefault(key, value)

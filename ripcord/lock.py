@@ -3,11 +3,13 @@
 The lock is a directory in titan_home holding owner.json: who, what, since when, from which
 controller and process. Every change to it (take, break, release) runs on the host under flock(1)
 on titan_home, so checking and changing are one step: two runs never both take it, and a run
-breaking a stale lock removes only the record it judged stale. The record is written into a
-mktemp file inside the new directory and renamed to owner.json (it travels on stdin, never in
-argv); a lock directory without an owner file (its creator died mid-way) counts as held until
-the lease, never as stale. The record's command line keeps the words before the first option
-and the options' names only: -e values and other secrets never reach the host.
+breaking a stale lock removes only the record it judged stale. The record (one line of JSON) is
+written into a file inside the new directory and renamed to owner.json (it travels on stdin,
+never in argv); a lock directory without an owner file (its creator died mid-way) counts as held
+until the lease, never as stale. The record's command line keeps the words before the first
+option and the options' names only: -e values and other secrets never reach the host. The
+scripts use the shell's builtins where they can: each process they start costs a host a few
+milliseconds, on every host of every run.
 
 A second run waits a bounded time, then fails naming the holder. A lock whose process is gone
 (same controller, pid dead) or that is older than the lease is stale and is broken.
@@ -34,8 +36,8 @@ GUARD = 'exec 9<"$1" && flock -w 10 9 || { echo "ERR cannot lock $1 (flock)"; ex
 # Prints TAKEN, or HELD <age_s> <sha256 of owner.json, or none> and the record.
 ACQUIRE = GUARD + r"""
 if mkdir -- "$d" 2>/dev/null; then
-  t=$(mktemp -- "$d/.owner.XXXXXXXXXX") && cat > "$t" && mv -fT -- "$t" "$d/owner.json" &&
-    { echo TAKEN; exit 0; }
+  { IFS= read -r r || [ -n "$r" ]; } && printf '%s\n' "$r" > "$d/.owner" &&
+    mv -fT -- "$d/.owner" "$d/owner.json" && { echo TAKEN; exit 0; }
   rm -rf -- "$d"; echo "ERR cannot write $d/owner.json"; exit 0
 fi
 now=$(date +%s); made=$(stat -c %Y -- "$d" 2>/dev/null) || made=$now
@@ -51,7 +53,8 @@ h=none; [ -f "$d/owner.json" ] && h=$(sha256sum < "$d/owner.json") && h=${h%% *}
 """
 
 # $3: the run id as it appears in owner.json. Removed only if the lock is still ours.
-RELEASE = GUARD + r"""grep -qF -- "$3" "$d/owner.json" 2>/dev/null && rm -rf -- "$d"; echo OK"""
+RELEASE = GUARD + r"""IFS= read -r r 2>/dev/null < "$d/owner.json"
+case $r in *"$3"*) rm -rf -- "$d";; esac; echo OK"""
 
 
 class LockHeld(RipcordError):
@@ -70,7 +73,7 @@ class HostLock:
 
     def _script(self, script: str, *args: str, stdin: str | None = None) -> list[str]:
         argv = " ".join(shlex.quote(a) for a in (self.directory.rstrip("/") or "/", LOCK_NAME, *args))
-        out = self.conn.run(f"sh -c {shlex.quote(script)} lock {argv}", stdin=stdin)
+        out = self.conn.run(f"exec sh -c {shlex.quote(script)} lock {argv}", stdin=stdin)
         lines = out.stdout.splitlines()
         if not out.ok or not lines or lines[0].startswith("ERR "):
             why = lines[0][4:] if lines and lines[0].startswith("ERR ") else (
@@ -80,7 +83,7 @@ class HostLock:
 
     def acquire(self, wait_s: float = 10.0) -> None:
         deadline = time.monotonic() + wait_s
-        record = json.dumps(self.owner)  # json.dumps' spacing: release greps it
+        record = json.dumps(self.owner) + "\n"  # one line (json.dumps' spacing: release matches it)
         while True:
             lines = self._script(ACQUIRE, stdin=record)
             if lines[0] == "TAKEN":

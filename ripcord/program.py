@@ -1,28 +1,87 @@
 """The installed `ripcord` command: invoke's Program over the same namespace as the checkout's
 tasks.py, so `ripcord halt --host prod` and `invoke halt --host prod` are one interface (and
-`ripcord --print-completion-script bash|zsh` completes its tasks and options)."""
+`ripcord --print-completion-script bash|zsh` completes its tasks and options).
+
+It is also the quick way in (docs/performance.md): start-up imports run with the garbage
+collector paused and end frozen (hundreds of thousands of long-lived objects, no cycles worth
+finding), and a finished command exits without the interpreter's teardown of every module, which
+cost a tenth of a second of a run that lasts under one.
+"""
 
 from __future__ import annotations
 
+import atexit
+import gc
+import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
+import threading
 
-from invoke import Program
+gc.disable()  # until the imports below are done
 
-from ripcord.tasks import ns
-from ripcord.tasks.doc import module_word
+# isort: off
+from ripcord import fasthalt  # noqa: E402,F401  first: `ripcord halt` publishes before invoke loads
+from invoke import Collection, Program  # noqa: E402
 
+from ripcord import __version__  # noqa: E402
+from ripcord.tasks import ns  # noqa: E402
+from ripcord.tasks.doc import module_word  # noqa: E402
+# isort: on
 
-def _version() -> str:
-    try:
-        return version("ripcord")
-    except PackageNotFoundError:  # imported from a checkout that was never installed
-        return "unknown"
-
-
-program = Program(namespace=ns, version=_version(), name="ripcord", binary="ripcord",
+program = Program(namespace=ns, version=__version__, name="ripcord", binary="ripcord",
                   binary_names=["ripcord"])
+gc.freeze()  # what start-up made lives as long as the process: never scanned again
+gc.enable()
+
+
+def only_named(argv: list[str], namespace: Collection = ns) -> Collection:
+    """The namespace cut down to the tasks argv names. invoke builds (and deep-copies) a parser
+    context for every task of the namespace it parses against, on every run: a twentieth of a
+    second for ripcord's sixty tasks, on a command whose whole job may take half a second. With no
+    task named (--list, --help) or when completing, the whole namespace, as before."""
+    names = [word for word in argv[1:] if word in namespace.task_names]
+    if not names or "--complete" in argv:
+        return namespace
+    cut = Collection()
+    for name in dict.fromkeys(names):
+        *path, last = name.split(".")
+        target = cut
+        for part in path:
+            if part not in target.collections:
+                target.add_collection(Collection(part))
+            target = target.collections[part]
+        target.add_task(namespace[name], name=last)
+    return cut
 
 
 def main() -> None:
-    program.run(module_word(sys.argv))
+    argv = module_word(sys.argv)
+    program.namespace = only_named(argv)
+    try:
+        program.run(argv)
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    except BrokenPipeError:  # `ripcord --list | head`: the reader left; nothing to tell it
+        code = 1
+    exit_now(code)
+
+
+def exit_now(code: object) -> None:
+    """Exit as sys.exit(code) would (at-exit handlers run, output flushed), but without tearing
+    down every module first. Only when nothing else still runs: a thread that is not a daemon
+    (a worker finishing its task) is waited for, by the normal exit."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.main_thread()):
+        sys.exit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"): printed, exit 1
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`ripcord ... | head`): nothing to say it on
+            code = code or 1
+    os._exit(code)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from ripcord import __version__
+
 REPO = Path(__file__).resolve().parents[2]
 # What the build reads; copied so that building leaves no build/ or egg-info in the checkout.
 SOURCES = ["pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "ripcord", "playbooks", "checks",
@@ -99,7 +101,8 @@ def test_the_wheel_carries_all_of_ripcord_and_its_data(built):
 
 
 def test_version_list_completion_and_config(ripcord, venv, elsewhere):
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert "version" in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dynamic"]
+    version = __version__  # pyproject reads it from ripcord/__init__.py: one place
     assert ripcord("--version").stdout.strip() == f"ripcord {version}"
     assert f"## {version}" in (REPO / "CHANGELOG.md").read_text()
 
