@@ -38,7 +38,7 @@ from ripcord.keyring import KeyringError, keyring_secret
 PLAY_HOSTS = "exec"  # playbooks/halt.yml's play
 ACK_TIMEOUT_S = 1.0  # the halt module's defaults: answers, connect
 CONNECT_TIMEOUT_S = 1.0
-SSH_WAIT_S = 1.0  # the first SSH connection (nats_tunnel) is given this long before the rest loads
+SSH_WAIT_S = 0.5  # the first SSH connection (nats_tunnel) is given this much longer before the rest loads
 _OPTIONS = {"--host": "host", "-l": "host", "--limit": "host", "--reason": "reason",
             "--inventory": "inventory", "-i": "inventory", "--deadline": None}
 _FLAGS = {"--json", "--debug", "-v", "-vv", "-vvv", "--verbose"}

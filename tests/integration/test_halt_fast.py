@@ -204,7 +204,14 @@ def test_with_the_secret_in_the_kernel_keyring_the_halt_is_out_before_any_ssh_co
 
 
 def test_a_keyring_key_that_cannot_be_found_is_refused_before_anything(access, ripcord, recorded,
-                                                                        secret, tmp_path):
+                                                                        secret, tmp_path, keyring_key):
+    """And rotate refuses one it can read: it would leave the key holding the retired secret."""
+    held = tmp_path / "keyring-held.yml"
+    held.write_text(f"all:\n  vars:\n    titan_hmac_secret_keyring: {keyring_key(secret)}\n")
+    result = ripcord("rotate", "--secret", "hmac", "--host", "sandbox", "--yes", inventories=(held,))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "titan_hmac_secret_keyring names a kernel keyring key of the controller" in result.stderr
+    assert access.env("exec-1")["TITAN_HMAC_SECRET"] == secret and secret not in result.stdout + result.stderr
     extra_env, connects = recorded
     inventory = tmp_path / "keyring-secret.yml"
     inventory.write_text(f"all:\n  vars:\n    titan_hmac_secret_keyring: ripcord-absent-{os.getpid()}\n")
@@ -216,16 +223,6 @@ def test_a_keyring_key_that_cannot_be_found_is_refused_before_anything(access, r
     assert connects("ssh") == [] and connects("publish") == []
     for host in ENGINES:
         assert engine(access, host)["halted"] is False and no_halt_file(access, host)
-
-
-def test_rotate_refuses_a_secret_held_in_the_keyring_which_it_would_leave_retired(
-        access, ripcord, secret, tmp_path, keyring_key):
-    inventory = tmp_path / "keyring-secret.yml"
-    inventory.write_text(f"all:\n  vars:\n    titan_hmac_secret_keyring: {keyring_key(secret)}\n")
-    result = ripcord("rotate", "--secret", "hmac", "--host", "sandbox", "--yes", inventories=(inventory,))
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "titan_hmac_secret_keyring names a kernel keyring key of the controller" in result.stderr
-    assert access.env("exec-1")["TITAN_HMAC_SECRET"] == secret and secret not in result.stdout + result.stderr
 
 
 def test_with_nats_through_the_ssh_tunnel_the_halt_goes_out_over_the_first_connection(
