@@ -14,9 +14,11 @@ import json
 import os
 import re
 import threading
+import xmlrpc.client
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+from xml.parsers.expat import ExpatError
 
 import pytest
 import testinfra.host
@@ -157,3 +159,39 @@ def _fetch_health(host, hostvars: dict) -> dict[str, dict | None]:
 def services(hostvars) -> list[str]:
     """The services this host runs (inventory var `services`)."""
     return list(hostvars.get("services") or [])
+
+
+# Where supervisorctl finds its config when the inventory names none (supervisor_config).
+SUPERVISOR_CONFIGS = ("/etc/supervisord.conf", "/etc/supervisor/supervisord.conf")
+GET_ALL_PROCESS_INFO = xmlrpc.client.dumps((), "supervisor.getAllProcessInfo")
+
+
+@pytest.fixture(scope="session")
+def supervised(read_all) -> PerHost:
+    """Every host's supervised programs, name -> (state, main pid), as supervisorctl names them
+    (RUNNING, STOPPED, ...); or why supervisord did not answer. One read a host for the run,
+    shared by the supervisor and service-memory checks."""
+    return read_all(_read_supervised)
+
+
+def _read_supervised(host, hostvars: dict) -> dict[str, tuple[str, int]] | str:
+    """supervisord's own XML-RPC interface, on the unix socket its config gives supervisorctl
+    (`[supervisorctl] serverurl=unix://...`): one curl on the host, where `supervisorctl status`
+    would cost a Python start-up there (~110 ms of CPU a host)."""
+    conf = hostvars.get("supervisor_config")
+    configs = [conf] if conf else list(SUPERVISOR_CONFIGS)
+    script = ("sock=$(sed -n 's|^serverurl *= *unix://||p'" + " %s" * len(configs)
+              + ' 2>/dev/null | head -n 1); echo "$sock"; [ -S "$sock" ] && '
+              'curl -sS --max-time 3 --unix-socket "$sock" -d %s http://localhost/RPC2')
+    out = host.run(script, *configs, GET_ALL_PROCESS_INFO)
+    socket, _, answer = out.stdout.partition("\n")
+    if not socket:
+        return f"no serverurl=unix://... in {' or '.join(configs)}"
+    if out.rc != 0:
+        return f"{out.stderr.strip()[:80] or 'no socket'} at {socket}"
+    try:
+        (processes,), _ = xmlrpc.client.loads(answer)
+    except (xmlrpc.client.Fault, ExpatError, ValueError) as error:
+        return f"{str(error)[:80]} at {socket}"
+    return {(p["name"] if p["group"] == p["name"] else f"{p['group']}:{p['name']}"):
+            (p["statename"], p["pid"]) for p in processes}

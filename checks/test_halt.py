@@ -26,21 +26,29 @@ class HaltState:
 
 
 def _read_halt_state(host, hostvars) -> HaltState | None:
-    """Three small reads (not testinfra's host.file, which first probes the system type with
-    three more commands); None on a host without an engine."""
+    """The three facts in one command (a halt waits for these checks), not testinfra's host.file,
+    which first probes the system type with three more; None on a host without an engine."""
     url = (hostvars.get("health_urls") or {}).get(ENGINE)
     if not url:
         return None
     path = hostvars.get("titan_halt_file") or f"{hostvars['titan_home']}/system.halt"
-    present = host.run("test -e %s", path).rc == 0
-    answer = host.run("curl -sfS --max-time 3 %s", url)
+    log = f"{hostvars['titan_home']}/logs/{ENGINE}.log"
+    # Line 1: the halt file there (1) or not (0); line 2: the latest state line; then the health
+    # answer, and on the last line curl's exit status.
+    out = host.run("if test -e %s; then echo 1; else echo 0; fi; "
+                   'printf "%%s\\n" "$(tac %s | grep -m 1 -F -e %s -e %s)"; '
+                   "curl -sfS --max-time 3 %s; printf '\\n%%s' \"$?\"",
+                   path, log, *STATE_LINES, url)
+    flag, line, rest = (out.stdout.split("\n", 2) + ["", ""])[:3]
+    body, _, status = rest.rpartition("\n")
+    assert out.rc == 0 and flag in ("0", "1") and status.isdigit(), (
+        f"cannot read the halt state on {host.backend.hostname}: "
+        f"{out.stderr.strip()[:200] or 'no answer'}")
     try:
-        health = json.loads(answer.stdout) if answer.rc == 0 else None
+        health = json.loads(body) if status == "0" else None
     except ValueError:
         health = None
-    log = f"{hostvars['titan_home']}/logs/{ENGINE}.log"
-    line = host.run("tac %s | grep -m 1 -F -e %s -e %s", log, *STATE_LINES).stdout.strip()
-    return HaltState(path, present, health if isinstance(health, dict) else None, line)
+    return HaltState(path, flag == "1", health if isinstance(health, dict) else None, line.strip())
 
 
 @pytest.fixture(scope="session")

@@ -30,10 +30,14 @@ def test_few_errors_in_the_last_minute(host, hostvars, services, setting):
         pytest.skip("no services on this host")
     limit = setting("errors_per_minute_max", 5)
     logs = {service: f"{hostvars['titan_home']}/logs/{service}.log" for service in services}
-    now = float(host.check_output("date -u +%s"))
-    # One tail for every log; -v heads each with "==> path <==" (a missing log has no section).
-    out = host.run("tail -v -n %s" + " %s" * len(logs), str(TAIL_LINES), *logs.values())
-    sections = re.split(r"^==> (.*) <==$", out.stdout, flags=re.MULTILINE)  # "", path, text, ...
+    # The host's clock, then one tail for every log; -v heads each with "==> path <==" (a
+    # missing log has no section).
+    out = host.run("date -u +%%s && tail -v -n %s" + " %s" * len(logs), str(TAIL_LINES),
+                   *logs.values())
+    clock, _, text = out.stdout.partition("\n")
+    assert clock.isdigit(), f"cannot read the clock on {host.backend.hostname}: {out.stderr.strip()}"
+    now = float(clock)
+    sections = re.split(r"^==> (.*) <==$", text, flags=re.MULTILINE)  # "", path, text, ...
     tails = dict(zip(sections[1::2], sections[2::2], strict=True))
     noisy = {}
     for service, log in logs.items():

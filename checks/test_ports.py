@@ -27,12 +27,29 @@ def expected_ports(hostvars) -> dict[str, int]:
     return {name: port for name, port in ports.items() if port}
 
 
+def listening(ss_output: str) -> set[str]:
+    """tcp://address:port of each listening TCP socket in `ss --numeric --listening --tcp`'s
+    output, read as testinfra's host.socket reads it ("*" is both 0.0.0.0 and ::)."""
+    found = set()
+    for line in ss_output.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or fields[0] != "LISTEN":
+            continue
+        address, _, port = fields[3].rpartition(":")
+        address = address[1:-1] if address.startswith("[") and address.endswith("]") else address
+        for each in ("0.0.0.0", "::") if address == "*" else (address,):
+            found.add(f"tcp://{each}:{port}")
+    return found
+
+
 def test_service_ports_are_listening(host, hostvars):
     ports = expected_ports(hostvars)
     if not ports:
         pytest.skip("no ports expected on this host")
-    listening = set(host.socket.get_listening_sockets())  # one `ss` for all ports
+    out = host.run("ss --numeric --listening --tcp")  # one `ss` for all ports
+    assert out.rc == 0, f"cannot list listening sockets on {host.backend.hostname}: {out.stderr.strip()}"
+    sockets = listening(out.stdout)
     closed = {name: port for name, port in ports.items()
-              if not listening & {f"tcp://{address}:{port}" for address in LOOPBACK}}
+              if not sockets & {f"tcp://{address}:{port}" for address in LOOPBACK}}
     assert not closed, f"not listening on {host.backend.hostname}: " + ", ".join(
         f"{name} (port {port})" for name, port in sorted(closed.items()))

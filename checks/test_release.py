@@ -22,24 +22,25 @@ def _link(host, hostvars) -> tuple[str | None, bool]:
 
 @pytest.fixture(scope="session")
 def releases(read_all):
-    """Every host of the run: (role, release linked), read at once."""
-    return read_all(lambda host, hostvars: (role_of(hostvars), _link(host, hostvars)[0]
-                                            if hostvars.get("titan_home") else None))
+    """Every host of the run: (role, (release linked, it exists)), read at once, for all three
+    checks (one read a host)."""
+    return read_all(lambda host, hostvars: (role_of(hostvars), _link(host, hostvars)
+                                            if hostvars.get("titan_home") else (None, False)))
 
 
-def test_current_points_at_an_existing_release(host, hostvars):
+def test_current_points_at_an_existing_release(host, hostvars, releases):
     if not hostvars.get("titan_home"):
         pytest.skip("no titan_home in the inventory")
-    version, exists = _link(host, hostvars)
+    version, exists = releases.of(host)[1]
     where = f"{hostvars['titan_home']}/current on {host.backend.hostname}"
     assert version, f"{where} is not a link to a release"
     assert exists, f"{where} points at releases/{version}, which does not exist"
 
 
-def test_every_release_service_reports_the_links_version(host, hostvars, health):
+def test_every_release_service_reports_the_links_version(host, hostvars, health, releases):
     if not hostvars.get("titan_home"):
         pytest.skip("no titan_home in the inventory")
-    version, _ = _link(host, hostvars)
+    version, _ = releases.of(host)[1]
     urls = hostvars.get("health_urls") or {}
     reported = {s: (health(s) or {}).get("version") for s in release_services(hostvars) if s in urls}
     wrong = {s: v for s, v in reported.items() if v is not None and v != version}  # down: health's
@@ -49,7 +50,7 @@ def test_every_release_service_reports_the_links_version(host, hostvars, health)
 
 def test_one_release_per_role(host, hostvars, releases):
     role = role_of(hostvars)
-    seen = {h.backend.hostname: releases.of(h)[1] for h in releases.hosts
-            if releases.of(h)[0] == role and releases.of(h)[1]}
+    seen = {h.backend.hostname: releases.of(h)[1][0] for h in releases.hosts
+            if releases.of(h)[0] == role and releases.of(h)[1][0]}
     assert len(set(seen.values())) <= 1, (f"split release in role {role}: " + ", ".join(
         f"{h} {v}" for h, v in sorted(seen.items())))

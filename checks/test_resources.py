@@ -4,9 +4,6 @@ The machine's memory in use says a host is short of it; each service's own resid
 which process leaks (runbook 004 #5: `ps aux` for the process's share), so that one is restarted.
 """
 
-import xmlrpc.client
-from xml.parsers.expat import ExpatError
-
 import pytest
 
 pytestmark = [pytest.mark.resources, pytest.mark.restart, pytest.mark.scenario01]
@@ -35,35 +32,17 @@ def test_memory_use(host, setting):
                           f"the limit is {limit:.0f}%")
 
 
-GET_ALL_PROCESS_INFO = xmlrpc.client.dumps((), "supervisor.getAllProcessInfo")
-
-
-def supervisor_pids(host, hostvars) -> dict[str, int] | str:
-    """Program name -> main pid of each running program, from supervisord's XML-RPC on its unix
-    socket (one curl, no supervisorctl start-up); or why supervisord did not answer."""
-    conf = hostvars.get("supervisor_config") or "/etc/supervisord.conf"
-    out = host.run("sock=$(sed -n 's|^serverurl *= *unix://||p' %s 2>/dev/null | head -n 1); "
-                   '[ -S "$sock" ] && curl -sS --max-time 3 --unix-socket "$sock" -d %s '
-                   "http://localhost/RPC2", conf, GET_ALL_PROCESS_INFO)
-    try:
-        (processes,), _ = xmlrpc.client.loads(out.stdout)
-    except (xmlrpc.client.Fault, ExpatError, ValueError):
-        return f"supervisord does not answer on the socket {conf} names"
-    return {(p["name"] if p["group"] == p["name"] else f"{p['group']}:{p['name']}"): p["pid"]
-            for p in processes if p["pid"]}
-
-
 @pytest.mark.scenario05
-def test_service_memory(host, hostvars, services, setting):
+def test_service_memory(host, hostvars, services, setting, supervised):
     """Each service's resident memory (VmRSS of the main process its service manager gives)
     below check_service_memory_max_mb: a leaking process is named before the host runs short."""
     manager = hostvars.get("service_manager") or "supervisor"
     if not services or manager != "supervisor":
         pytest.skip(f"no pid from {manager} for a service here" if services else "no services")
     limit = setting("service_memory_max_mb", 4096.0)
-    pids = supervisor_pids(host, hostvars)
-    assert not isinstance(pids, str), f"{host.backend.hostname}: {pids}"
-    mine = {name: pids[name] for name in services if name in pids}  # down: test_supervisor's
+    states = supervised.of(host)  # supervisord's answer, shared with test_supervisor
+    assert not isinstance(states, str), f"supervisord does not answer on {host.backend.hostname}: {states}"
+    mine = {name: states[name][1] for name in services if states.get(name, ("", 0))[1]}  # down: supervisor's
     if not mine:
         pytest.skip("no service of this host is running")
     out = host.run(f"for p in {' '.join(str(int(pid)) for pid in mine.values())}; do "

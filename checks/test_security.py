@@ -14,15 +14,18 @@ SECRET_KEYS = ("TITAN_HMAC_SECRET", "TITAN_HMAC_SECRET_PREVIOUS", "TITAN_DB_PASS
 
 def test_env_is_private(host, hostvars):
     """env_file: mode 600, owned by the login user."""
-    env = host.file(hostvars["env_file"])
-    assert env.exists, f"{env.path} is missing on {host.backend.hostname}"
-    user = hostvars.get("ansible_user") or host.check_output("id -un")
+    path = hostvars["env_file"]
+    out = host.run("stat -Lc '%%a %%U' %s && id -un", path)  # one read: mode, owner, login user
+    lines = out.stdout.split()
+    assert out.rc == 0 and len(lines) == 3, f"{path} is missing on {host.backend.hostname}"
+    mode, owner, login = int(lines[0], 8), lines[1], lines[2]
+    user = hostvars.get("ansible_user") or login
     problems = []
-    if env.mode != 0o600:
-        problems.append(f"mode {env.mode:o}, not 600")
-    if env.user != user:
-        problems.append(f"owned by {env.user}, not {user}")
-    assert not problems, f"{env.path} on {host.backend.hostname}: " + ", ".join(problems)
+    if mode != 0o600:
+        problems.append(f"mode {mode:o}, not 600")
+    if owner != user:
+        problems.append(f"owned by {owner}, not {user}")
+    assert not problems, f"{path} on {host.backend.hostname}: " + ", ".join(problems)
 
 
 def test_private_keys_are_private(host, hostvars):

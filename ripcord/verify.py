@@ -124,9 +124,7 @@ class HostShell:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.channel = None
             raise UnreachableError(f"{self.conn.name}: connection lost: {exc}") from None
-        out, _ = self._read(deadline, lambda o, e: b"\n" in o)
-        self.session = bytes(out.partition(b"\n")[0])
-        self.conn.running.add(self.session)  # Ctrl-C's stop_running stops this shell too
+        self.session = b""  # its first line, read with the first command's answer (_read)
 
     def _read(self, deadline: float, done) -> tuple[bytearray, bytearray]:
         """stdout and stderr until done(out, err); the shell is stopped on a timeout and closed
@@ -135,6 +133,9 @@ class HostShell:
         while not done(out, err):
             if channel.recv_ready():
                 out += channel.recv(65536)
+                if not self.session and b"\n" in out:  # the shell's pid, its session id
+                    self.session, _, out[:] = bytes(out).partition(b"\n")
+                    self.conn.running.add(self.session)  # Ctrl-C's stop_running stops it too
             elif channel.recv_stderr_ready():
                 err += channel.recv_stderr(65536)
             elif channel.eof_received or channel.closed:
