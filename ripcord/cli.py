@@ -72,3 +72,11 @@ def _as_run(text: str) -> str:
 def emit_json(payload: dict) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()
+
+
+def finish(outcome: Any, json_mode: bool) -> None:
+    """A task's end: its outcome's payload on stdout with --json, then exit with its code (0 returns)."""
+    if json_mode:
+        emit_json(outcome.payload)
+    if outcome.code:
+        raise Exit(code=outcome.code)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from ripcord.cli import emit_json, run_task
+from ripcord.cli import finish, run_task
 from ripcord.errors import InputError
 from ripcord.tasks.options import INVENTORY_HELP, task
 
@@ -18,7 +18,6 @@ from ripcord.tasks.options import INVENTORY_HELP, task
 def audit(c, host=None, report_dir=None, inventory=None, json_=False, debug=False):
     """Drift (configs rendered from templates/ vs the hosts; last_known_good.json) and the whole
     check suite; writes HTML, JSON, JUnit XML and a Prometheus textfile; exits 1 on any failure."""
-    from invoke import Exit
 
     from ripcord.audit import run_audit
 
@@ -27,10 +26,7 @@ def audit(c, host=None, report_dir=None, inventory=None, json_=False, debug=Fals
             raise InputError("--host PATTERN is required", hint="e.g. --host sandbox")
         outcome = run_audit(pattern=host, inventory_paths=inventory, report_dir=report_dir,
                             console=out)
-        if json_:
-            emit_json(outcome.payload)
-        if outcome.code:
-            raise Exit(code=outcome.code)
+        finish(outcome, json_)
 
     run_task(body, json_mode=json_, debug=debug)
 

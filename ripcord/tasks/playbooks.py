@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from ripcord.cli import emit_json, run_task
+from ripcord.cli import emit_json, finish, run_task
 from ripcord.errors import InputError
 from ripcord.tasks.options import INVENTORY_HELP, VERBOSE_HELP, csv, task, verbosity
 
@@ -29,7 +29,6 @@ def play(c, playbook, host=None, inventory=None, check=False, diff=False, tags=N
 
     PLAYBOOK is a path, else a name looked for in ripcord.yaml's playbook_dirs, then the shipped
     playbooks."""
-    from invoke import Exit
 
     from ripcord.approvals import ApprovalRequired
     from ripcord.config import find_playbook
@@ -54,10 +53,7 @@ def play(c, playbook, host=None, inventory=None, check=False, diff=False, tags=N
             if json_:
                 emit_json({"ok": False, "task": "play", "approval_required": exc.request_id})
             raise
-        if json_:
-            emit_json(outcome.payload)
-        if outcome.code:
-            raise Exit(code=outcome.code)
+        finish(outcome, json_)
 
     run_task(body, json_mode=json_, debug=debug)
 
@@ -96,7 +92,6 @@ def verify(c, host=None, checks="", junit=None, inventory=None, verbose=0, json_
     """Run the checks (checks/) on the hosts a pattern selects; changes nothing.
 
     Besides the shipped checks, those in ripcord.yaml's check_dirs (or RIPCORD_CHECK_DIRS)."""
-    from invoke import Exit
 
     from ripcord.execute import run_verify
 
@@ -106,10 +101,7 @@ def verify(c, host=None, checks="", junit=None, inventory=None, verbose=0, json_
         verbosity(verbose)
         outcome = run_verify(pattern=host, select=checks, inventory_paths=inventory, junit=junit,
                              console=out)
-        if json_:
-            emit_json(outcome.payload)
-        if outcome.code:
-            raise Exit(code=outcome.code)
+        finish(outcome, json_)
 
     run_task(body, json_mode=json_, debug=debug)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from invoke import Collection
 
-from ripcord.cli import emit_json, run_task
+from ripcord.cli import emit_json, finish, run_task
 from ripcord.errors import InputError
 from ripcord.tasks.options import COMMON_HELP, task, verbosity
 
@@ -30,8 +30,6 @@ def _known_service(service: str) -> None:
 def _procedure(name: str, *, host, inventory, check, yes, reason, approval, json_, debug,
                verbose=0, extra: dict | None = None, problem: str | None = None,
                service: str | None = None) -> None:
-    from invoke import Exit
-
     from ripcord.approvals import ApprovalRequired
     from ripcord.procedures import run_procedure
     from ripcord.runner import Options
@@ -52,10 +50,7 @@ def _procedure(name: str, *, host, inventory, check, yes, reason, approval, json
             if json_:
                 emit_json({"ok": False, "task": name, "approval_required": exc.request_id})
             raise
-        if json_:
-            emit_json(outcome.payload)
-        if outcome.code:
-            raise Exit(code=outcome.code)
+        finish(outcome, json_)
 
     run_task(body, json_mode=json_, debug=debug)
 
