@@ -30,6 +30,7 @@ from pathlib import Path
 
 import fabric
 import paramiko
+from invoke.exceptions import ThreadException
 
 from ripcord.errors import RipcordError, UnreachableError
 from ripcord.inventory import ConnectionSpec
@@ -38,6 +39,8 @@ BANNER_TIMEOUT_S = 10
 AUTH_TIMEOUT_S = 10
 DEFAULT_COMMAND_TIMEOUT_S = 60
 KILL_GRACE_S = 2  # a timed-out command's processes get this long after TERM, then KILL
+STOP_ANSWER_S = KILL_GRACE_S + 1  # a host that has not begun stopping them by then does not answer
+STOP_LIMIT_S = 15  # one that has begun is slow (loaded), not gone: it may take this long in all
 
 
 class HostKeyError(UnreachableError):
@@ -106,6 +109,7 @@ class Connection:
         self.command_timeout = command_timeout
         self.known_hosts = str(Path(spec.known_hosts).expanduser())
         self.running: set[bytes] = set()  # session ids of commands under way (stop_running)
+        self.dropped = ""  # why ripcord closed this connection itself, if it did
         gateway = self._fabric(self._jump_spec()) if spec.jump else None
         self.fabric = self._fabric(spec, gateway)
 
@@ -213,29 +217,41 @@ class Connection:
                                     "password (sudo -n never prompts), or drop become")
         if rc is None:
             stopped = self._stop_session(session)
+            why = f": {self.dropped}, so ripcord closed the connection" if self.dropped else ""
             raise CommandTimeout(f"{self.name}: command timed out after {limit:g}s"
-                                 + ("" if stopped else " (its processes could not be stopped)"))
+                                 + ("" if stopped else f" (its processes could not be stopped{why})"))
         return CommandResult(rc, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def _stop_session(self, session: bytes) -> bool:
         """TERM, then KILL after a grace period, every process of a timed-out command's session
-        (and its process group, where pkill is missing), over a fresh channel."""
+        (and its process group, where pkill is missing), over a fresh channel.
+
+        A host that has not begun within STOP_ANSWER_S does not answer: the connection is closed,
+        so nothing else of the run waits on it (lock release...), and `dropped` says why to
+        whatever uses it next. One that has begun (its first line came) is only slow, as a loaded
+        host is: it gets STOP_LIMIT_S, and the connection stays (closing it made the run's next
+        command on that host fail as `connection lost`, exit 3)."""
         if not session.isdigit():
             return False  # the command never started: nothing of it runs
         sid = int(session)
-        script = (f"kill -TERM -- -{sid} 2>/dev/null; pkill -TERM -s {sid} 2>/dev/null; i=0; "
-                  f"while [ $i -lt {int(KILL_GRACE_S * 10)} ] && {{ kill -0 -- -{sid} 2>/dev/null "
-                  f"|| pgrep -s {sid} >/dev/null 2>&1; }}; do sleep 0.1; i=$((i+1)); done; "
-                  f"kill -KILL -- -{sid} 2>/dev/null; pkill -KILL -s {sid} 2>/dev/null; "
-                  f"! {{ kill -0 -- -{sid} 2>/dev/null || pgrep -s {sid} >/dev/null 2>&1; }}")
+        alive = f"{{ kill -0 -- -{sid} 2>/dev/null || pgrep -s {sid} >/dev/null 2>&1; }}"
+
+        def wait(tenths: int) -> str:
+            return f"i=0; while [ $i -lt {tenths} ] && {alive}; do sleep 0.1; i=$((i+1)); done; "
+        script = (f"echo; kill -TERM -- -{sid} 2>/dev/null; pkill -TERM -s {sid} 2>/dev/null; "
+                  + wait(int(KILL_GRACE_S * 10))
+                  + f"kill -KILL -- -{sid} 2>/dev/null; pkill -KILL -s {sid} 2>/dev/null; "
+                  + wait(10) + f"! {alive}")  # killed, until reaped (a zombie counts)
         try:
-            rc, _, _ = self._exec(script, KILL_GRACE_S + 1, None)  # a hung host: give up soon
+            rc, began, _ = self._exec(script, STOP_LIMIT_S, None, answer_limit=STOP_ANSWER_S)
         except UnreachableError:
-            rc = None
-        if rc is None:  # the host does not answer: drop the connection, so nothing else of the
-            transport = self.fabric.client.get_transport()  # run waits on it (lock release...)
-            if transport is not None:
-                transport.close()
+            rc, began = None, b""
+        transport = self.fabric.client.get_transport()
+        if rc is None and transport is not None and transport.is_active():
+            self.dropped = (f"the host had not stopped a timed-out command after {STOP_LIMIT_S:g}s"
+                            if began else f"the host did not answer within {STOP_ANSWER_S:g}s "
+                                          "when asked to stop a timed-out command")
+            transport.close()
         return rc == 0
 
     def stop_running(self) -> None:
@@ -244,28 +260,37 @@ class Connection:
         for session in list(self.running):
             self._stop_session(session)
 
-    def _exec(self, line: str, limit: float, stdin: str | None, track: bool = False
-              ) -> tuple[int | None, bytes, bytes]:
+    def lost(self, detail: str = "") -> UnreachableError:
+        """The error for this connection gone: closed by ripcord itself (saying why), or lost."""
+        if self.dropped:
+            return UnreachableError(f"{self.name}: connection closed by ripcord: {self.dropped}")
+        return UnreachableError(f"{self.name}: connection lost{detail}")
+
+    def _exec(self, line: str, limit: float, stdin: str | None, track: bool = False,
+              answer_limit: float | None = None) -> tuple[int | None, bytes, bytes]:
         """(exit status, stdout, stderr) of one exec channel, read with select: no threads, no
-        polling sleeps, so a command costs about one round trip. Status None: it ran past limit."""
-        deadline = time.monotonic() + limit
+        polling sleeps, so a command costs about one round trip. Status None: it ran past limit,
+        or printed nothing within answer_limit (when given)."""
+        started = time.monotonic()
+        deadline = started + (answer_limit or limit)
         transport = self.fabric.client.get_transport()
         if transport is None or not transport.is_active():
-            raise UnreachableError(f"{self.name}: connection lost")
+            raise self.lost()
         try:
-            channel = transport.open_session(timeout=min(limit, BANNER_TIMEOUT_S))
+            channel = transport.open_session(timeout=min(answer_limit or limit, BANNER_TIMEOUT_S))
             channel.exec_command(line)
             if stdin is not None:
                 channel.sendall(stdin.encode())
             channel.shutdown_write()
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise UnreachableError(f"{self.name}: connection lost: {exc}") from None
+            raise self.lost(f": {exc}") from None
         out, err = bytearray(), bytearray()
         session = b""
         try:
             while True:
                 if channel.recv_ready():
                     out += channel.recv(65536)
+                    deadline = started + limit  # it answers
                     if track and not session and b"\n" in out:  # `echo $$` came: it runs
                         session = bytes(out.partition(b"\n")[0])
                         self.running.add(session)
@@ -284,7 +309,7 @@ class Connection:
             with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
                 channel.close()  # sends a message: fails when the connection just died
         if rc == -1 and not transport.is_active():  # paramiko's "no exit status": it died first
-            raise UnreachableError(f"{self.name}: connection lost while running a command")
+            raise self.lost(" while running a command")
         return rc, bytes(out), bytes(err)
 
     def read(self, path: str) -> bytes:
@@ -341,7 +366,16 @@ class _Forward:
         return self.local_port
 
     def __exit__(self, *exc) -> None:
-        self.manager.__exit__(*exc)
+        try:
+            self.manager.__exit__(*exc)
+        except ThreadException as error:
+            # A local client (ours, done with the forward) that hangs up while the host still
+            # sends resets its socket: the tunnel's thread sees ConnectionError (reset, broken
+            # pipe), which no SSH channel raises. Not a failure of the forward or the connection
+            # (it was reported as the host's connection lost); anything else still is.
+            failures = [each for each in error.exceptions if not isinstance(each.value, ConnectionError)]
+            if failures:
+                raise ThreadException(failures) from None
 
 
 class LocalConnection:

@@ -23,7 +23,7 @@ import paramiko
 from invoke.exceptions import ThreadException
 
 from ripcord import bus, dotenv
-from ripcord.errors import RipcordError, UnreachableError
+from ripcord.errors import RipcordError
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
 
 JS_NAME = re.compile(r"[^.*>\s]+")  # a stream or consumer name is one token of an API subject
@@ -83,7 +83,7 @@ def nats_tunnel(ctx: TaskContext, url: str) -> Iterator[str]:
     except ThreadException as exc:  # the forwarding thread failed: say how
         error = exc.exceptions[0].value if exc.exceptions else exc
         if not isinstance(error, paramiko.ChannelException):
-            raise UnreachableError(f"{ctx.host}: connection lost: {error}") from None
+            raise ctx.conn.lost(f": {error}") from None
         raise bus.BusError(f"SSH tunnel via {ctx.host} to {host}:{port} failed: "
                            f"{error.text or 'connect failed'}") from None
 

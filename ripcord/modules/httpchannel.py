@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 import paramiko
 from paramiko.common import OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
-from ripcord.errors import UnreachableError
 from ripcord.modules.base import TaskContext
 
 BODY_LIMIT = 4 << 20  # bytes read from a response at most
@@ -63,7 +62,7 @@ def transport(ctx: TaskContext) -> paramiko.Transport:
     assert ctx.conn is not None, "this module needs a host connection"
     found = ctx.conn.fabric.client.get_transport()
     if found is None or not found.is_active():
-        raise UnreachableError(f"{ctx.host}: connection lost")
+        raise ctx.conn.lost()  # "closed by ripcord: why" when ripcord closed it itself
     return found
 
 
@@ -84,7 +83,7 @@ def open_tcp(ctx: TaskContext, host: str, port: int, timeout: float) -> paramiko
         raise Refused(f"{host}:{port}: {(exc.text or 'connect failed').lower()}", host, port) from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
         if not ssh.is_active():
-            raise UnreachableError(f"{ctx.host}: connection lost: {exc}") from None
+            raise ctx.conn.lost(f": {exc}") from None
         raise ChannelError(f"{host}:{port}: {exc or 'no answer'}") from None
     channel.settimeout(timeout)
     return channel

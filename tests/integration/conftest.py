@@ -20,7 +20,6 @@ import pytest
 from helpers import TEST_BASE_PORT, TEST_FLEET, publish
 
 from ripcord import bus
-from ripcord.errors import RipcordError
 from ripcord.sandbox.fleet import Fleet
 from ripcord.sandbox.plan import state_base
 
@@ -196,15 +195,11 @@ def connect(inventory):
     opened: dict[str, Connection] = {}
 
     def alive(conn: Connection) -> bool:
-        """A fault test (of any file before this one on the worker) may have cut it, and a cut
-        connection can look active until it is used: one round trip says."""
+        """A test may have closed it (ripcord closes one whose host stops answering); a connection
+        cut on loopback is seen at once (the two bus tests that failed on db-1 `connection lost`
+        had a forward's local reset reported as the connection's: test_connection_kept.py)."""
         transport = conn.fabric.client.get_transport()
-        if transport is None or not transport.is_active():
-            return False
-        try:
-            return conn.run("true").ok
-        except RipcordError:
-            return False
+        return transport is not None and transport.is_active()
 
     def factory(host: str) -> Connection:
         if host not in opened or not alive(opened[host]):
