@@ -86,9 +86,10 @@ SEVERITY_KEYS = {"name": str, "impact": str, "response": str, "respond_within_s"
                  "checklist": list}
 
 
-def escalation() -> dict[str, Any]:
-    """inventory/escalation.yml, checked: severities 1-4 with every key, roles ic/tech/ops/comms."""
-    path = escalation_file()
+def escalation(path: Path | None = None) -> dict[str, Any]:
+    """inventory/escalation.yml, checked: severities 1-4 with every key, roles ic/tech/ops/comms.
+    The operator's (escalation_file) unless another path is given (the shipped defaults)."""
+    path = path or escalation_file()
     try:
         text = path.read_text(encoding="utf-8")
         root = yaml.compose(text, Loader=yaml.SafeLoader)

@@ -25,14 +25,19 @@ from ripcord.yamllines import Map, load_yaml, plain, with_lines, yaml_problem
 
 SCENARIOS = data_dir("playbooks") / "scenarios"
 
-# Runbook 002's severities and runbook 004's escalation matrix (their response times agree but
-# for SEV1: 002 says "immediate", 004 "<5 minutes"; the stricter one is kept).
-SEVERITIES = {
-    1: {"name": "SEV1 critical", "respond_minutes": 5},
-    2: {"name": "SEV2 high", "respond_minutes": 15},
-    3: {"name": "SEV3 medium", "respond_minutes": 60},
-    4: {"name": "SEV4 low", "respond_minutes": 240},
-}
+SEVERITY_LEVELS = (1, 2, 3, 4)
+SHIPPED_ESCALATION = data_dir("inventory") / "escalation.yml"  # its defaults: the generated docs
+
+
+def severities(path: Path | None = None) -> dict[int, dict[str, Any]]:
+    """Each SEV level's name ("SEV1 critical") and response minutes, from an escalation file
+    (ripcord.incident.escalation): the operator's unless path names another. InputError with
+    file:line for a bad one."""
+    from ripcord.incident import escalation
+
+    return {level: {"name": f"SEV{level} {spec['name'].lower()}",
+                    "respond_minutes": spec["respond_within_s"] // 60}
+            for level, spec in escalation(path)["severities"].items()}
 
 # Runbook 004's decision tree, asked in this order before the symptom checks.
 QUESTIONS = {
@@ -156,7 +161,7 @@ class _Reader:
             raise self.fail("id must be a positive number", "id")
         if not self.path.name.startswith(f"{ident:02d}-"):
             raise self.fail(f"scenario {ident}'s file must be named {ident:02d}-<slug>.yml", "id")
-        if data["severity"] not in SEVERITIES:
+        if data["severity"] not in SEVERITY_LEVELS:
             raise self.fail("severity must be 1, 2, 3 or 4 (SEV1 is the worst)", "severity")
         question = data.get("question")
         if question is not None and question not in QUESTIONS:
@@ -350,8 +355,9 @@ def markdown(known: list[Scenario]) -> str:
         sandbox = f"fault `{s.fault}`" if s.fault else "cannot (below)"
         lines.append(f"| [{s.id}](#scenario-{s.id}) | {s.title} | SEV{s.severity} | {s.recovery} "
                      f"| {sandbox} |")
+    levels = severities(SHIPPED_ESCALATION)
     for s in known:
-        severity = SEVERITIES[s.severity]
+        severity = levels[s.severity]
         lines += ["", f"## Scenario {s.id}", "", f"**{s.title}**: {severity['name']}, respond within "
                   f"{severity['respond_minutes']} min; escalate to {s.escalate_to} after "
                   f"{s.escalate_after_minutes} min. Runbooks: {s.runbook}.", ""]

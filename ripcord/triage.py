@@ -20,7 +20,7 @@ from rich.console import Console
 from ripcord import scenarios as catalogue
 from ripcord.errors import EXIT_DECLINED, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, InputError
 from ripcord.report import inert
-from ripcord.scenarios import QUESTIONS, SEVERITIES, Scenario
+from ripcord.scenarios import QUESTIONS, Scenario
 
 # Defaults of the inventory's triage_* variables (group all): recoveries of one scenario on one
 # host pattern allowed in a window, and how long its validation may take to pass after one.
@@ -45,6 +45,7 @@ class Triage:
     unreachable: dict[str, str] = field(default_factory=dict)
     answers: dict[str, bool] = field(default_factory=dict)  # question -> yes (healthy)
     duration_s: float = 0.0
+    severities: dict[int, dict[str, Any]] = field(default_factory=dict)  # the operator's escalation
 
     @property
     def code(self) -> int:
@@ -77,6 +78,7 @@ def diagnose(pattern: str, inventory_paths: list[str] | None = None, forks: int 
     inventory = load_inventory(inventory_paths)
     hosts = inventory.select(pattern)
     known = catalogue.load_all(inventory=inventory)  # a bad scenario is exit 2 before any host
+    levels = catalogue.severities()  # so is a bad escalation file
     select = " ".join(sorted({s.check for sc in known for s in sc.detection}))
     connections, unreachable = connect(inventory, hosts, forks)
     try:
@@ -87,7 +89,7 @@ def diagnose(pattern: str, inventory_paths: list[str] | None = None, forks: int 
         for conn in connections.values():
             conn.close()
     failed = [r for r in (report.results if report else []) if r.outcome == "failed"]
-    result = Triage(pattern, hosts, unreachable=unreachable)
+    result = Triage(pattern, hosts, unreachable=unreachable, severities=levels)
     for scenario in known:
         evidence = [(r.host, r.id, r.message) for symptom in scenario.detection
                     for r in failed if symptom.seen_in(r.id, r.message)]
@@ -116,7 +118,7 @@ def show(triage: Triage, out: Console) -> None:
         return
     for match in triage.matches:
         sc = match.scenario
-        severity = SEVERITIES[sc.severity]
+        severity = triage.severities[sc.severity]
         out.print(f"[bold red]scenario {sc.id}[/] {inert(sc.title)}  [bold]{severity['name']}[/]"
                   f" (respond within {severity['respond_minutes']} min)")
         for host, check, message in match.evidence:
