@@ -162,7 +162,7 @@ def _journal(record: dict[str, Any], secrets: set[str] | None = None,
 
 def run_verify(*, pattern: str, select: str, inventory_paths: list[str] | None,
                junit: str | None, console: Console, forks: int = 20,
-               retry_s: float | None = None) -> Outcome:
+               retry_s: float | None = None, inventory: Inventory | None = None) -> Outcome:
     """`invoke verify`: the checks selected, on the hosts a pattern selects, read-only (failing
     checks retried up to retry_s, as after a recovery while services settle)."""
     from ripcord.templating import Templar, resolve_vars
@@ -170,7 +170,7 @@ def run_verify(*, pattern: str, select: str, inventory_paths: list[str] | None,
 
     started = time.monotonic()
     select = select or DEFAULT_SELECTION
-    inventory = load_operator_inventory(inventory_paths)
+    inventory = inventory or load_operator_inventory(inventory_paths)
     hosts = inventory.select(pattern)
     load_waivers(WAIVERS)  # a malformed waivers file is an input error, before any connection
     connections, unreachable = connect(inventory, hosts, forks)

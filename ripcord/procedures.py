@@ -21,6 +21,7 @@ from rich.console import Console
 from ripcord import approvals
 from ripcord.errors import InputError
 from ripcord.execute import Outcome, run_playbook
+from ripcord.inventory import Inventory
 from ripcord.journal import operator
 from ripcord.paths import data_dir
 from ripcord.runner import Options
@@ -50,16 +51,16 @@ WHAT["reconcile"], READS["reconcile"] = "fix", {False}  # reconcile without --fi
 
 
 def run_procedure(name: str, *, pattern: str, inventory_paths: list[str] | None, options: Options,
-                  yes: bool, console: Console, approval: str | None = None) -> Outcome:
+                  yes: bool, console: Console, approval: str | None = None,
+                  inventory: Inventory | None = None) -> Outcome:
     """Run procedure `name` on the hosts `pattern` selects (approval first where required:
-    run_playbook asks guard())."""
+    run_playbook asks guard()); `inventory`, when given, is used instead of reading the files again."""
     options.take_locks = name not in NO_LOCKS
-    inventory = None
     if name in PREFLIGHT:  # reads the fleet; bad input is exit 2 before anything runs
         from ripcord.inventory import load_operator_inventory
         from ripcord.modules.backup import preflight
 
-        inventory = load_operator_inventory(inventory_paths)
+        inventory = inventory or load_operator_inventory(inventory_paths)
         preflight(name, inventory, pattern, options.extra_vars)
     if name in RELEASE_PREFLIGHT:  # a split fleet, a missing release: exit 2, nothing changed
         from ripcord.inventory import load_operator_inventory
@@ -71,7 +72,7 @@ def run_procedure(name: str, *, pattern: str, inventory_paths: list[str] | None,
         from ripcord.inventory import load_operator_inventory
         from ripcord.modules.rotate import preflight as rotate_preflight
 
-        inventory = load_operator_inventory(inventory_paths)
+        inventory = inventory or load_operator_inventory(inventory_paths)
         rotate_preflight(name, inventory, pattern, options.extra_vars)
     if name in STATE_PREFLIGHT:  # every engine selected; reconcile: every engine halted
         from ripcord.inventory import load_operator_inventory

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -21,6 +21,9 @@ from ripcord import scenarios as catalogue
 from ripcord.errors import EXIT_DECLINED, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, InputError
 from ripcord.report import inert
 from ripcord.scenarios import QUESTIONS, Scenario
+
+if TYPE_CHECKING:
+    from ripcord.inventory import Inventory
 
 # Defaults of the inventory's triage_* variables (group all): recoveries of one scenario on one
 # host pattern allowed in a window, and how long its validation may take to pass after one.
@@ -63,19 +66,21 @@ class Triage:
                 "duration_s": round(self.duration_s, 3)}
 
 
-def load_inventory(paths: list[str] | None):
+def load_inventory(paths: list[str] | None) -> Inventory:
     from ripcord.inventory import load_operator_inventory
 
     return load_operator_inventory(paths)
 
 
-def diagnose(pattern: str, inventory_paths: list[str] | None = None, forks: int = 20) -> Triage:
-    """Every scenario's detection, in one round of checks on the hosts selected."""
+def diagnose(pattern: str, inventory_paths: list[str] | None = None, forks: int = 20, *,
+             inventory: Inventory | None = None) -> Triage:
+    """Every scenario's detection, in one round of checks on the hosts selected (`inventory`, when
+    given, is used instead of reading the files again, as by every step of a `--fix` run)."""
     from ripcord.templating import Templar, resolve_vars
     from ripcord.verify import connect, run_checks
 
     started = time.monotonic()
-    inventory = load_inventory(inventory_paths)
+    inventory = inventory or load_inventory(inventory_paths)
     hosts = inventory.select(pattern)
     known = catalogue.load_all(inventory=inventory)  # a bad scenario is exit 2 before any host
     levels = catalogue.severities()  # so is a bad escalation file
@@ -126,8 +131,9 @@ def show(triage: Triage, out: Console) -> None:
         out.print(f"    fix: {inert(sc.fix_command(triage.pattern))}", soft_wrap=True)
 
 
-def recover(scenario: Scenario, *, pattern: str, inventory_paths: list[str] | None, yes: bool,
-            out: Console, check: bool = False, validate_s: float = 30.0) -> int:
+def recover(scenario: Scenario, *, pattern: str, inventory_paths: list[str] | None = None, yes: bool,
+            out: Console, check: bool = False, validate_s: float = 30.0,
+            inventory: Inventory | None = None) -> int:
     """A scenario's recovery (procedure or playbook), then its validation checks (retried up to
     validate_s while a recovered service settles). Returns the exit code."""
     from ripcord.execute import run_playbook, run_verify
@@ -144,24 +150,26 @@ def recover(scenario: Scenario, *, pattern: str, inventory_paths: list[str] | No
     if scenario.procedure:
         options.reason = reason
         outcome = run_procedure(scenario.procedure, pattern=pattern, inventory_paths=inventory_paths,
-                                options=options, yes=yes, console=out, approval=None)
+                                options=options, yes=yes, console=out, approval=None, inventory=inventory)
     else:
         outcome = run_playbook(str(scenario.playbook), pattern=pattern, options=options, yes=yes,
-                               console=out, reason=reason, inventory_paths=inventory_paths)
+                               console=out, reason=reason, inventory_paths=inventory_paths,
+                               inventory=inventory)
     if outcome.code or check:
         return outcome.code
     out.rule(f"[bold]VALIDATION[/] scenario {scenario.id}: {inert(scenario.validation)}", align="left")
     return run_verify(pattern=pattern, select=scenario.validation, inventory_paths=inventory_paths,
-                      junit=None, console=out, retry_s=validate_s).code
+                      junit=None, console=out, retry_s=validate_s, inventory=inventory).code
 
 
-def fix(scenario: Scenario, *, pattern: str, inventory_paths: list[str] | None, yes: bool,
-        out: Console) -> int:
+def fix(scenario: Scenario, *, pattern: str, inventory_paths: list[str] | None = None, yes: bool,
+        out: Console, inventory: Inventory | None = None) -> int:
     """triage --fix: the scenario's recovery and validation, within the rate limit; past it,
     no action and an escalation (journaled, as every attempt is)."""
     from ripcord.execute import confirmer
 
-    limits = _limits(pattern, inventory_paths)
+    inventory = inventory or load_inventory(inventory_paths)
+    limits = _limits(pattern, inventory)
     used = _recoveries(scenario, pattern, since=time.time() - limits["window"] * 60)
     if used >= limits["max"]:
         out.print(f"[bold red]not acting[/]: scenario {scenario.id}'s recovery ran {used} times on "
@@ -172,21 +180,20 @@ def fix(scenario: Scenario, *, pattern: str, inventory_paths: list[str] | None, 
                   "to": scenario.escalate_to, "recoveries": used, "window_minutes": limits["window"]})
         return EXIT_FAILED
     if scenario.manual:
-        return recover(scenario, pattern=pattern, inventory_paths=inventory_paths, yes=yes, out=out)
+        return recover(scenario, pattern=pattern, inventory=inventory, yes=yes, out=out)
     if not confirmer(yes, out)(f"Run scenario {scenario.id}'s recovery ({scenario.recovery}) on {pattern}?"):
         return EXIT_DECLINED
     # Counted before it runs: an attempt cut short (Ctrl-C, a crash) still used the budget.
     _journal({"kind": "triage.fix", "scenario": scenario.id, "pattern": pattern,
               "attempt": used + 1, "max_recoveries": limits["max"]})
-    code = recover(scenario, pattern=pattern, inventory_paths=inventory_paths, yes=yes, out=out,
+    code = recover(scenario, pattern=pattern, inventory=inventory, yes=yes, out=out,
                    validate_s=limits["validate"])
     _journal({"kind": "triage.fixed" if code == 0 else "triage.fix_failed", "scenario": scenario.id,
               "pattern": pattern, "exit_code": code})
     return code
 
 
-def _limits(pattern: str, inventory_paths: list[str] | None) -> dict[str, int]:
-    inventory = load_inventory(inventory_paths)
+def _limits(pattern: str, inventory: Inventory) -> dict[str, int]:
     hostvars = inventory.host_vars(inventory.select(pattern)[0])
     try:
         return {"max": int(hostvars.get("triage_max_recoveries", MAX_RECOVERIES)),

@@ -57,9 +57,9 @@ def run_(c, id=None, host=None, yes=False, inventory=None, check=False, verbose=
         if id is None or not host:
             raise InputError("say the scenario and the hosts: invoke scenario.run ID --host PATTERN")
         verbosity(verbose)
-        scenario = scenarios.get(id, inventory=triage.load_inventory(inventory))
-        code = triage.recover(scenario, pattern=host, inventory_paths=inventory, yes=yes, out=out,
-                              check=check)
+        inv = triage.load_inventory(inventory)
+        scenario = scenarios.get(id, inventory=inv)
+        code = triage.recover(scenario, pattern=host, inventory=inv, yes=yes, out=out, check=check)
         if code:
             raise Exit(code=code)
 
@@ -105,15 +105,15 @@ def triage(c, host=None, fix=False, yes=False, inventory=None, json_=False, debu
     def body(out):
         if not host:
             raise InputError("--host PATTERN is required", hint="e.g. --host sandbox")
-        found = triaging.diagnose(host, inventory)
+        inv = triaging.load_inventory(inventory)  # read once: a bad one is exit 2 before any host
+        found = triaging.diagnose(host, inventory=inv)
         if json_:
             emit_json(found.payload())
         else:
             triaging.show(found, out)
         code = found.code
         if fix and found.matches:
-            code = triaging.fix(found.matches[0].scenario, pattern=host, inventory_paths=inventory,
-                                yes=yes, out=out)
+            code = triaging.fix(found.matches[0].scenario, pattern=host, inventory=inv, yes=yes, out=out)
         if code:
             raise Exit(code=code)
 

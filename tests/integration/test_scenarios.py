@@ -7,6 +7,7 @@ system ssh client, curl of /health, the files), not only through ripcord's repor
 from __future__ import annotations
 
 import json
+import os
 
 from ripcord import scenarios
 from ripcord.sandbox import chaos
@@ -63,18 +64,39 @@ def test_every_injectable_scenario_is_drilled(ripcord, access, fleet, tmp_path):
     assert not (fleet.root / "faults.json").exists()
 
 
+def _counting_opens(tmp_path, path) -> tuple[dict, object]:
+    """extra_env that makes a ripcord run log every open of `path` (a Python audit hook, loaded
+    by sitecustomize), and the log: how often the run read the file, seen from outside ripcord."""
+    hook, log = tmp_path / "hook", tmp_path / "opens.log"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        f"def _seen(event, args, path={str(path)!r}, log={str(log)!r}):\n"
+        "    if event == 'open' and isinstance(args[0], str) and os.path.abspath(args[0]) == path:\n"
+        "        with open(log, 'a') as f:\n"
+        "            f.write('open\\n')\n"
+        "sys.addaudithook(_seen)\n")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, (str(hook), os.environ.get("PYTHONPATH"))))}, log
+
+
 def test_triage_fix_stops_a_recovery_that_keeps_failing_and_escalates(ripcord, access, tmp_path):
     """The backups gone (scenario 16) for a cause backup-db cannot cure (their directory made
-    read-only): two attempts, then no third; an escalation instead, journaled."""
+    read-only): two attempts, then no third; an escalation instead, journaled. Each run reads the
+    inventory once (diagnosis, rate limit and procedure share it)."""
     limits = tmp_path / "limits.yml"
     limits.write_text("all:\n  vars:\n    triage_max_recoveries: 2\n    triage_validate_seconds: 2\n")
+    counting, opens = _counting_opens(tmp_path, limits)
     backups = access.plan.db.titan_home / "backups"
     chaos.inject(access.plan, "lose-backups")
     access.ssh("db-1", 'chmod 500 "$TITAN_HOME/backups"')
     try:
         for attempt in range(3):
-            out = ripcord("triage", "--host", "sandbox", "--fix", "--yes", inventories=(limits,))
+            opens.unlink(missing_ok=True)
+            out = ripcord("triage", "--host", "sandbox", "--fix", "--yes", inventories=(limits,),
+                          extra_env=counting)
             assert out.returncode == 1, out.stdout + out.stderr
+            reads = opens.read_text().count("open")
+            assert reads == 1, f"the inventory was read {reads} times"
             assert "scenario 16 Backup failure" in out.stdout
             if attempt < 2:
                 assert "RECOVERY scenario 16: procedure backup-db" in out.stdout
