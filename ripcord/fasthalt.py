@@ -145,14 +145,14 @@ def _plan(host: str, reason: str, inventory: list[str] | None):
     """(nats url, secret, signed body, targets, via), or None when this path does not apply; via
     is (host, ConnectionSpec) of the batch's first host when NATS is reached through it
     (nats_tunnel), as the halt module would reach it."""
-    from ripcord.inventory import Inventory
+    from ripcord.inventory import Inventory, hand_over
 
-    if inventory:
-        loaded = Inventory.load(inventory)
-    else:
+    if not inventory:
         from ripcord.config import default_inventory
 
-        loaded = Inventory.load(default_inventory())
+        inventory = default_inventory()
+    loaded = Inventory.load(inventory)
+    hand_over(inventory, loaded)  # the halt task's own read takes this one
     engines = set(loaded.group_hosts(PLAY_HOSTS))
     targets = sorted(h for h in loaded.select(host) if h in engines)
     if not targets:

@@ -404,6 +404,17 @@ def _drop_internal(merged: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in merged.items() if k not in INTERNAL_VARS}
 
 
+_HANDED_OVER: tuple[list[str], Inventory] | None = None
+
+
+def hand_over(paths: list[str], inventory: Inventory) -> None:
+    """An inventory read before the command's own read (ripcord/fasthalt.py's, a tenth of a
+    second before): the command's load_operator_inventory of the same paths takes it, once,
+    instead of reading the files again. Both then act on one view of the fleet."""
+    global _HANDED_OVER
+    _HANDED_OVER = ([str(p) for p in paths], inventory)
+
+
 def load_operator_inventory(paths: Iterable[str | os.PathLike] | None = None) -> Inventory:
     """The operator's inventory: the given files or directories, else the configured ones
     (ripcord.yaml, RIPCORD_INVENTORY), else every file in the checkout's inventory/."""
@@ -411,8 +422,10 @@ def load_operator_inventory(paths: Iterable[str | os.PathLike] | None = None) ->
 
     from ripcord.config import default_inventory
 
-    paths = list(paths or [])
-    inventory = Inventory.load(paths or default_inventory())
+    global _HANDED_OVER
+    wanted = [str(p) for p in (list(paths or []) or default_inventory())]
+    handed, _HANDED_OVER = _HANDED_OVER, None
+    inventory = handed[1] if handed and handed[0] == wanted else Inventory.load(wanted)
     for warning in inventory.warnings:  # stderr: stdout may be reserved for --json
         print(f"warning: {warning}", file=sys.stderr)
     return inventory

@@ -39,7 +39,8 @@ from ripcord.modules.bus import EnvFileError
 from ripcord.modules.service import control_for
 from ripcord.modules.trading import ExchangeAccount, command_engines, fleet_secret, reachable, ssh_down
 
-bus.preload()
+if fasthalt.PENDING is None or fasthalt.PENDING.published_at is None:  # else rung 1 is out already:
+    bus.preload()  # nats-py is not needed, and its import would compete with the SSH handshakes
 POLL_S = 0.02  # an engine says halted within ~20 ms of the command
 SWEEP_S = 0.2  # an engine that missed its answer: its open orders cancelled this often
 

@@ -75,3 +75,22 @@ def test_only_an_unsafe_secret_file_refuses_the_halt_early(monkeypatch, tmp_path
     assert fasthalt.refusal() is None
     fasthalt.begin("exec", "drill", [str(inventory)])
     assert "readable by others" in fasthalt.refusal() and fasthalt.PENDING is None
+
+
+def test_the_fast_path_hands_its_inventory_read_to_the_command_once(tmp_path):
+    """fasthalt reads the inventory before anything else; the halt task's own read takes that one
+    (one read, one view of the fleet), once: a later read reads the files."""
+    from ripcord.inventory import Inventory, hand_over, load_operator_inventory
+
+    path = tmp_path / "hosts.yml"
+    path.write_text("all:\n  hosts:\n    exec-1:\n")
+    early = Inventory.load([path])
+    hand_over([str(path)], early)
+    assert load_operator_inventory([path]) is early
+    again = load_operator_inventory([path])
+    assert again is not early and again.hosts == early.hosts
+    other = tmp_path / "other.yml"
+    other.write_text("all:\n  hosts:\n    exec-2:\n")
+    hand_over([str(path)], early)
+    assert list(load_operator_inventory([other]).hosts) == ["exec-2"]  # other paths: read them
+    assert load_operator_inventory([path]) is not early  # and the hand-over is gone
