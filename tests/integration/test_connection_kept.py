@@ -67,7 +67,8 @@ def test_a_command_past_its_timeout_on_a_slow_host_keeps_its_connection(access, 
         with pytest.raises(CommandTimeout) as timed_out:
             conn.run(f"sleep {seconds}", timeout=1)
         assert conn.run("echo still here").stdout == "still here\n"
-        assert str(timed_out.value) == "exec-1: command timed out after 1s"
+        assert str(timed_out.value).startswith("exec-1: command timed out after 1s")
+        assert "closed" not in str(timed_out.value)
     finally:
         shim.unlink()
     assert gone(access, "exec-1", f"sleep {seconds}")
