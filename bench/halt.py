@@ -1,4 +1,4 @@
-"""Halt speed on a sandbox fleet: `ripcord halt` (the installed command) end to end, from the process's start.
+"""Halt speed on a sandbox fleet: `ripcord halt` end to end, from the process's start.
 
 Each run starts from a trading fleet (halt files removed, a signed NORMAL answered by every
 engine, 2 s to settle), then runs `ripcord halt --host sandbox --json` and reads, per run:
@@ -7,10 +7,12 @@ engine, 2 s to settle), then runs `ripcord halt --host sandbox --json` and reads
   the slowest engine counts;
 - the slowest engine's answer after the publish ("answered in N ms" in its result);
 - the whole verified halt: the process's wall time (every rung, exchange, the halt checks).
-Two ways, alternating run by run: `controller` (the controller holds the signing secret, inventory
-titan_hmac_secret_env: the halt is published before any SSH connection, ripcord/fasthalt.py) and
-`hosts` (the secret read over SSH from a host first). Run 0 of each warms caches and is not
-counted. Medians, minimums and maximums are reported.
+Three ways, alternating run by run: `controller` (the controller holds the signing secret,
+inventory titan_hmac_secret_env: the halt is published before any SSH connection,
+ripcord/fasthalt.py), `hosts` (the secret read over SSH from a host first), both with the installed
+`ripcord` command; and `controller, invoke` (the same as `invoke halt` in the checkout, which loads
+invoke before ripcord's tasks). Run 0 of each warms caches and is not counted. Medians, minimums
+and maximums are reported.
 """
 
 from __future__ import annotations
@@ -72,11 +74,11 @@ def resume(fleet: Fleet, inventory: Inventory) -> None:
         time.sleep(1)
 
 
-def halt_once(fleet: Fleet, inventory: Inventory, env: dict[str, str], extra: list[str]
-              ) -> tuple[float, float, list[float]]:
+def halt_once(fleet: Fleet, inventory: Inventory, env: dict[str, str], extra: list[str],
+              command: list[str]) -> tuple[float, float, list[float]]:
     """(wall s, ms from the process's start to the last engine's halted_since, answers in ms)."""
-    argv = [str(Path(sys.executable).parent / "ripcord"), "halt", "--host", "sandbox",
-            "--inventory", str(fleet.inventory), *extra, "--reason", "bench", "--json"]
+    argv = [*command, "halt", "--host", "sandbox", "--inventory", str(fleet.inventory), *extra,
+            "--reason", "bench", "--json"]
     born = time.time()
     started = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
@@ -113,7 +115,9 @@ def main() -> None:
     root = state_base() / args.fleet
     fleet = Fleet(root, base_port=args.base_port, hosts=args.hosts, inventory=root / "inventory.yml")
     fleet.up()
-    ways = ("controller", "hosts")
+    ways = ("controller", "hosts", "controller, invoke")
+    commands = {"controller": [str(Path(sys.executable).parent / "ripcord")],
+                "controller, invoke": [sys.executable, "-m", "invoke", "--search-root", str(REPO)]}
     seen: dict[str, dict[str, list[float]]] = {w: {"wall": [], "halted": [], "ack": []} for w in ways}
     try:
         inventory = Inventory.load([fleet.inventory])
@@ -130,8 +134,9 @@ def main() -> None:
                     resume(fleet, inventory)
                     time.sleep(2.0)  # a fleet in steady trading, not one still resuming
                     extra, more = ((["--inventory", str(controller)], {"BENCH_HMAC_SECRET": secret})
-                                   if way == "controller" else ([], {}))
-                    wall, halted, answered = halt_once(fleet, inventory, {**env, **more}, extra)
+                                   if way.startswith("controller") else ([], {}))
+                    wall, halted, answered = halt_once(fleet, inventory, {**env, **more}, extra,
+                                                       commands.get(way, commands["controller"]))
                     if run:
                         seen[way]["wall"].append(wall)
                         seen[way]["halted"].append(halted)
@@ -143,7 +148,7 @@ def main() -> None:
             print(row(f"{way}: every engine halted after the process started (ms)",
                       seen[way]["halted"], 0))
             print(row(f"{way}: slowest engine's answer after the publish (ms)", seen[way]["ack"], 1))
-            print(row(f"{way}: whole verified `ripcord halt` (s)", seen[way]["wall"], 2))
+            print(row(f"{way}: the whole verified halt (s)", seen[way]["wall"], 2))
         out = HERE / "results"
         out.mkdir(exist_ok=True)
         (out / f"halt-{args.hosts}.json").write_text(json.dumps(
