@@ -35,7 +35,7 @@ from testinfra.backend.base import BaseBackend, CommandResult
 
 from ripcord.connection import CommandResult as Answer
 from ripcord.connection import CommandTimeout, Connection
-from ripcord.errors import InputError, RipcordError, UnreachableError
+from ripcord.errors import InputError, RipcordError
 from ripcord.paths import data_dir
 
 CHECKS = data_dir("checks")  # the shipped checks; an operator's own are in config's check_dirs
@@ -98,7 +98,7 @@ class HostShell:
                                      f"$?; printf '\\n{mark}\\n' >&2\n".encode())
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 self.close()
-                raise UnreachableError(f"{self.conn.name}: connection lost: {exc}") from None
+                raise self.conn.lost(f": {exc}") from None
             out, err = self._read(deadline, lambda o, e: self._done(o, e))
             status = self.end.search(out[-len(self.mark) - 24:])
             return Answer(int(status.group(1)), out[:len(out) - len(status.group(0))].decode(
@@ -117,13 +117,13 @@ class HostShell:
     def _start(self, deadline: float) -> None:
         transport = self.conn.fabric.client.get_transport()
         if transport is None or not transport.is_active():
-            raise UnreachableError(f"{self.conn.name}: connection lost")
+            raise self.conn.lost()
         try:
             self.channel = transport.open_session(timeout=max(0.1, deadline - time.monotonic()))
             self.channel.exec_command('echo $$; exec "${SHELL:-/bin/sh}" -s')
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.channel = None
-            raise UnreachableError(f"{self.conn.name}: connection lost: {exc}") from None
+            raise self.conn.lost(f": {exc}") from None
         self.session = b""  # its first line, read with the first command's answer (_read)
 
     def _read(self, deadline: float, done) -> tuple[bytearray, bytearray]:
