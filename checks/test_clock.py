@@ -8,14 +8,26 @@ import pytest
 pytestmark = [pytest.mark.clock, pytest.mark.restart, pytest.mark.audit, pytest.mark.scenario14]
 
 
-def test_clock_matches_exchange(host, hostvars, setting):
-    """|host time - exchange serverTime| under check_clock_max_drift_s, both read on the host."""
+def _read_clock(host, hostvars):
     url = hostvars.get("exchange_url")
     if not url:
+        return None
+    return host.run("a=$(date +%%s%%3N); s=$(curl -fsS --max-time 3 %s); b=$(date +%%s%%3N); "
+                    'printf "%%s %%s %%s\\n" "$a" "$b" "$s"', url.rstrip("/") + "/api/v1/time")
+
+
+@pytest.fixture(scope="session")
+def clocks(read_all):
+    """Every host's clock around the exchange's answer, read on every host at once."""
+    return read_all(_read_clock)
+
+
+def test_clock_matches_exchange(host, hostvars, setting, clocks):
+    """|host time - exchange serverTime| under check_clock_max_drift_s, both read on the host."""
+    if not hostvars.get("exchange_url"):
         pytest.skip("no exchange_url for this host")
     limit = setting("clock_max_drift_s", 1.0)
-    out = host.run("a=$(date +%%s%%3N); s=$(curl -fsS --max-time 3 %s); b=$(date +%%s%%3N); "
-                   'printf "%%s %%s %%s\\n" "$a" "$b" "$s"', url.rstrip("/") + "/api/v1/time")
+    out = clocks.of(host)
     before, after, answer = (out.stdout.strip().split(" ", 2) + ["", ""])[:3]
     assert answer.startswith("{"), (f"cannot read the exchange's time from "
                                     f"{host.backend.hostname}: {out.stderr.strip() or 'no answer'}")

@@ -14,27 +14,36 @@ pytestmark = [pytest.mark.exchange, pytest.mark.restart, pytest.mark.resume,
 TRADERS = {"titan-execution", "titan-brain", "titan-market-data"}
 
 
+def _get(host, hostvars, path: str, auth: bool = True):
+    url = hostvars["exchange_url"].rstrip("/") + path
+    if not auth:
+        out = host.run("curl -sS --max-time 3 -w '\\n%%{http_code}' %s", url)
+    else:
+        out = host.run(
+            'set -a; . %s; set +a; printf "X-API-KEY: %%s\\n" "$EXCHANGE_API_KEY" | '
+            "curl -sS --max-time 3 -H @- -w '\\n%%{http_code}' %s", hostvars["env_file"], url)
+    body, _, code = out.stdout.rpartition("\n")
+    return (int(code) if code.strip().isdigit() else 0), body, out.stderr.strip()
+
+
+@pytest.fixture(scope="session")
+def answers(read_all):
+    """Every trading host's two exchange answers: the time (no key), its own open orders."""
+    return read_all(lambda host, hostvars: {
+        "time": _get(host, hostvars, "/api/v1/time", auth=False),
+        "orders": _get(host, hostvars, f"/api/v1/openOrders?clientPrefix={host.backend.hostname}-")}
+        if TRADERS & set(hostvars.get("services") or []) else None)
+
+
 @pytest.fixture(scope="module")
-def exchange(host, hostvars):
-    """exchange(path) -> (HTTP status, body), authenticated with the host's EXCHANGE_API_KEY."""
+def exchange(host, hostvars, answers):
     if not TRADERS & set(hostvars.get("services") or []):
         pytest.skip("no service on this host talks to the exchange")
-
-    def get(path: str, auth: bool = True):
-        url = hostvars["exchange_url"].rstrip("/") + path
-        if not auth:
-            out = host.run("curl -sS --max-time 3 -w '\\n%%{http_code}' %s", url)
-        else:
-            out = host.run(
-                'set -a; . %s; set +a; printf "X-API-KEY: %%s\\n" "$EXCHANGE_API_KEY" | '
-                "curl -sS --max-time 3 -H @- -w '\\n%%{http_code}' %s", hostvars["env_file"], url)
-        body, _, code = out.stdout.rpartition("\n")
-        return (int(code) if code.strip().isdigit() else 0), body, out.stderr.strip()
-    return get
+    return answers.of(host)
 
 
 def test_exchange_is_reachable(host, hostvars, exchange):
-    code, body, error = exchange("/api/v1/time", auth=False)
+    code, body, error = exchange["time"]
     assert code == 200 and "serverTime" in body, (
         f"exchange {hostvars['exchange_url']} not reachable from {host.backend.hostname}: "
         + (f"HTTP {code}" if code else error or "no answer"))
@@ -44,7 +53,7 @@ def test_exchange_is_reachable(host, hostvars, exchange):
 def own_orders(host, exchange):
     """This host's open orders (clientOrderId prefix "<host>-"), listed with its API key as its
     engine lists them: one authenticated call that both checks below read."""
-    return exchange(f"/api/v1/openOrders?clientPrefix={host.backend.hostname}-")
+    return exchange["orders"]
 
 
 def test_api_key_is_accepted(host, hostvars, own_orders):

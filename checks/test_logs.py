@@ -24,16 +24,41 @@ def _stamp(line: str) -> float | None:
     return stamp.replace(tzinfo=stamp.tzinfo or datetime.UTC).timestamp()
 
 
-def test_few_errors_in_the_last_minute(host, hostvars, services, setting):
+def _logs(hostvars) -> dict[str, str]:
+    return {s: f"{hostvars['titan_home']}/logs/{s}.log" for s in hostvars.get("services") or []}
+
+
+@pytest.fixture(scope="session")
+def log_tails(read_all):
+    """The host's clock, then one tail for every service log; -v heads each with "==> path
+    <==" (a missing log has no section). Every host at once."""
+    return read_all(lambda host, hostvars: host.run(
+        "date -u +%%s && tail -v -n %s" + " %s" * len(_logs(hostvars)), str(TAIL_LINES),
+        *_logs(hostvars).values()) if _logs(hostvars) else None)
+
+
+@pytest.fixture(scope="session")
+def start_counts(read_all):
+    """For each Titan service, the start lines in its log and its rotated logs (one shell loop
+    a host, every host at once)."""
+    def fetch(host, hostvars):
+        logs = f"{hostvars['titan_home']}/logs"
+        titan = sorted(hostvars.get("health_urls") or {})
+        if not titan:
+            return None
+        script = ("for s in" + " %s" * len(titan) + "; do "
+                  'cat %s/"$s".log %s/"$s".log.[0-9]* 2>/dev/null | grep -c -F -e "Starting $s"; done')
+        return host.run(script, *titan, logs, logs)
+    return read_all(fetch)
+
+
+def test_few_errors_in_the_last_minute(host, hostvars, services, setting, log_tails):
     """Fewer than check_errors_per_minute_max " ERROR " lines per service log in the last minute."""
     if not services:
         pytest.skip("no services on this host")
     limit = setting("errors_per_minute_max", 5)
-    logs = {service: f"{hostvars['titan_home']}/logs/{service}.log" for service in services}
-    # The host's clock, then one tail for every log; -v heads each with "==> path <==" (a
-    # missing log has no section).
-    out = host.run("date -u +%%s && tail -v -n %s" + " %s" * len(logs), str(TAIL_LINES),
-                   *logs.values())
+    logs = _logs(hostvars)
+    out = log_tails.of(host)
     clock, _, text = out.stdout.partition("\n")
     assert clock.isdigit(), f"cannot read the clock on {host.backend.hostname}: {out.stderr.strip()}"
     now = float(clock)
@@ -50,17 +75,14 @@ def test_few_errors_in_the_last_minute(host, hostvars, services, setting):
         f"{service}.log {count} ERROR lines" for service, count in sorted(noisy.items()))
 
 
-def test_services_logged_their_start(host, hostvars):
+def test_services_logged_their_start(host, hostvars, start_counts):
     """Each Titan service (those with a health URL) logged "Starting <service>" (runbook:
     "Logs show 'System initialized successfully'"), in its log or a rotated one."""
     logs = f"{hostvars['titan_home']}/logs"
     titan = sorted(hostvars.get("health_urls") or {})
     if not titan:
         pytest.skip("no Titan services on this host")
-    # One shell loop: for each service, the start lines in its log and its rotated logs.
-    script = ("for s in" + " %s" * len(titan) + "; do "
-              'cat %s/"$s".log %s/"$s".log.[0-9]* 2>/dev/null | grep -c -F -e "Starting $s"; done')
-    counts = dict(zip(titan, host.run(script, *titan, logs, logs).stdout.split(), strict=False))
+    counts = dict(zip(titan, start_counts.of(host).stdout.split(), strict=False))
     missing = [service for service in titan if counts.get(service, "0") == "0"]
     assert not missing, (f"no start line on {host.backend.hostname} in " + ", ".join(
         f"{logs}/{s}.log ('Starting {s}')" for s in missing))

@@ -42,11 +42,18 @@ def listening(ss_output: str) -> set[str]:
     return found
 
 
-def test_service_ports_are_listening(host, hostvars):
+@pytest.fixture(scope="session")
+def sockets(read_all):
+    """Every host's listening TCP sockets, one `ss` a host, all at once."""
+    return read_all(lambda host, hostvars: host.run("ss --numeric --listening --tcp")
+                    if expected_ports(hostvars) else None)
+
+
+def test_service_ports_are_listening(host, hostvars, sockets):
     ports = expected_ports(hostvars)
     if not ports:
         pytest.skip("no ports expected on this host")
-    out = host.run("ss --numeric --listening --tcp")  # one `ss` for all ports
+    out = sockets.of(host)  # one `ss` for all ports
     assert out.rc == 0, f"cannot list listening sockets on {host.backend.hostname}: {out.stderr.strip()}"
     sockets = listening(out.stdout)
     closed = {name: port for name, port in ports.items()

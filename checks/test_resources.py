@@ -4,27 +4,47 @@ The machine's memory in use says a host is short of it; each service's own resid
 which process leaks (runbook 004 #5: `ps aux` for the process's share), so that one is restarted.
 """
 
+import re
+
 import pytest
 
 pytestmark = [pytest.mark.resources, pytest.mark.restart, pytest.mark.scenario01]
 
 
+@pytest.fixture(scope="session")
+def system(read_all):
+    """What the three host checks read, in one command a host and on every host at once: df of
+    titan_home, /proc/meminfo, nproc with the load; each followed by its own exit status."""
+    return read_all(lambda host, hostvars: host.run(
+        'df -P %s; echo "@@ $?"; cat /proc/meminfo; echo "@@ $?"; nproc && cat /proc/loadavg; '
+        'echo "@@ $?"', hostvars["titan_home"]))
+
+
+def _part(host, system, index: int, what: str) -> str:
+    """Part index of the host's answer; a part that could not be read fails its check."""
+    out = system.of(host)
+    parts = re.split(r"^@@ (\d+)\n", out.stdout, flags=re.MULTILINE)  # text, status, ..., ""
+    ok = out.rc == 0 and len(parts) == 7 and parts[2 * index + 1] == "0"
+    assert ok, f"cannot read the {what} on {host.backend.hostname}: {out.stderr.strip()[:200]}"
+    return parts[2 * index]
+
+
 @pytest.mark.scenario10
-def test_disk_use_of_titan_home(host, hostvars, setting):
+def test_disk_use_of_titan_home(host, hostvars, setting, system):
     """Disk use of titan_home's filesystem below check_disk_max_percent (runbook: < 80 %)."""
     limit = setting("disk_max_percent", 80.0)
-    out = host.check_output("df -P %s", hostvars["titan_home"]).splitlines()[-1].split()
+    out = _part(host, system, 0, "disk use").splitlines()[-1].split()
     used, mount = float(out[4].rstrip("%")), out[5]
     assert used < limit, (f"disk {used:.0f}% full on {host.backend.hostname} ({mount}, holding "
                           f"titan_home): the limit is {limit:.0f}%")
 
 
 @pytest.mark.scenario05
-def test_memory_use(host, setting):
+def test_memory_use(host, setting, system):
     """Memory in use (total - available) below check_memory_max_percent (runbook: < 90 %)."""
     limit = setting("memory_max_percent", 90.0)
     info = {}
-    for line in host.check_output("cat /proc/meminfo").splitlines():
+    for line in _part(host, system, 1, "memory").splitlines():
         key, _, rest = line.partition(":")
         info[key] = int(rest.split()[0]) if rest.split() else 0
     used = 100.0 * (info["MemTotal"] - info["MemAvailable"]) / info["MemTotal"]
@@ -56,10 +76,10 @@ def test_service_memory(host, hostvars, services, setting, supervised):
 
 
 @pytest.mark.scenario17
-def test_load_per_core(host, setting):
+def test_load_per_core(host, setting, system):
     """The 5-minute load average per core (sustained load) below check_load_max_per_core."""
     limit = setting("load_max_per_core", 4.0)
-    cores, loadavg = host.check_output("nproc && cat /proc/loadavg").split("\n", 1)
+    cores, loadavg = _part(host, system, 2, "load").split("\n", 1)
     load5, cores = float(loadavg.split()[1]), int(cores)
     per_core = load5 / max(cores, 1)
     assert per_core < limit, (f"load {per_core:.2f} per core on {host.backend.hostname} "

@@ -22,17 +22,31 @@ def env_fingerprints(host, env_file: str, keys: list[str]) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
 
 
-def test_readers_run_with_the_env_secrets(host, hostvars, health):
-    """Every reader's /health fingerprint of each secret matches the .env's: none runs an old one."""
+def _wanted(hostvars) -> dict[str, list[str]]:
     readers = hostvars.get("secret_readers")
     if not isinstance(readers, dict):
-        pytest.skip("no secret_readers in the inventory")
+        return {}
     running = set(hostvars.get("services") or [])
     wanted = {k: [s for s in v if s in running] for k, v in readers.items() if isinstance(v, list)}
-    wanted = {k: v for k, v in wanted.items() if v}
+    return {k: v for k, v in wanted.items() if v}
+
+
+@pytest.fixture(scope="session")
+def fingerprints(read_all):
+    """Every host's .env fingerprints of the secrets its services read, computed at once."""
+    return read_all(lambda host, hostvars: env_fingerprints(host, hostvars["env_file"],
+                                                             sorted(_wanted(hostvars)))
+                    if _wanted(hostvars) else None)
+
+
+def test_readers_run_with_the_env_secrets(host, hostvars, health, fingerprints):
+    """Every reader's /health fingerprint of each secret matches the .env's: none runs an old one."""
+    if not isinstance(hostvars.get("secret_readers"), dict):
+        pytest.skip("no secret_readers in the inventory")
+    wanted = _wanted(hostvars)
     if not wanted:
         pytest.skip("no service on this host reads a secret")
-    expected = env_fingerprints(host, hostvars["env_file"], sorted(wanted))
+    expected = fingerprints.of(host)
     wrong = []
     for key, services in sorted(wanted.items()):
         for service in services:
@@ -46,9 +60,16 @@ def test_readers_run_with_the_env_secrets(host, hostvars, health):
     assert not wrong, f"on {host.backend.hostname}: " + "; ".join(wrong)
 
 
-def test_no_previous_secret_left(host, hostvars):
+@pytest.fixture(scope="session")
+def previous(read_all):
+    """Every host's *_PREVIOUS keys still set in its .env (names only), read at once."""
+    return read_all(lambda host, hostvars: host.run(
+        r"sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*_PREVIOUS\)=..*/\1/p' %s", hostvars["env_file"]))
+
+
+def test_no_previous_secret_left(host, hostvars, previous):
     """A *_PREVIOUS key still set means a rotation was left half done: the old secret is accepted."""
-    out = host.run(r"sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*_PREVIOUS\)=..*/\1/p' %s", hostvars["env_file"])
+    out = previous.of(host)
     assert out.rc == 0, f"cannot read {hostvars['env_file']} on {host.backend.hostname}"
     left = out.stdout.split()
     assert not left, (f"{hostvars['env_file']} on {host.backend.hostname} still sets "
