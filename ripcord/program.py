@@ -22,25 +22,20 @@ gc.disable()  # until the imports below are done
 from ripcord import fasthalt  # noqa: E402,F401  first: `ripcord halt` publishes before invoke loads
 from invoke import Collection, Program  # noqa: E402
 
-from ripcord import __version__  # noqa: E402
-from ripcord.tasks import ns  # noqa: E402
+from ripcord import __version__, tasks  # noqa: E402
 from ripcord.tasks.doc import module_word  # noqa: E402
 # isort: on
 
-program = Program(namespace=ns, version=__version__, name="ripcord", binary="ripcord",
-                  binary_names=["ripcord"])
-gc.freeze()  # what start-up made lives as long as the process: never scanned again
-gc.enable()
 
-
-def only_named(argv: list[str], namespace: Collection = ns) -> Collection:
-    """The namespace cut down to the tasks argv names. invoke builds (and deep-copies) a parser
-    context for every task of the namespace it parses against, on every run: a twentieth of a
-    second for ripcord's sixty tasks, on a command whose whole job may take half a second. With no
-    task named (--list, --help) or when completing, the whole namespace, as before."""
-    names = [word for word in argv[1:] if word in namespace.task_names]
+def only_named(argv: list[str]) -> Collection:
+    """The namespace of the tasks argv names, their areas alone imported. Importing every area
+    and letting invoke build (and deep-copy) a parser context for each of ripcord's sixty tasks
+    cost a command that names one a tenth of a second. With no task named (--list, --help) or
+    when completing, the whole namespace, as before."""
+    names = [word for word in argv[1:] if tasks.area_of(word)]
     if not names or "--complete" in argv:
-        return namespace
+        return tasks.ns
+    namespace = tasks.namespace(list(dict.fromkeys(tasks.area_of(name) for name in names)))
     cut = Collection()
     for name in dict.fromkeys(names):
         *path, last = name.split(".")
@@ -55,7 +50,10 @@ def only_named(argv: list[str], namespace: Collection = ns) -> Collection:
 
 def main() -> None:
     argv = module_word(sys.argv)
-    program.namespace = only_named(argv)
+    program = Program(namespace=only_named(argv), version=__version__, name="ripcord",
+                      binary="ripcord", binary_names=["ripcord"])
+    gc.freeze()  # what start-up made lives as long as the process: never scanned again
+    gc.enable()
     try:
         program.run(argv)
         code: object = 0

@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ripcord.program import ns, only_named
+from ripcord.program import only_named
+from ripcord.tasks import AREAS, area_of, ns
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = "import sys; sys.argv[0] = 'ripcord'; from ripcord.program import main; main()"
@@ -28,6 +29,24 @@ def test_only_the_tasks_named_are_parsed_against():
     for argv in (["ripcord", "--list"], ["ripcord", "--help"], ["ripcord"],
                  ["ripcord", "--complete", "--", "ripcord", "halt", "-"]):
         assert only_named(argv) is ns
+
+
+def test_every_task_is_indexed_by_the_area_that_declares_it():
+    """ripcord/tasks/__init__.py's index, which lets a command import only its tasks' areas,
+    names each task's module: a task added without its index entry fails here."""
+    for name in ns.task_names:
+        area = area_of(name)
+        assert area in AREAS and ns[name].body.__module__ == f"ripcord.tasks.{area}", name
+
+
+def test_a_command_imports_only_the_areas_it_names():
+    code = ("import sys; sys.argv = ['ripcord']; from ripcord.program import only_named; "
+            "only_named(['ripcord', 'play', 'x.yml', '--host', 'all']); "
+            "import json; print(json.dumps(sorted(m for m in sys.modules "
+            "if m.startswith('ripcord.tasks.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    assert json.loads(out) == ["ripcord.tasks.doc", "ripcord.tasks.options", "ripcord.tasks.playbooks"]
 
 
 def test_exit_codes_and_output_through_a_pipe(tmp_path):
