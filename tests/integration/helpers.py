@@ -101,6 +101,21 @@ def exchange(access, method: str, path: str, key: str | None, body: dict | None 
     return answer
 
 
+def engine(access, host: str) -> dict:
+    """A host's trading engine's own /health answer (halted, halt_source, halted_since ...)."""
+    return access.health(host, "titan-execution")
+
+
+def settle_order(access, key: str, order: dict) -> None:
+    """Cancel an order placed by hand if still open; offset it if the exchange filled it, so that
+    the account stays in step with the engines' ledger."""
+    path = f"/api/v1/order/{order['orderId']}"
+    if exchange(access, "DELETE", path, key)[0] != 200 and \
+            exchange(access, "GET", path, key)[1]["status"] == "FILLED":
+        exchange(access, "POST", "/api/v1/order", key, {
+            "symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": 0.01})
+
+
 def ghost_inventory(fleet, directory: Path) -> Path:
     """An extra inventory with exec-ghost: a host on a closed loopback port (unreachable)."""
     ghost = directory / "ghost.yml"

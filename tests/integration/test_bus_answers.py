@@ -15,15 +15,11 @@ import subprocess
 import threading
 
 import pytest
-from helpers import trading_again
+from helpers import engine, trading_again
 
 from ripcord import bus
 
 ENGINES = ("exec-1", "exec-2")
-
-
-def engine(access, host: str) -> dict:
-    return access.health(host, "titan-execution")
 
 
 @pytest.fixture(autouse=True)

@@ -28,10 +28,6 @@ def ripcord(ripcord):
     return run
 
 
-def engine(access, host: str) -> dict:
-    return access.health(host, "titan-execution")
-
-
 def engine_pid(access, host: str) -> str:
     return access.ssh(host, "supervisorctl pid titan-execution").stdout.strip()
 

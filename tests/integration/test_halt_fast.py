@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import exchange, trading_again
+from helpers import engine, exchange, trading_again
 
 ENGINES = ("exec-1", "exec-2")
 RUNGS = ("secret", "nats", "health", "file", "stop", "exchange")
@@ -52,10 +52,6 @@ def sendall(self, data, *args):
     return _sendall(self, data, *args)
 socket.socket.connect, socket.socket.send, socket.socket.sendall = connect, send, sendall
 """
-
-
-def engine(access, host: str) -> dict:
-    return access.health(host, "titan-execution")
 
 
 def halt_records(result: subprocess.CompletedProcess) -> dict[str, dict]:

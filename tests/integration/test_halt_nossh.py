@@ -15,13 +15,9 @@ import secrets
 import subprocess
 
 import pytest
-from helpers import exchange, trading_again
+from helpers import engine, exchange, settle_order, trading_again
 
 ENGINES = ("exec-1", "exec-2")
-
-
-def engine(access, host: str) -> dict:
-    return access.health(host, "titan-execution")
 
 
 @contextlib.contextmanager
@@ -68,15 +64,6 @@ def trading_with_an_open_order(access, key: str) -> dict:
     return order
 
 
-def settle(access, key: str, order: dict) -> None:
-    """Cancel the hand order if still open; offset it if the exchange filled it."""
-    path = f"/api/v1/order/{order['orderId']}"
-    if exchange(access, "DELETE", path, key)[0] != 200 and \
-            exchange(access, "GET", path, key)[1]["status"] == "FILLED":
-        exchange(access, "POST", "/api/v1/order", key, {
-            "symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": 0.01})
-
-
 def test_halt_reaches_an_engine_whose_sshd_is_down(access, ripcord):
     key = access.env("exec-1")["EXCHANGE_API_KEY"]
     with sshd_stopped(access, "exec-1"):
@@ -92,7 +79,7 @@ def test_halt_reaches_an_engine_whose_sshd_is_down(access, ripcord):
             assert exchange(access, "GET", f"/api/v1/order/{order['orderId']}", key)[1][
                 "status"] != "NEW"
         finally:
-            settle(access, key, order)
+            settle_order(access, key, order)
     done = records(result, "halt")
     assert set(done) == set(ENGINES), done
     msg = done["exec-1"]["msg"]

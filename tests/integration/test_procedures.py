@@ -13,14 +13,10 @@ import os
 import subprocess
 
 import pytest
-from helpers import account_in_step, exchange, trading_again
+from helpers import account_in_step, engine, exchange, settle_order, trading_again
 
 ENGINES = ("exec-1", "exec-2")
 STRATEGIES = ("titan-scavenger", "titan-hunter", "titan-sentinel")
-
-
-def engine(access, host: str) -> dict:
-    return access.health(host, "titan-execution")
 
 
 def supervisor_state(access, host: str, service: str) -> str:
@@ -50,11 +46,7 @@ def hand_order(access, key: str, client_id: str | None = None):
     try:
         yield order
     finally:
-        path = f"/api/v1/order/{order['orderId']}"
-        if exchange(access, "DELETE", path, key)[0] != 200 and \
-                exchange(access, "GET", path, key)[1]["status"] == "FILLED":
-            exchange(access, "POST", "/api/v1/order", key, {
-                "symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": 0.01})
+        settle_order(access, key, order)
 
 
 def halt_json(result: subprocess.CompletedProcess) -> dict[str, dict]:

@@ -7,7 +7,7 @@ import json
 import time
 
 import pytest
-from helpers import exchange, publish, trading_again
+from helpers import engine, exchange, publish, trading_again
 
 from ripcord import bus
 
@@ -19,10 +19,6 @@ def trading_afterwards(access, secret):
     """Every test here leaves the engines trading: no halt file, a signed NORMAL."""
     yield
     trading_again(access, secret, ENGINES, timeout=5)
-
-
-def engine_state(access, host: str) -> dict:
-    return access.health(host, "titan-execution")
 
 
 def test_a_signed_halt_is_acknowledged_and_halts_every_engine(access, secret):
@@ -51,14 +47,14 @@ def test_a_signed_halt_is_acknowledged_and_halts_every_engine(access, secret):
     assert reply["ok"] is True and reply["halted"] is True
     assert {e["host"] for e in events if e["halted"]} == set(ENGINES)
     for host in ENGINES:
-        health = engine_state(access, host)
+        health = engine(access, host)
         assert health["halted"] is True and health["state"] == "HARD_HALT"
         assert access.log_has(host, "titan-execution", "System HALTED")
 
 
 def test_unsigned_badly_signed_and_replayed_commands_are_rejected_and_trading_goes_on(access, secret):
     halt = {"state": "HARD_HALT", "reason": "attack", "operator": "mallory", "source": "outside"}
-    before = {h: engine_state(access, h)["signals_received"] for h in ENGINES}
+    before = {h: engine(access, h)["signals_received"] for h in ENGINES}
 
     publish(access, bus.HALT_SUBJECT, halt, secret=None, headers={})
     publish(access, bus.HALT_SUBJECT, halt, secret="not-the-secret")
@@ -69,28 +65,28 @@ def test_unsigned_badly_signed_and_replayed_commands_are_rejected_and_trading_go
         access.wait_for(lambda h=host: access.log_has(h, "titan-execution",
                                                       "HMAC Verification Failed: bad signature"),
                         timeout=5, what=f"{host} logs the bad signature")
-        assert engine_state(access, host)["halted"] is False
+        assert engine(access, host)["halted"] is False
 
     # A genuine halt, then resume; replaying the captured halt must not halt again.
     data = bus.encode(halt)
     captured = publish(access, bus.HALT_SUBJECT, halt, secret, raw=data)
     for host in ENGINES:
-        access.wait_for(lambda h=host: engine_state(access, h)["halted"], timeout=3,
+        access.wait_for(lambda h=host: engine(access, h)["halted"], timeout=3,
                         what=f"{host} halted by the genuine command")
     publish(access, bus.HALT_SUBJECT, {"state": "NORMAL", "reason": "resume",
                                        "operator": "pytest", "source": "test"}, secret)
     for host in ENGINES:
-        access.wait_for(lambda h=host: not engine_state(access, h)["halted"], timeout=3,
+        access.wait_for(lambda h=host: not engine(access, h)["halted"], timeout=3,
                         what=f"{host} resumed")
     publish(access, bus.HALT_SUBJECT, halt, secret=None, headers=captured, raw=data)
     for host in ENGINES:
         access.wait_for(lambda h=host: access.log_has(h, "titan-execution",
                                                       "HMAC Verification Failed: replayed nonce"),
                         timeout=5, what=f"{host} logs the replay")
-        assert engine_state(access, host)["halted"] is False
+        assert engine(access, host)["halted"] is False
 
     # Trading goes on: the engines keep receiving signals and placing orders.
-    access.wait_for(lambda: any(engine_state(access, h)["signals_received"] > before[h]
+    access.wait_for(lambda: any(engine(access, h)["signals_received"] > before[h]
                                 for h in ENGINES), timeout=15, interval=0.5,
                     what="new signals reaching the engines")
 
@@ -106,24 +102,24 @@ def test_touching_the_halt_file_halts_the_engine_on_its_own(access):
                                                      '"$TITAN_HOME/logs/titan-execution.log"',
                                            check=False).stdout.strip() or 0) > before,
                     timeout=10, what="exec-1 logging its halt by the file")
-    health = engine_state(access, "exec-1")
+    health = engine(access, "exec-1")
     mtime = float(access.ssh("exec-1", 'stat -c %.9Y "$TITAN_HOME/system.halt"').stdout)
     assert health["halted"] is True and health["halt_source"] in ("file", "file+nats")
     assert health["halted_since"] >= mtime, (health["halted_since"], mtime)  # the file came first
     assert access.log_has("exec-1", "titan-execution", "reason=halt file test")
-    assert engine_state(access, "exec-2")["halted"] is False  # the file is per host
+    assert engine(access, "exec-2")["halted"] is False  # the file is per host
 
 
 def test_a_halted_engine_rejects_signals_and_cancels_its_working_orders(access):
     ops_key = access.env("core-1")["EXCHANGE_OPS_API_KEY"]
     access.ssh("exec-2", 'touch "$TITAN_HOME/system.halt"')
-    access.wait_for(lambda: engine_state(access, "exec-2")["halted"], timeout=2, what="halted")
+    access.wait_for(lambda: engine(access, "exec-2")["halted"], timeout=2, what="halted")
     access.wait_for(lambda: access.log_has("exec-2", "titan-execution",
                                            "Order Rejected: System Halted"),
                     timeout=20, interval=0.5, what="a signal rejected while halted")
     status, orders = exchange(access, "GET", "/api/v1/openOrders?clientPrefix=exec-2-", ops_key)
     assert status == 200 and orders == []
-    assert engine_state(access, "exec-2")["open_orders"] == 0
+    assert engine(access, "exec-2")["open_orders"] == 0
 
 
 def test_the_exchange_refuses_bad_keys_and_rate_limits(access):

@@ -2,25 +2,18 @@
 rotation with the key the command came with; the controller reads an SSH-down host's health
 only where it sees the URL as the host does."""
 
-import importlib.util
 import time
-from pathlib import Path
 
 from ripcord import bus
 from ripcord.modules import TaskContext
 from ripcord.modules.httpchannel import direct_reason
 
-spec = importlib.util.spec_from_file_location(
-    "titan_common", Path(__file__).resolve().parents[2] / "sandbox" / "titan" / "common.py")
-common = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(common)
-
 INBOX = "_INBOX.abc.1"
 ANSWER = b'{"host":"exec-1","halted":true}'
 
 
-def test_an_engine_answer_verifies_only_over_its_inbox_body_and_key():
-    headers = common.sign_headers(INBOX, ANSWER, b"current")
+def test_an_engine_answer_verifies_only_over_its_inbox_body_and_key(titan_common):
+    headers = titan_common.sign_headers(INBOX, ANSWER, b"current")
     assert bus.verify(INBOX, headers, ANSWER, "current") is None
     assert bus.verify("_INBOX.abc.2", headers, ANSWER, "current") == "bad signature"
     assert bus.verify(INBOX, headers, ANSWER.replace(b"exec-1", b"exec-2"), "current") \
@@ -32,8 +25,8 @@ def test_an_engine_answer_verifies_only_over_its_inbox_body_and_key():
     assert bus.verify(INBOX, stale, ANSWER, "current").startswith("stale")
 
 
-def test_an_engine_answers_with_the_key_the_command_was_signed_with():
-    verifier = common.CommandVerifier(["new", "old"])
+def test_an_engine_answers_with_the_key_the_command_was_signed_with(titan_common):
+    verifier = titan_common.CommandVerifier(["new", "old"])
     body = bus.encode({"state": "HARD_HALT"})
     assert verifier.verify(bus.HALT_SUBJECT, bus.sign(bus.HALT_SUBJECT, body, "old"), body) is None
     assert verifier.matched == b"old"

@@ -4,21 +4,14 @@ read), and the role's new password goes to PostgreSQL only as a SCRAM-SHA-256 ve
 import base64
 import hashlib
 import hmac
-import importlib.util
 import re
-from pathlib import Path
 
 from ripcord.modules.rotate import fingerprint, key_id, scram_verifier
 
-spec = importlib.util.spec_from_file_location(
-    "titan_common_rotate", Path(__file__).resolve().parents[2] / "sandbox" / "titan" / "common.py")
-common = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(common)
 
-
-def test_fingerprints_agree_with_the_stand_ins_and_hide_the_value():
+def test_fingerprints_agree_with_the_stand_ins_and_hide_the_value(titan_common):
     for key, value in (("TITAN_HMAC_SECRET", "ab" * 32), ("TITAN_DB_PASSWORD", "p'w d")):
-        assert fingerprint(key, value) == common.fingerprint(key, value)
+        assert fingerprint(key, value) == titan_common.fingerprint(key, value)
         assert len(fingerprint(key, value)) == 12 and value not in fingerprint(key, value)
     # labelled per key: one value under two keys shows two fingerprints
     assert fingerprint("A", "same") != fingerprint("B", "same")
