@@ -92,21 +92,21 @@ def render(found: dict[int, dict]) -> str:
     if not found:
         return "\n".join([*out, "No results yet: run `make bench`.", "", END])
     for hosts, record in sorted(found.items()):
-        m, load = record["machine"], record["load"]
+        m, busy = record["machine"], record["load"]
         out += [f"### {hosts} hosts, {m['date']}", "",
                 f"Machine: {m['cpus']} cores ({m['model']}), {m['memory_mib']} MiB, Python {m['python']}; "
-                f"load average (1, 5, 15 min) {', '.join(f'{x:.1f}' for x in load['before'])} before, "
-                f"{', '.join(f'{x:.1f}' for x in load['after'])} after.", ""]
+                f"load average (1, 5, 15 min) {', '.join(f'{x:.1f}' for x in busy['before'])} before, "
+                f"{', '.join(f'{x:.1f}' for x in busy['after'])} after.", ""]
         for job, times in record["jobs"].items():
             out += [f"**{job}** (whole-process wall time; median of the runs after a warm-up)", "",
                     *table(job, times), ""]
     halts = load("halt")
     for hosts, record in sorted(halts.items()):
-        m, load_avg = record["machine"], record["load"]
+        m, busy = record["machine"], record["load"]
         out += [f"### `ripcord halt`, {hosts} hosts ({record['engines']} engines), {m['date']}", "",
                 f"Machine: {m['cpus']} cores ({m['model']}); load average (1, 5, 15 min) "
-                f"{', '.join(f'{x:.1f}' for x in load_avg['before'])} before, "
-                f"{', '.join(f'{x:.1f}' for x in load_avg['after'])} after. `controller`: the controller "
+                f"{', '.join(f'{x:.1f}' for x in busy['before'])} before, "
+                f"{', '.join(f'{x:.1f}' for x in busy['after'])} after. `controller`: the controller "
                 "holds the signing secret (published before any SSH connection); `hosts`: the secret "
                 "is read over SSH first.", "",
                 "| measure | runs | median | range |", "|---|---|---|---|"]
