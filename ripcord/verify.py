@@ -291,7 +291,7 @@ def run_checks(select: str, connections: dict[str, Connection],
     while True:
         attempt += 1
         plugin = _Plugin(connections, hostvars)
-        args = ["--capture=no", "-q", "--tb=no", "--import-mode=importlib", *PYTEST_OFF,
+        args = ["-q", "--tb=no", "--import-mode=importlib", *PYTEST_OFF,
                 *_selection(select)]
         args += ["--junitxml", junit] if junit else ["-p", "no:junitxml"]
         try:
@@ -311,11 +311,12 @@ def run_checks(select: str, connections: dict[str, Connection],
 
 # What ripcord's pytest runs do without (a halt waits for its checks, so their cost counts):
 # plugin autoloading (testinfra's own plugin, see above, and any other installed one: their
-# discovery alone cost ~0.13 s a run); output capture (our report is the output); the plugins
+# discovery alone cost ~0.13 s a run); output capture (our report is the output: its plugin,
+# not only --capture=no, as it still wrapped every phase of every item); the plugins
 # that turn exceptions raised in __del__ or threads into warnings nobody sees here (~0.15 s of
 # forced garbage collections a run); and those with no use in-process (~15 ms).
 PYTEST_OFF = ["--disable-plugin-autoload"] + [
-    arg for plugin in ("cacheprovider", "unraisableexception", "threadexception", "debugging",
+    arg for plugin in ("capture", "cacheprovider", "unraisableexception", "threadexception", "debugging",
                        "doctest", "legacypath", "pastebin", "setuponly", "setupplan", "stepwise",
                        "faulthandler", "unittest")
     for arg in ("-p", f"no:{plugin}")]
