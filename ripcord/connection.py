@@ -266,6 +266,19 @@ class Connection:
             return UnreachableError(f"{self.name}: connection closed by ripcord: {self.dropped}")
         return UnreachableError(f"{self.name}: connection lost{detail}")
 
+    def open_session(self, line: str, timeout: float = BANNER_TIMEOUT_S) -> paramiko.Channel:
+        """A channel running `line`, for a command that stays and talks (the host lock's holder,
+        the checks' shell): the caller writes its stdin, reads its answers and closes it."""
+        transport = self.fabric.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise self.lost()
+        try:
+            channel = transport.open_session(timeout=timeout)
+            channel.exec_command(line)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self.lost(f": {exc}") from None
+        return channel
+
     def _exec(self, line: str, limit: float, stdin: str | None, track: bool = False,
               answer_limit: float | None = None) -> tuple[int | None, bytes, bytes]:
         """(exit status, stdout, stderr) of one exec channel, read with select: no threads, no

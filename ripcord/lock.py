@@ -11,6 +11,11 @@ option and the options' names only: -e values and other secrets never reach the 
 scripts use the shell's builtins where they can: each process they start costs a host a few
 milliseconds, on every host of every run.
 
+On a host's connection the lock is held by the command that took it (HOLD): titan_home's flock
+let go, it waits on its stdin; release() is a line to it (no new SSH session, no login shell on
+the host), and when the connection closes without one (the controller killed, its machine gone)
+the command reads the end of its stdin and releases the lock itself.
+
 A second run waits a bounded time, then fails naming the holder. A lock whose process is gone
 (same controller, pid dead) or that is older than the lease is stale and is broken.
 """
@@ -19,10 +24,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shlex
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
+
+import paramiko
 
 from ripcord.connection import Connection
 from ripcord.errors import RipcordError
@@ -30,21 +39,36 @@ from ripcord.sandbox import procs
 
 LOCK_NAME = ".ripcord.lock"
 LEASE_S = 3600  # no incident run holds a host for an hour: older locks are abandoned
+HOLD_ANSWER_S = 30  # the flock waits 10 s at most; the rest is a slow host's margin
 GUARD = 'exec 9<"$1" && flock -w 10 9 || { echo "ERR cannot lock $1 (flock)"; exit 0; }; d=$1/$2; '
 
-# $1 directory, $2 lock name; stdin: the owner record.
-# Prints TAKEN, or HELD <age_s> <sha256 of owner.json, or none> and the record.
-ACQUIRE = GUARD + r"""
+_TAKE = r"""
 if mkdir -- "$d" 2>/dev/null; then
   { IFS= read -r r || [ -n "$r" ]; } && printf '%s\n' "$r" > "$d/.owner" &&
-    mv -fT -- "$d/.owner" "$d/owner.json" && { echo TAKEN; exit 0; }
-  rm -rf -- "$d"; echo "ERR cannot write $d/owner.json"; exit 0
+    mv -fT -- "$d/.owner" "$d/owner.json" ||
+    { rm -rf -- "$d"; echo "ERR cannot write $d/owner.json"; exit 0; }
+  echo TAKEN
+"""
+_HELD = r"""
 fi
 now=$(date +%s); made=$(stat -c %Y -- "$d" 2>/dev/null) || made=$now
 h=none; [ -f "$d/owner.json" ] && h=$(sha256sum < "$d/owner.json") && h=${h%% *}
 echo "HELD $((now - made)) $h"
 cat -- "$d/owner.json" 2>/dev/null || :
 """
+_MINE = r"""IFS= read -r r 2>/dev/null < "$d/owner.json"
+case $r in *"$3"*) rm -rf -- "$d";; esac; echo OK"""
+
+# $1 directory, $2 lock name; stdin: the owner record.
+# Prints TAKEN, or HELD <age_s> <sha256 of owner.json, or none> and the record.
+ACQUIRE = GUARD + _TAKE + "  exit 0" + _HELD
+
+# The same, and then held by this command while it lasts (a host's connection): titan_home's
+# flock let go, it waits for a line on stdin, or its end (the connection closed: the controller
+# is gone, and so is the run), then releases as RELEASE does. $3: as RELEASE's. Releasing is then
+# a line on a channel already open: no new SSH session, no login shell on the host.
+HOLD = GUARD + _TAKE + """  exec 9<&-; trap '' HUP; IFS= read -r _ || :
+  """ + GUARD + _MINE + "; exit 0" + _HELD
 
 # $3: sha256 of the owner file judged stale ("none": there was none). Removed only if unchanged.
 BREAK = GUARD + r"""
@@ -53,8 +77,7 @@ h=none; [ -f "$d/owner.json" ] && h=$(sha256sum < "$d/owner.json") && h=${h%% *}
 """
 
 # $3: the run id as it appears in owner.json. Removed only if the lock is still ours.
-RELEASE = GUARD + r"""IFS= read -r r 2>/dev/null < "$d/owner.json"
-case $r in *"$3"*) rm -rf -- "$d";; esac; echo OK"""
+RELEASE = GUARD + _MINE
 
 
 class LockHeld(RipcordError):
@@ -66,26 +89,57 @@ class HostLock:
     conn: Connection
     directory: str  # where the lock lives: the host's titan_home
     owner: dict
+    held: Any = None  # the channel of the command holding it (HOLD), while it does
 
     @property
     def path(self) -> str:
         return f"{self.directory.rstrip('/')}/{LOCK_NAME}"
 
-    def _script(self, script: str, *args: str, stdin: str | None = None) -> list[str]:
+    def _line(self, script: str, *args: str) -> str:
         argv = " ".join(shlex.quote(a) for a in (self.directory.rstrip("/") or "/", LOCK_NAME, *args))
-        out = self.conn.run(f"exec sh -c {shlex.quote(script)} lock {argv}", stdin=stdin)
-        lines = out.stdout.splitlines()
-        if not out.ok or not lines or lines[0].startswith("ERR "):
+        return f"exec sh -c {shlex.quote(script)} lock {argv}"
+
+    def _script(self, script: str, *args: str, stdin: str | None = None) -> list[str]:
+        out = self.conn.run(self._line(script, *args), stdin=stdin)
+        return self._lines(out.stdout, out.ok, out.stderr or f"exit {out.rc}")
+
+    def _lines(self, stdout: str, ok: bool, why: str) -> list[str]:
+        lines = stdout.splitlines()
+        if not ok or not lines or lines[0].startswith("ERR "):
             why = lines[0][4:] if lines and lines[0].startswith("ERR ") else (
-                out.stderr.strip().splitlines() or [f"exit {out.rc}"])[-1]
+                why.strip().splitlines() or ["no answer"])[-1]
             raise RipcordError(f"{self.conn.name}: cannot use the lock {self.path}: {why}")
         return lines
+
+    def _hold(self, record: str) -> list[str]:
+        """ACQUIRE by a command that then holds the lock (HOLD), on a host's connection; its
+        answer's lines. Taken: the command stays, for release() to end."""
+        channel = self.conn.open_session(self._line(HOLD, self._mark()))
+        try:
+            channel.sendall(record.encode())
+            out = _read(channel, time.monotonic() + HOLD_ANSWER_S, lambda text: text == "TAKEN\n")
+            if out == "TAKEN\n":
+                self.held, channel = channel, None
+                return ["TAKEN"]
+            return self._lines(out, channel.recv_exit_status() == 0, "no answer")  # HELD, or ERR
+        except TimeoutError:
+            raise RipcordError(f"{self.conn.name}: cannot use the lock {self.path}: no answer in "
+                               f"{HOLD_ANSWER_S}s") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self.conn.lost(f": {exc}") from None
+        finally:
+            if channel is not None:
+                channel.close()
+
+    def _mark(self) -> str:
+        return f'"run": {json.dumps(self.owner["run"])}'
 
     def acquire(self, wait_s: float = 10.0) -> None:
         deadline = time.monotonic() + wait_s
         record = json.dumps(self.owner) + "\n"  # one line (json.dumps' spacing: release matches it)
         while True:
-            lines = self._script(ACQUIRE, stdin=record)
+            lines = (self._hold(record) if isinstance(self.conn, Connection)
+                     else self._script(ACQUIRE, stdin=record))  # the controller's own: a run each
             if lines[0] == "TAKEN":
                 return
             _, age, seen = lines[0].split()
@@ -103,8 +157,21 @@ class HostLock:
             time.sleep(0.2)
 
     def release(self) -> None:
-        """Remove the lock if it is still ours (one round trip: the check runs on the host)."""
-        self._script(RELEASE, f'"run": {json.dumps(self.owner["run"])}')
+        """Remove the lock if it is still ours: a line to the command holding it, else (its
+        channel gone) RELEASE; the check runs on the host either way."""
+        channel, self.held = self.held, None
+        if channel is not None:
+            try:
+                channel.sendall(b"release\n")
+                channel.shutdown_write()
+                out = _read(channel, time.monotonic() + HOLD_ANSWER_S, lambda _: False)  # to its end
+                if out.split() == ["OK"] and channel.recv_exit_status() == 0:
+                    return
+            except (OSError, EOFError, TimeoutError, paramiko.SSHException):
+                pass  # the holder is gone or stuck: its lock may still be there, as ours
+            finally:
+                channel.close()
+        self._script(RELEASE, self._mark())
 
     @staticmethod
     def _stale(holder: dict, age: float) -> bool:
@@ -115,6 +182,26 @@ class HostLock:
         if holder.get("controller") == socket.gethostname():
             return not _pid_alive(int(holder.get("pid", 0)), holder.get("pid_start"))
         return False
+
+
+def _read(channel, deadline: float, done) -> str:
+    """A channel's stdout until done(text so far), or all of it when the command's output ends
+    (EOF: its exit status may overtake the data, so it is not the sign)."""
+    out = bytearray()
+    while True:
+        text = out.decode(errors="replace")
+        if done(text):
+            return text
+        if channel.recv_ready():
+            out += channel.recv(65536)
+        elif channel.recv_stderr_ready():
+            channel.recv_stderr(65536)
+        elif channel.eof_received or channel.closed:
+            return out.decode(errors="replace")
+        elif (left := deadline - time.monotonic()) <= 0:
+            raise TimeoutError
+        else:
+            select.select([channel], [], [], min(left, 1.0))
 
 
 def _parse(text: str) -> dict:

@@ -10,6 +10,7 @@ import os
 import shlex
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,9 @@ from ripcord.playbook import Play, Playbook, Task
 from ripcord.runner import Options, Runner, serial_batches
 
 EXECS = ["exec-1", "exec-2"]
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def T(name: str, module: str, args: dict | None = None, **keywords) -> Task:
@@ -372,3 +376,35 @@ def test_a_connection_that_dies_mid_command_is_reported_lost(inventory):
             conn.run("kill -9 $PPID; sleep 5", timeout=10)
     finally:
         conn.close()
+
+
+def test_a_killed_runs_locks_are_released_by_the_hosts(fleet, access, tmp_path):
+    """The lock is held by a command on the host's connection (ripcord/lock.py HOLD): when the
+    controller dies (kill -9, no release), the connection closes and the host releases the lock
+    itself; nothing waits for a lease or a pid check."""
+    import signal
+    import subprocess
+    import sys
+
+    playbook = tmp_path / "long.yml"
+    playbook.write_text("- hosts: exec-1\n  tasks:\n    - command: sleep 30.0417\n")
+    lock = f'"$TITAN_HOME/{LOCK_NAME}"'
+    env = {**os.environ, "RIPCORD_JOURNAL": str(tmp_path / "journal.jsonl")}
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "--search-root", str(REPO), "play",
+                             str(playbook), "--host", "exec-1", "--inventory", str(fleet.inventory)],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while access.ssh("exec-1", f"test -e {lock}/owner.json", check=False).returncode != 0:
+            assert time.monotonic() < deadline and proc.poll() is None, "the run never took the lock"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while access.ssh("exec-1", f"test -e {lock}", check=False).returncode == 0:
+            assert time.monotonic() < deadline, "the dead run's lock is still there"
+            time.sleep(0.2)
+    finally:
+        proc.kill()
+        access.ssh("exec-1", f"pkill -f 'sleep 30.0417'; rm -rf {lock}", check=False)
