@@ -115,15 +115,9 @@ class HostShell:
                 self._start(time.monotonic() + self.conn.command_timeout)
 
     def _start(self, deadline: float) -> None:
-        transport = self.conn.fabric.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise self.conn.lost()
-        try:
-            self.channel = transport.open_session(timeout=max(0.1, deadline - time.monotonic()))
-            self.channel.exec_command('echo $$; exec "${SHELL:-/bin/sh}" -s')
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            self.channel = None
-            raise self.conn.lost(f": {exc}") from None
+        self.channel = None
+        self.channel = self.conn.open_session('echo $$; exec "${SHELL:-/bin/sh}" -s',
+                                              timeout=max(0.1, deadline - time.monotonic()))
         self.session = b""  # its first line, read with the first command's answer (_read)
 
     def _read(self, deadline: float, done) -> tuple[bytearray, bytearray]:
