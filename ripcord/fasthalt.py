@@ -189,17 +189,23 @@ def controller_secret(hostvars: dict) -> str | None:
     path = hostvars.get("titan_hmac_secret_file")
     if not isinstance(path, str) or not path or "{{" in path:
         return None
-    path = os.path.expanduser(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        return secret_file(path) or None
     except OSError:
         return None  # missing: the halt module says so, and reads the hosts' secret
-    with os.fdopen(fd) as file:
+
+
+def secret_file(path: str) -> str:
+    """The first line of the controller's secret file, which only its owner may read (as ssh asks
+    of a key), followed through no link; "" when it is empty. OSError when it cannot be read,
+    SecretFileRefused when others than its owner can. The one reader of titan_hmac_secret_file,
+    for this path and the halt module's (ripcord/modules/trading.py)."""
+    path = os.path.expanduser(path)
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW)) as file:
         if os.fstat(file.fileno()).st_mode & 0o077:
             raise SecretFileRefused(f"{path}: titan_hmac_secret_file is readable by others than its owner; "
-                             f"refused (chmod 600 {path})")
-        value = file.readline().strip()
-    return value or None
+                                    f"refused (chmod 600 {path})")
+        return file.readline().strip()
 
 
 def _truthy(value) -> bool:

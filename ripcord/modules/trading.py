@@ -20,6 +20,7 @@ from typing import Any
 
 from ripcord import bus
 from ripcord.errors import RipcordError, UnreachableError
+from ripcord.fasthalt import SecretFileRefused, secret_file
 from ripcord.keyring import KeyringError, keyring_secret
 from ripcord.modules import servicehint
 from ripcord.modules.base import Arg, Module, Result, TaskContext, register
@@ -95,11 +96,9 @@ def controller_secret(ctx: TaskContext, path: str) -> str:
     a key), registered for redaction."""
     path = os.path.expanduser(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd) as file:
-            if os.fstat(file.fileno()).st_mode & 0o077:
-                raise EnvFileError(f"{path} is readable by others than its owner (chmod 600 it)")
-            value = file.readline().strip()
+        value = secret_file(path)
+    except SecretFileRefused:
+        raise EnvFileError(f"{path} is readable by others than its owner (chmod 600 it)") from None
     except OSError as exc:
         raise EnvFileError(f"cannot read {path}: {exc.strerror}") from None
     if not value:

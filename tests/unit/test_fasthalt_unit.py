@@ -94,3 +94,29 @@ def test_the_fast_path_hands_its_inventory_read_to_the_command_once(tmp_path):
     hand_over([str(path)], early)
     assert list(load_operator_inventory([other]).hosts) == ["exec-2"]  # other paths: read them
     assert load_operator_inventory([path]) is not early  # and the hand-over is gone
+
+
+def test_the_halt_module_reads_the_secret_file_with_the_same_refusals(tmp_path):
+    """trading.controller_secret (resume, flatten, the halt's rungs) reads through the same
+    reader as the fast path: mode 600 only, no link followed, an empty file is no secret."""
+    from types import SimpleNamespace
+
+    from ripcord.modules.bus import EnvFileError
+    from ripcord.modules.trading import controller_secret
+
+    key = tmp_path / "hmac.secret"
+    key.write_text("s3cret\n")
+    key.chmod(0o600)
+    ctx = SimpleNamespace(secrets=set())
+    assert controller_secret(ctx, str(key)) == "s3cret" and ctx.secrets == {"s3cret"}
+    link = tmp_path / "link.secret"
+    link.symlink_to(key)
+    with pytest.raises(EnvFileError, match="cannot read"):
+        controller_secret(ctx, str(link))
+    key.chmod(0o640)
+    with pytest.raises(EnvFileError, match="readable by others than its owner"):
+        controller_secret(ctx, str(key))
+    key.write_text("")
+    key.chmod(0o600)
+    with pytest.raises(EnvFileError, match="is empty"):
+        controller_secret(ctx, str(key))
