@@ -35,15 +35,23 @@ def only_scenario_3(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(scenarios, "SCENARIOS", tmp_path / "scenarios")
 
 
+def operators_escalation(tmp_path: Path, monkeypatch, old: str, new: str, *, host: str) -> Path:
+    """Scenario 3 alone; the operator's escalation file (RIPCORD_ESCALATION): the shipped one
+    with `old` made `new`; a one-host inventory (a closed port), whose path is returned."""
+    only_scenario_3(tmp_path, monkeypatch)
+    own = tmp_path / "escalation.yml"
+    own.write_text(SHIPPED.read_text().replace(old, new))
+    monkeypatch.setenv("RIPCORD_ESCALATION", str(own))
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(f"all:\n  hosts:\n    {host}: {{ansible_host: 127.0.0.1, ansible_port: 9}}\n")
+    return inventory
+
+
 def test_triage_prints_the_operators_response_time_and_the_docs_the_shipped_one(tmp_path, monkeypatch):
     from ripcord import triage, verify
 
-    only_scenario_3(tmp_path, monkeypatch)
-    own = tmp_path / "escalation.yml"
-    own.write_text(SHIPPED.read_text().replace("respond_within_s: 900", "respond_within_s: 1200"))
-    monkeypatch.setenv("RIPCORD_ESCALATION", str(own))
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text("all:\n  hosts:\n    core-1: {ansible_host: 127.0.0.1, ansible_port: 9}\n")
+    inventory = operators_escalation(tmp_path, monkeypatch, "respond_within_s: 900",
+                                     "respond_within_s: 1200", host="core-1")
     stale = CheckResult("core-1", "test_market_data.py::test_order_books_are_fresh", "failed",
                         "every order book is stale")  # scenario 3 (SEV2), as the check says it
     monkeypatch.setattr(verify, "connect", lambda *a: ({"core-1": SimpleNamespace(close=lambda: None)}, {}))
@@ -60,12 +68,9 @@ def test_triage_prints_the_operators_response_time_and_the_docs_the_shipped_one(
 def test_a_bad_operator_escalation_file_stops_triage_before_any_host(tmp_path, monkeypatch):
     from ripcord import triage, verify
 
-    only_scenario_3(tmp_path, monkeypatch)
+    inventory = operators_escalation(tmp_path, monkeypatch, "respond_within_s: 14400",
+                                     "respond_within_s: soon", host="nowhere")
     own = tmp_path / "escalation.yml"
-    own.write_text(SHIPPED.read_text().replace("respond_within_s: 14400", "respond_within_s: soon"))
-    monkeypatch.setenv("RIPCORD_ESCALATION", str(own))
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text("all:\n  hosts:\n    nowhere: {ansible_host: 127.0.0.1, ansible_port: 9}\n")
     monkeypatch.setattr(verify, "connect", lambda *a, **k: pytest.fail("a host was touched"))
     with pytest.raises(InputError, match=rf"^{own}:\d+: severity 4: respond_within_s"):
         triage.diagnose("all", [str(inventory)])
